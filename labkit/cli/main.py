@@ -1,0 +1,76 @@
+"""Entry point: assembles the verbs and turns LabkitError into one paragraph and an exit code.
+
+Exit codes: 0 ok, 1 failure, 2 usage or validation error (verifications: 0 pass, 1 fail,
+2 could not run).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from labkit.errors import LabkitError
+
+app = typer.Typer(
+    name="labkit",
+    help=(
+        "Network-namespace testbeds for kernel networking labs.\n\n"
+        "A topology file (YAML) describes nodes, links, LANs and addresses; "
+        "`labkit up FILE` builds it from network namespaces, `labkit down NAME` removes "
+        "every trace. Start with `labkit doctor`, then `labkit validate topologies/pair.yaml`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# One module per verb; each has register(app). Order is the order in --help.
+VERBS = [
+    "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph",
+    "capture", "doctor", "vm",
+]
+
+
+def _register() -> None:
+    for verb in VERBS:
+        try:
+            module = importlib.import_module(f"labkit.cli.{verb}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"labkit.cli.{verb}":
+                continue  # a verb still being written
+            raise
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)  # click returns typer.Exit's code here
+    except LabkitError as exc:
+        from labkit.cli.output import err_console
+
+        err_console.print(f"[bold red]error:[/] {exc.render()}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
