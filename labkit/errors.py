@@ -69,3 +69,13 @@ class NotRootError(UsageError):
 
 class MissingFeatureError(UsageError):
     """The running kernel lacks something a lab needs; the hint names the command to use."""
+
+
+def require_root() -> None:
+    """Namespaces need CAP_SYS_ADMIN; say so before anything is attempted."""
+    import os
+
+    if os.geteuid() != 0:
+        raise NotRootError(
+            "labkit needs root to create network namespaces (CAP_SYS_ADMIN, CAP_NET_ADMIN).",
+            hint="Run it with sudo, e.g. `sudo .venv/bin/labkit up FILE`.")

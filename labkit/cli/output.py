@@ -56,14 +56,5 @@ def progress(description: str) -> Iterator[Any]:
         yield update
 
 
-def require_root() -> None:
-    """Namespaces need CAP_SYS_ADMIN; say so before anything is attempted."""
-    import os
 
-    from labkit.errors import NotRootError
-
-    if os.geteuid() != 0:
-        raise NotRootError(
-            "labkit needs root to create network namespaces (CAP_SYS_ADMIN, CAP_NET_ADMIN).",
-            hint="Run it with sudo, e.g. `sudo .venv/bin/labkit up FILE`.",
-        )
+from labkit.errors import require_root  # noqa: E402,F401  (verbs import it from here)

@@ -1,0 +1,229 @@
+"""Topology -> running namespaces, in one ordered pass over rtnetlink.
+
+Order matters: namespaces, loopbacks, bridges, veth pairs (created straight into their
+namespaces, so the host's root namespace never holds a lab link), addresses, sysctls,
+routes, then kernel features. The caller (Lab.up) owns atomicity: any exception here is
+followed by a full teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from labkit.errors import LabkitError
+from labkit.lab import names, netns
+from labkit.lab.netlink import iproute, kernel_error
+from labkit.lab.state import LabState
+from labkit.topology.model import Endpoint, Node, Topology
+
+IFA_F_NODAD = 0x02
+IFF_LOWER_UP = 0x10000
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class Builder:
+    topo: Topology
+    state: LabState
+    progress: Progress = lambda done, total, what: None
+    sockets: dict[str, IPRoute] = field(default_factory=dict)
+    fds: dict[str, int] = field(default_factory=dict)
+    _done: int = 0
+    _total: int = 0
+
+    def ns(self, node: str) -> str:
+        return names.node_ns(self.topo.name, node)
+
+    def step(self, what: str) -> None:
+        self._done += 1
+        self.progress(self._done, self._total, what)
+
+    def run(self) -> None:
+        topo = self.topo
+        eps = [ep for seg in topo.segments for ep in seg.endpoints]
+        self._total = 2 * len(topo.nodes) + 2 * len(eps) + len(topo.links) + bool(topo.lans)
+        try:
+            self._namespaces()
+            self._lans()
+            self._links()
+            self._addresses()
+            self._node_settings()
+            self._wait_carrier()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for ipr in self.sockets.values():
+            ipr.close()
+        for fd in self.fds.values():
+            os.close(fd)
+        self.sockets.clear()
+        self.fds.clear()
+
+    # -- steps -------------------------------------------------------------------------
+    def _namespaces(self) -> None:
+        wanted = [self.ns(n) for n in self.topo.nodes]
+        if self.topo.lans:
+            wanted.append(names.lan_ns(self.topo.name))
+        self.state.namespaces = wanted
+        self.state.save()  # intent first: a SIGKILL from here on leaves a record
+        for ns in wanted:
+            try:
+                netns.create(ns)
+            except OSError as exc:
+                raise kernel_error(exc, f"create network namespace {ns}") from exc
+            ipr = self.sockets[ns] = iproute(ns)
+            ipr.link("set", index=1, state="up")  # lo is always ifindex 1 in a new netns
+            self.step("namespaces")
+
+    def _fd(self, ns: str) -> int:
+        if ns not in self.fds:
+            self.fds[ns] = netns.open_fd(ns)
+        return self.fds[ns]
+
+    def _lans(self) -> None:
+        if not self.topo.lans:
+            return
+        lan_ns = names.lan_ns(self.topo.name)
+        ipr = self.sockets[lan_ns]
+        # The switch namespace needs no IPv6 of its own: no link-local chatter on ports.
+        with netns.entered(lan_ns):
+            for key in ("all", "default"):
+                _write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
+        port = 0
+        for lan in self.topo.lans.values():
+            try:
+                ipr.link("add", ifname=lan.name, kind="bridge", br_stp_state=0,
+                         br_forward_delay=0)
+                br = ipr.link_lookup(ifname=lan.name)[0]
+                ipr.link("set", index=br, state="up")
+            except Exception as exc:
+                raise kernel_error(exc, f"create bridge {lan.name}", lan.loc) from exc
+            for ep in lan.endpoints:
+                port += 1
+                pname = names.lan_port(port)
+                try:
+                    ipr.link("add", ifname=pname, kind="veth", master=br,
+                             peer={"ifname": ep.iface, "net_ns_fd": self._fd(self.ns(ep.node))})
+                    # The alias tells `status` and captures which node a port serves.
+                    ipr.link("set", ifname=pname, state="up", ifalias=ep.label)
+                except Exception as exc:
+                    raise kernel_error(exc, f"attach {ep.label} to LAN {lan.name}",
+                                       ep.loc) from exc
+                self.step("LAN ports")
+        self.step("bridges")
+
+    def _links(self) -> None:
+        for link in self.topo.links:
+            a, b = link.endpoints
+            try:
+                self.sockets[self.ns(a.node)].link(
+                    "add", ifname=a.iface, kind="veth",
+                    peer={"ifname": b.iface, "net_ns_fd": self._fd(self.ns(b.node))})
+            except Exception as exc:
+                raise kernel_error(exc, f"create the veth pair {link.name}", link.loc) from exc
+            self.step("links")
+
+    def _addresses(self) -> None:
+        for node in self.topo.nodes.values():
+            ipr = self.sockets[self.ns(node.name)]
+            index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+            for ep in node.interfaces.values():
+                self._configure(ipr, index[ep.iface], ep)
+            for ifa in node.loopback:
+                _add_addr(ipr, 1, ifa, node.loc, f"{node.name}:lo")
+
+    def _configure(self, ipr: IPRoute, idx: int, ep: Endpoint) -> None:
+        try:
+            if ep.mtu:
+                ipr.link("set", index=idx, mtu=ep.mtu)
+            ipr.link("set", index=idx, state="up")
+        except Exception as exc:
+            raise kernel_error(exc, f"bring up {ep.label}", ep.loc) from exc
+        self.step("interfaces")
+        for ifa in (ep.ipv4, ep.ipv6):
+            if ifa:
+                _add_addr(ipr, idx, ifa, ep.addr_locs.get(ifa.version, ep.loc), ep.label)
+        self.step("addresses")
+
+    def _node_settings(self) -> None:
+        for node in self.topo.nodes.values():
+            ns = self.ns(node.name)
+            _apply_sysctls(node, ns)
+            ipr = self.sockets[ns]
+            for route in node.routes:
+                kw: dict[str, Any] = {"dst": str(route.dst), "gateway": str(route.via),
+                                      "family": 2 if route.via.version == 4 else 10}
+                if route.dev:
+                    kw["oif"] = ipr.link_lookup(ifname=route.dev)[0]
+                try:
+                    ipr.route("add", **kw)
+                except Exception as exc:
+                    raise kernel_error(exc, f"add route {route.dst} via {route.via} on "
+                                            f"{node.name}", route.loc) from exc
+            self.step("routes")
+
+    def _wait_carrier(self, timeout: float = 5.0) -> None:
+        """Return only when every lab interface has carrier, so traffic flows.
+
+        IFF_LOWER_UP is set synchronously when both veth ends are up; operstate follows
+        later through linkwatch (up to a second) and would only slow `up` down.
+        """
+        deadline = time.monotonic() + timeout
+        pending = {self.ns(n.name): set(n.interfaces) for n in self.topo.nodes.values()}
+        while pending:
+            for ns in list(pending):
+                up = {link.get_attr("IFLA_IFNAME") for link in self.sockets[ns].get_links()
+                      if link["flags"] & IFF_LOWER_UP}
+                pending[ns] -= up
+                if not pending[ns]:
+                    del pending[ns]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                late = ", ".join(f"{ns}:{i}" for ns, ifs in pending.items() for i in ifs)
+                raise LabkitError(f"interfaces did not come up within {timeout:.0f} s: {late}.",
+                                  hint="Check `dmesg` for veth or bridge errors.")
+            time.sleep(0.02)
+
+
+def _add_addr(ipr: IPRoute, idx: int, ifa: Any, loc: Any, label: str) -> None:
+    try:
+        ipr.addr("add", index=idx, address=str(ifa.ip), prefixlen=ifa.network.prefixlen,
+                 flags=IFA_F_NODAD if ifa.version == 6 else 0)
+    except Exception as exc:
+        raise kernel_error(exc, f"add address {ifa} to {label}", loc) from exc
+
+
+def _apply_sysctls(node: Node, ns: str) -> None:
+    values = dict(node.sysctls)
+    if node.forwarding:
+        values.setdefault("net.ipv4.ip_forward", "1")
+        values.setdefault("net.ipv6.conf.all.forwarding", "1")
+    if not values:
+        return
+    with netns.entered(ns):
+        for key, value in values.items():
+            try:
+                _write_sysctl(key, value)
+            except OSError as exc:
+                hint = ("No such sysctl in this kernel's network namespace."
+                        if isinstance(exc, FileNotFoundError) else "")
+                raise LabkitError(f"cannot set sysctl {key}={value} on node {node.name}: "
+                                  f"{exc.strerror}.", hint=hint, loc=node.loc) from exc
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    """/proc/sys/net resolves to the namespace of the opening thread.
+
+    Like sysctl(8): a key containing '/' keeps its dots (for names such as eth1.100).
+    """
+    path = key if "/" in key else key.replace(".", "/")
+    with open("/proc/sys/" + path, "w") as fh:
+        fh.write(value)

@@ -1,0 +1,74 @@
+"""What a running lab looks like in the kernel right now (for status, tests, widgets)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from labkit.lab import names, netns, state
+from labkit.lab.netlink import opened
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
+
+OPERSTATE = {0: "UNKNOWN", 2: "DOWN", 5: "DORMANT", 6: "UP"}
+
+
+def node_links(ns: str) -> list[dict[str, Any]]:
+    """Interfaces of a namespace with their addresses, like `ip -j addr` but in-process."""
+    with opened(ns) as ipr:
+        addrs: dict[int, list[str]] = {}
+        for a in ipr.get_addr():
+            addrs.setdefault(a["index"], []).append(
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        out = []
+        for link in ipr.get_links():
+            info = link.get_attr("IFLA_LINKINFO")
+            out.append({
+                "ifname": link.get_attr("IFLA_IFNAME"),
+                "index": link["index"],
+                "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+                "state": link.get_attr("IFLA_OPERSTATE"),
+                "up": bool(link["flags"] & 1),
+                "mtu": link.get_attr("IFLA_MTU"),
+                "mac": link.get_attr("IFLA_ADDRESS"),
+                "master": link.get_attr("IFLA_MASTER"),
+                "alias": link.get_attr("IFLA_IFALIAS"),
+                "addresses": addrs.get(link["index"], []),
+            })
+        return out
+
+
+def _visible(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lab interfaces, plus lo only when the topology gave it extra addresses."""
+    return [i for i in links if i["ifname"] != "lo" or len(i["addresses"]) > 2]
+
+
+def lab_status(lab: Lab) -> dict[str, Any]:
+    st = state.load(lab.name)
+    nodes = {}
+    for name, node in lab.nodes.items():
+        present = netns.exists(node.ns)
+        nodes[name] = {
+            "namespace": node.ns,
+            "present": present,
+            "interfaces": _visible(node_links(node.ns)) if present else [],
+        }
+    lans = {}
+    lan_ns = names.lan_ns(lab.name)
+    if lab.topo.lans and netns.exists(lan_ns):
+        links = node_links(lan_ns)
+        for lan in lab.topo.lans:
+            br = next((i for i in links if i["ifname"] == lan), None)
+            ports = [i["alias"] for i in links if br and i["master"] == br["index"]]
+            lans[lan] = {"up": bool(br and br["up"]), "members": ports}
+    return {
+        "name": lab.name,
+        "status": st.status if st else "down",
+        "topology": st.topology if st else lab.topo.path,
+        "host": st.host if st else {"kind": "local"},
+        "description": lab.topo.description,
+        "nodes": nodes,
+        "lans": lans,
+        "processes": st.processes if st else [],
+        "features": st.features if st else {},
+    }

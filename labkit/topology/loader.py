@@ -1,0 +1,438 @@
+"""Topology file -> validated Topology, or a TopologyError listing every located problem.
+
+Nothing here touches the kernel: `labkit validate` and the first step of `labkit up` are
+the same call, so a bad file never leaves a half-built lab.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from labkit import features
+from labkit.errors import Loc, TopologyError
+from labkit.topology import addressing
+from labkit.topology.fields import (
+    Problems,
+    as_bool,
+    as_iface,
+    as_int,
+    as_list,
+    as_map,
+    as_name,
+    as_network,
+    as_str,
+    check_ifname,
+    check_keys,
+    suggest,
+)
+from labkit.topology.located import LMap, load_file, load_text
+from labkit.topology.model import Check, Endpoint, Node, Route, Segment, Topology
+
+TOP_KEYS = ["name", "description", "addressing", "defaults", "nodes", "links", "lans", "checks"]
+NODE_KEYS = ["description", "sysctls", "routes", "forwarding", "interfaces"]
+DEFAULT_KEYS = ["sysctls", "routes", "forwarding", "mtu"]
+SEGMENT_KEYS = ["endpoints", "ipv4", "ipv6", "mtu", "description"]
+IFACE_KEYS = ["ipv4", "ipv6", "mtu"]
+ROUTE_KEYS = ["to", "via", "dev"]
+CHECK_KEYS = ["name", "type", "from", "to", "proto", "family", "port", "expect"]
+SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-/]+$")
+MAX_NODES = 1024
+
+
+def load(path: str) -> Topology:
+    return parse(load_file(path), path)
+
+
+def loads(text: str, path: str = "<string>") -> Topology:
+    return parse(load_text(text, path), path)
+
+
+def parse(doc: Any, path: str) -> Topology:
+    p = Problems()
+    root_loc = getattr(doc, "loc", Loc(path, 1, 1))
+    if not isinstance(doc, LMap):
+        p.add(root_loc, "a topology file must be a mapping with `name:` and `nodes:` at the "
+                        "top level.", "See topologies/pair.yaml for the shape.")
+        raise TopologyError(p.items)
+    feature_keys = features.keys()
+    check_keys(doc, TOP_KEYS + feature_keys, "the topology", p, required=("name", "nodes"))
+
+    name = as_name(doc["name"], doc.val_loc("name"), "the lab name", p, 24) \
+        if "name" in doc else "unnamed"
+    topo = Topology(name=name or "invalid", path=path, loc=root_loc)
+    if "description" in doc:
+        topo.description = as_str(doc["description"], doc.val_loc("description"),
+                                  "description", p) or ""
+
+    defaults = as_map(doc.get("defaults"), doc.val_loc("defaults"), "defaults", p)
+    if defaults is not None:
+        check_keys(defaults, DEFAULT_KEYS, "defaults", p)
+    pools = _parse_addressing(doc, p)
+
+    nodes_map = as_map(doc.get("nodes"), doc.val_loc("nodes"), "nodes", p)
+    node_blocks: dict[str, LMap] = {}
+    if nodes_map is not None:
+        if not nodes_map and "nodes" in doc:
+            p.add(doc.val_loc("nodes"), "the lab has no nodes.", "Add at least one node.")
+        if len(nodes_map) > MAX_NODES:
+            p.add(doc.val_loc("nodes"), f"the lab has {len(nodes_map)} nodes; labkit builds "
+                  f"at most {MAX_NODES}.", "Split it into several labs.")
+        for node_name, block in nodes_map.items():
+            node = _parse_node(node_name, block, nodes_map, defaults, feature_keys, p)
+            if node is not None:
+                topo.nodes[node.name] = node
+                node_blocks[node.name] = block if isinstance(block, LMap) else LMap()
+
+    _parse_segments(doc, topo, p)
+    _attach_interfaces(nodes_map, topo, p)
+    if not p:
+        addressing.assign(topo, pools, p)
+    if not p:
+        _check_addresses(topo, p)
+        _check_routes(topo, p)
+    _parse_checks(doc, topo, p)
+    for key in feature_keys:
+        feature = features.get(key)
+        blocks = {n: b[key] for n, b in node_blocks.items() if isinstance(b, LMap) and key in b}
+        if key in doc or blocks:
+            topo.features[key] = feature.parse(doc.get(key), blocks, topo, p)
+    if p:
+        raise TopologyError(p.items)
+    return topo
+
+
+def _parse_addressing(doc: LMap, p: Problems) -> addressing.Pools:
+    pools = addressing.Pools()
+    block = as_map(doc.get("addressing"), doc.val_loc("addressing"), "addressing", p)
+    if block is None:
+        return pools
+    check_keys(block, ["ipv4", "ipv6"], "addressing", p)
+    for version in (4, 6):
+        key = f"ipv{version}"
+        if key not in block:
+            continue
+        if block[key] is False:
+            setattr(pools, key, None)
+            continue
+        net = as_network(block[key], block.val_loc(key), f"addressing.{key}", p, version)
+        if net is not None:
+            setattr(pools, key, net)
+    return pools
+
+
+def _parse_node(name: str, block: Any, nodes_map: LMap, defaults: LMap | None,
+                feature_keys: list[str], p: Problems) -> Node | None:
+    loc = nodes_map.key_loc(name)
+    if as_name(name, loc, "the node name", p) is None:
+        return None
+    block = as_map(block, nodes_map.val_loc(name), f"node '{name}'", p)
+    if block is None:
+        return None
+    check_keys(block, NODE_KEYS + feature_keys, f"node '{name}'", p)
+    node = Node(name=name, loc=loc)
+    if "description" in block:
+        node.description = as_str(block["description"], block.val_loc("description"),
+                                  f"node '{name}' description", p) or ""
+    # Defaults first, node values over them; sysctls merge key by key.
+    for source, where in ((defaults, "defaults"), (block, f"node '{name}'")):
+        if not source:
+            continue
+        if "sysctls" in source:
+            node.sysctls.update(_parse_sysctls(source, where, p))
+        if "forwarding" in source:
+            fwd = as_bool(source["forwarding"], source.val_loc("forwarding"),
+                          f"{where} forwarding", p)
+            node.forwarding = bool(fwd)
+        if "routes" in source:
+            node.routes = _parse_routes(source, where, p)
+    return node
+
+
+def _parse_sysctls(block: LMap, where: str, p: Problems) -> dict[str, str]:
+    out: dict[str, str] = {}
+    m = as_map(block["sysctls"], block.val_loc("sysctls"), f"{where} sysctls", p)
+    for key, value in (m or {}).items():
+        if not SYSCTL_RE.match(key) or ".." in key:
+            p.add(m.key_loc(key), f"sysctl '{key}' in {where} is not a network sysctl.",
+                  "Only per-namespace `net.*` sysctls can be set in a lab, e.g. "
+                  "net.ipv4.ip_forward; others would change the host.")
+            continue
+        text = as_str(value, m.val_loc(key), f"sysctl {key}", p)
+        if text is not None:
+            out[key] = text
+    return out
+
+
+def _parse_routes(block: LMap, where: str, p: Problems) -> list[Route]:
+    routes: list[Route] = []
+    items = as_list(block["routes"], block.val_loc("routes"), f"{where} routes", p)
+    for i, item in enumerate(items or []):
+        loc = items.item_loc(i)
+        r = as_map(item, loc, f"route {i + 1} of {where}", p)
+        if r is None:
+            continue
+        check_keys(r, ROUTE_KEYS, f"route {i + 1} of {where}", p, required=("to", "via"))
+        if "to" not in r or "via" not in r:
+            continue
+        via_text = as_str(r["via"], r.val_loc("via"), "route via", p)
+        try:
+            via = ipaddress.ip_address(via_text or "")
+        except ValueError:
+            p.add(r.val_loc("via"), f"route gateway '{via_text}' is not an IP address.",
+                  "Write the next hop's address without prefix, e.g. 198.18.1.1.")
+            continue
+        dst_text = as_str(r["to"], r.val_loc("to"), "route destination", p)
+        if dst_text is None:
+            continue
+        if dst_text == "default":
+            dst = ipaddress.ip_network("0.0.0.0/0" if via.version == 4 else "::/0")
+        else:
+            dst = as_network(dst_text, r.val_loc("to"), "route destination", p, via.version)
+            if dst is None:
+                continue
+        dev = None
+        if "dev" in r:
+            dev = as_str(r["dev"], r.val_loc("dev"), "route dev", p)
+        routes.append(Route(dst=dst, via=via, loc=loc, dev=dev))
+    return routes
+
+
+def _parse_endpoint(text: Any, loc: Loc, where: str, topo: Topology,
+                    p: Problems) -> Endpoint | None:
+    s = as_str(text, loc, f"an endpoint of {where}", p)
+    if s is None:
+        return None
+    if ":" not in s:
+        p.add(loc, f"endpoint '{s}' of {where} must be NODE:INTERFACE.",
+              f"Write it like containerlab does, e.g. '{s}:eth1'.")
+        return None
+    node, iface = s.split(":", 1)
+    if node not in topo.nodes:
+        hint = suggest(node, list(topo.nodes))
+        p.add(loc, f"endpoint '{s}' of {where} names node '{node}', which is not defined "
+                   f"under nodes:.", hint or f"Define it, or use one of: "
+                                            f"{', '.join(topo.nodes) or '(no nodes)'}.")
+        return None
+    if iface == "lo":
+        p.add(loc, f"endpoint '{s}' of {where} uses the loopback interface.",
+              "Give the link its own interface name, e.g. eth1.")
+        return None
+    if not check_ifname(iface, loc, f"endpoint '{s}'", p):
+        return None
+    return Endpoint(node=node, iface=iface, loc=loc)
+
+
+def _parse_segment_common(seg: Segment, block: LMap, where: str, p: Problems) -> None:
+    for version in (4, 6):
+        key = f"ipv{version}"
+        if key not in block:
+            continue
+        if block[key] is False:
+            seg.disabled.add(version)  # no addresses of this family on the segment
+            continue
+        net = as_network(block[key], block.val_loc(key), f"{where} {key}", p, version)
+        if net is not None:
+            setattr(seg, key, net)
+            seg.subnet_locs[version] = block.val_loc(key)
+    if "mtu" in block:
+        seg.mtu = as_int(block["mtu"], block.val_loc("mtu"), f"{where} mtu", p, 68, 65535)
+
+
+def _parse_segments(doc: LMap, topo: Topology, p: Problems) -> None:
+    links = as_list(doc.get("links"), doc.val_loc("links"), "links", p)
+    for i, item in enumerate(links or []):
+        loc = links.item_loc(i)
+        where = f"link {i + 1}"
+        block = as_map(item, loc, where, p)
+        if block is None:
+            continue
+        check_keys(block, SEGMENT_KEYS, where, p, required=("endpoints",))
+        eps = as_list(block.get("endpoints"), block.val_loc("endpoints"),
+                      f"{where} endpoints", p)
+        if eps is None or "endpoints" not in block:
+            continue
+        if len(eps) != 2:
+            p.add(block.val_loc("endpoints"), f"{where} has {len(eps)} endpoints; a link joins "
+                  "exactly two.", "For three or more members, declare a LAN under lans:.")
+            continue
+        parsed = [_parse_endpoint(e, eps.item_loc(j), where, topo, p) for j, e in enumerate(eps)]
+        if None in parsed:
+            continue
+        a, b = parsed
+        seg = Segment(kind="link", name=f"{a.label}--{b.label}", endpoints=parsed, loc=loc)
+        if a.node == b.node and a.iface == b.iface:
+            p.add(loc, f"{where} joins {a.label} to itself.", "Use two different interfaces.")
+            continue
+        _parse_segment_common(seg, block, where, p)
+        topo.links.append(seg)
+
+    lans = as_map(doc.get("lans"), doc.val_loc("lans"), "lans", p)
+    for lan_name, item in (lans or {}).items():
+        loc = lans.key_loc(lan_name)
+        where = f"LAN '{lan_name}'"
+        if as_name(lan_name, loc, "the LAN name", p, 15) is None:
+            continue
+        block = as_map(item, lans.val_loc(lan_name), where, p)
+        if block is None:
+            continue
+        check_keys(block, SEGMENT_KEYS, where, p, required=("endpoints",))
+        eps = as_list(block.get("endpoints"), block.val_loc("endpoints"),
+                      f"{where} endpoints", p)
+        if eps is None or "endpoints" not in block:
+            continue
+        if not eps:
+            p.add(block.val_loc("endpoints"), f"{where} has no endpoints.",
+                  "List its members as NODE:INTERFACE.")
+        parsed = [_parse_endpoint(e, eps.item_loc(j), where, topo, p) for j, e in enumerate(eps)]
+        seg = Segment(kind="lan", name=lan_name, loc=loc,
+                      endpoints=[e for e in parsed if e is not None])
+        _parse_segment_common(seg, block, where, p)
+        topo.lans[lan_name] = seg
+
+
+def _attach_interfaces(nodes_map: LMap | None, topo: Topology, p: Problems) -> None:
+    """Give each node its interfaces; refuse one interface used by two segments."""
+    for seg in topo.segments:
+        for ep in seg.endpoints:
+            ep.segment = seg.name
+            node = topo.nodes[ep.node]
+            if ep.iface in node.interfaces:
+                other = node.interfaces[ep.iface]
+                p.add(ep.loc, f"interface {ep.label} is used twice (also at line "
+                              f"{other.loc.line}).",
+                      f"Give it another name, e.g. {ep.node}:eth{len(node.interfaces) + 1}.")
+                continue
+            ep.mtu = seg.mtu
+            node.interfaces[ep.iface] = ep
+    for node_name, block in (nodes_map or {}).items():
+        if node_name not in topo.nodes or not isinstance(block, LMap):
+            continue
+        _apply_interface_settings(topo.nodes[node_name], block, p)
+
+
+def _apply_interface_settings(node: Node, block: LMap, p: Problems) -> None:
+    ifaces = as_map(block.get("interfaces"), block.val_loc("interfaces"),
+                    f"node '{node.name}' interfaces", p)
+    for iface, settings in (ifaces or {}).items():
+        loc = ifaces.key_loc(iface)
+        where = f"interface {node.name}:{iface}"
+        s = as_map(settings, ifaces.val_loc(iface), where, p)
+        if s is None:
+            continue
+        check_keys(s, IFACE_KEYS, where, p)
+        if iface == "lo":
+            for version in (4, 6):
+                if f"ipv{version}" in s:
+                    ifa = as_iface(s[f"ipv{version}"], s.val_loc(f"ipv{version}"),
+                                   f"{where} ipv{version}", p, version)
+                    if ifa is not None:
+                        node.loopback.append(ifa)
+            continue
+        ep = node.interfaces.get(iface)
+        if ep is None:
+            hint = suggest(iface, list(node.interfaces))
+            p.add(loc, f"{where} is not an endpoint of any link or LAN.",
+                  hint or "Add it to a link (endpoints: [...]) or a LAN first.")
+            continue
+        for version in (4, 6):
+            key = f"ipv{version}"
+            if key not in s:
+                continue
+            if s[key] is False:
+                ep.disabled.add(version)
+                continue
+            ifa = as_iface(s[key], s.val_loc(key), f"{where} {key}", p, version)
+            if ifa is not None:
+                setattr(ep, key, ifa)
+                ep.addr_locs[version] = s.val_loc(key)
+        if "mtu" in s:
+            ep.mtu = as_int(s["mtu"], s.val_loc("mtu"), f"{where} mtu", p, 68, 65535)
+
+
+def _check_addresses(topo: Topology, p: Problems) -> None:
+    seen: dict[Any, Endpoint] = {}
+    for node in topo.nodes.values():
+        for ep in node.interfaces.values():
+            for ifa in (ep.ipv4, ep.ipv6):
+                if not ifa:
+                    continue
+                other = seen.get(ifa.ip)
+                if other is not None:
+                    p.add(ep.addr_locs.get(ifa.version, ep.loc),
+                          f"address {ifa.ip} on {ep.label} is also on {other.label}.",
+                          "Each address may be used once in a lab: change one of them.")
+                seen[ifa.ip] = ep
+
+
+def _check_routes(topo: Topology, p: Problems) -> None:
+    for node in topo.nodes.values():
+        nets = [ifa.network for ep in node.interfaces.values()
+                for ifa in (ep.ipv4, ep.ipv6) if ifa]
+        for route in node.routes:
+            if route.dev is not None and route.dev not in node.interfaces:
+                p.add(route.loc, f"route on node '{node.name}' uses dev '{route.dev}', which "
+                                 f"the node does not have.",
+                      f"Its interfaces: {', '.join(node.interfaces) or '(none)'}.")
+            if not any(route.via in net for net in nets):
+                same = [str(n) for n in nets if n.version == route.via.version]
+                p.add(route.loc, f"route gateway {route.via} of node '{node.name}' is not on "
+                                 f"any subnet the node is attached to.",
+                      f"Use an address of a neighbour on one of: {', '.join(same) or '(none)'}.")
+
+
+def _parse_checks(doc: LMap, topo: Topology, p: Problems) -> None:
+    items = as_list(doc.get("checks"), doc.val_loc("checks"), "checks", p)
+    for i, item in enumerate(items or []):
+        loc = items.item_loc(i)
+        where = f"check {i + 1}"
+        c = as_map(item, loc, where, p)
+        if c is None:
+            continue
+        check_keys(c, CHECK_KEYS, where, p, required=("from", "to"))
+        kind = str(c.get("type", "reach"))
+        if kind != "reach":
+            p.add(c.val_loc("type"), f"{where} has unknown type '{kind}'.",
+                  "Supported: reach (a TCP or UDP exchange between two nodes).")
+            continue
+        params: dict[str, Any] = {"proto": "tcp", "family": 4, "port": 7000, "expect": "pass"}
+        for key in ("from", "to"):
+            if key not in c:
+                continue
+            value = as_str(c[key], c.val_loc(key), f"{where} {key}", p)
+            if value is None:
+                continue
+            if key == "from" and value not in topo.nodes:
+                p.add(c.val_loc(key), f"{where} starts from '{value}', which is not a node.",
+                      suggest(value, list(topo.nodes)))
+                continue
+            if key == "to" and value not in topo.nodes:
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError:
+                    p.add(c.val_loc(key), f"{where} goes to '{value}', which is neither a node "
+                          "nor an IP address.", suggest(value, list(topo.nodes)))
+                    continue
+            params[key] = value
+        if "proto" in c and c["proto"] not in ("tcp", "udp"):
+            p.add(c.val_loc("proto"), f"{where} proto must be tcp or udp.")
+        elif "proto" in c:
+            params["proto"] = c["proto"]
+        if "family" in c:
+            fam = str(c["family"]).removeprefix("ipv")
+            if fam not in ("4", "6"):
+                p.add(c.val_loc("family"), f"{where} family must be 4 or 6.")
+            else:
+                params["family"] = int(fam)
+        if "port" in c:
+            params["port"] = as_int(c["port"], c.val_loc("port"), f"{where} port", p, 1, 65535)
+        if "expect" in c:
+            if c["expect"] not in ("pass", "fail"):
+                p.add(c.val_loc("expect"), f"{where} expect must be pass or fail.",
+                      "Use `fail` to assert that something must NOT be reachable.")
+            else:
+                params["expect"] = c["expect"]
+        name = c.get("name") or f"{params.get('from')} -> {params.get('to')} " \
+                                 f"{params['proto']}/ipv{params['family']}"
+        topo.checks.append(Check(name=str(name), kind=kind, loc=loc, params=params))

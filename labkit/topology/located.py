@@ -1,0 +1,132 @@
+"""YAML loaded into plain dicts and lists that remember where every key and value stood.
+
+PyYAML's composer keeps marks on every node; walking the node tree ourselves keeps them,
+and lets us refuse duplicate keys (which PyYAML silently overwrites) with both positions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from labkit.errors import LabkitError, Loc, TopologyError
+
+
+class LMap(dict):
+    """A mapping whose keys and values know their file positions."""
+
+    loc: Loc
+    key_locs: dict[str, Loc]
+    val_locs: dict[str, Loc]
+
+    def key_loc(self, key: str) -> Loc:
+        return self.key_locs.get(key, self.loc)
+
+    def val_loc(self, key: str) -> Loc:
+        return self.val_locs.get(key, self.loc)
+
+
+class LList(list):
+    """A sequence whose items know their file positions."""
+
+    loc: Loc
+    item_locs: list[Loc]
+
+    def item_loc(self, index: int) -> Loc:
+        return self.item_locs[index] if index < len(self.item_locs) else self.loc
+
+
+def _loc(path: str, node: yaml.Node) -> Loc:
+    return Loc(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Walker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.loader = yaml.SafeLoader("")
+        self.problems: list[LabkitError] = []
+
+    def value(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            out = LList(self.value(item) for item in node.value)
+            out.loc = _loc(self.path, node)
+            out.item_locs = [_loc(self.path, item) for item in node.value]
+            return out
+        return self.loader.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.MappingNode) -> LMap:
+        out = LMap()
+        out.loc = _loc(self.path, node)
+        out.key_locs, out.val_locs = {}, {}
+        for key_node, val_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problems.append(LabkitError(
+                    "YAML merge keys (<<) are not supported in topology files.",
+                    hint="Write the keys out, or put shared settings under `defaults:`.",
+                    loc=_loc(self.path, key_node)))
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                self.problems.append(LabkitError(
+                    "a mapping key must be a plain name.", loc=_loc(self.path, key_node)))
+                continue
+            key = str(key)
+            if key in out:
+                first = out.key_locs[key]
+                self.problems.append(LabkitError(
+                    f"duplicate key '{key}' (first defined at line {first.line}).",
+                    hint="Each name may appear once in a mapping: rename or merge the two.",
+                    loc=_loc(self.path, key_node)))
+                continue
+            out[key] = self.value(val_node)
+            out.key_locs[key] = _loc(self.path, key_node)
+            out.val_locs[key] = _loc(self.path, val_node)
+        return out
+
+
+def load_text(text: str, path: str) -> Any:
+    """Parse YAML text; syntax errors and duplicate keys become a located TopologyError."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise TopologyError([LabkitError(
+            f"YAML syntax error: {what}.",
+            hint="Check indentation (spaces, not tabs) and that every `key: value` has a "
+                 "space after the colon.",
+            loc=loc)]) from None
+    except yaml.YAMLError as exc:
+        raise TopologyError([LabkitError(f"YAML error: {exc}", loc=Loc(path))]) from None
+    if node is None:
+        raise TopologyError([LabkitError(
+            "the topology file is empty.",
+            hint="A topology needs at least `name:` and `nodes:`; see topologies/pair.yaml.",
+            loc=Loc(path, 1, 1))])
+    walker = _Walker(path)
+    try:
+        value = walker.value(node)
+    except yaml.YAMLError as exc:
+        raise TopologyError([LabkitError(f"YAML error: {exc}", loc=Loc(path))]) from None
+    if walker.problems:
+        raise TopologyError(walker.problems)
+    return value
+
+
+def load_file(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise TopologyError([LabkitError(
+            "no such topology file.",
+            hint="Give a path to a YAML file, e.g. topologies/pair.yaml.", loc=Loc(path))]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError([LabkitError(
+            f"cannot read the topology file: {exc}.", loc=Loc(path))]) from None
+    return load_text(text, path)
