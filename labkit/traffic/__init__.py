@@ -1,0 +1,1 @@
+"""Traffic generators and meters, bounded in time and count."""

@@ -1,0 +1,44 @@
+"""`labkit check NAME`: run the checks the topology declares. Exit 0 pass, 1 fail, 2 none."""
+
+from __future__ import annotations
+
+import typer
+
+from labkit.cli.forward import forward
+from labkit.cli.output import console, emit_json
+from labkit.lab.lab import Lab
+from labkit.verify.checks import run_checks
+from labkit.verify.verdict import Verdict, exit_code
+
+
+def report(verdicts: list[Verdict], json: bool) -> int:
+    code = exit_code(verdicts)
+    if json:
+        emit_json({"verdicts": [v.as_dict() for v in verdicts], "exit_code": code})
+        return code
+    if not verdicts:
+        console.print("no checks declared in the topology (add a `checks:` list).")
+    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "error": "[yellow]ERROR[/]"}
+    for v in verdicts:
+        console.print(f"{marks[v.outcome]} {v.name}: {v.detail}")
+    passed = sum(v.passed for v in verdicts)
+    console.print(f"{passed} passed, {len(verdicts) - passed} failed")
+    return code
+
+
+def check(
+    name: str = typer.Argument(..., help="Lab name."),
+    json: bool = typer.Option(False, "--json", help="Verdicts as JSON."),
+) -> None:
+    """Run the lab's declared checks (`checks:` in the topology) and print a verdict each.
+
+    Exit code 0 all passed, 1 something failed, 2 there was nothing to check.
+    """
+    rc = forward(name)
+    if rc is not None:
+        raise typer.Exit(rc)
+    raise typer.Exit(report(run_checks(Lab.attach(name)), json))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(check)

@@ -1,0 +1,30 @@
+"""Labs that live in a VM: run the same labkit command line inside that VM.
+
+`labkit up FILE --vm` records on the host that lab NAME lives in VM V; every later verb
+naming that lab calls forward() first, so the user never repeats where the lab lives.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from labkit.lab import state
+
+
+def vm_of(lab: str) -> str | None:
+    st = state.load(lab)
+    if st is not None and st.host.get("kind") == "vm":
+        return str(st.host["vm"])
+    return None
+
+
+def forward(lab: str, argv: list[str] | None = None) -> int | None:
+    """Run this command in the lab's VM and return its exit status; None for local labs."""
+    vm = vm_of(lab)
+    if vm is None:
+        return None
+    from labkit.hosts.vm import guest_labkit_argv
+    from labkit.hosts.vm import exec_ as vm_exec
+
+    args = sys.argv[1:] if argv is None else argv
+    return vm_exec(vm, guest_labkit_argv(args))

@@ -1,0 +1,42 @@
+"""Labs inside a persistent VM: `labkit up FILE --vm KERNEL` and its `down`."""
+
+from __future__ import annotations
+
+import os
+
+from labkit.errors import UsageError
+from labkit.lab import state
+from labkit.lab.lab import Lab
+
+
+def vm_name_for(lab: str) -> str:
+    return f"lab-{lab}"
+
+
+def up_in_vm(lab: Lab, file: str, kernel: str, json: bool) -> int:
+    from labkit.hosts import vm
+
+    if state.load(lab.name) is not None:
+        raise UsageError(f"a lab named '{lab.name}' is already up.",
+                         hint=f"Bring it down first with `labkit down {lab.name}`.")
+    name = vm_name_for(lab.name)
+    vm.start(name, kernel=kernel)
+    argv = ["up", os.path.abspath(file)] + (["--json"] if json else [])
+    rc = vm.exec_(name, vm.guest_labkit_argv(argv))
+    if rc != 0:
+        vm.stop(name)
+        return rc
+    st = state.LabState(name=lab.name, topology=os.path.abspath(file), status="up",
+                        host={"kind": "vm", "vm": name, "kernel": kernel})
+    st.save()
+    return 0
+
+
+def down_in_vm(lab: str, vm_name: str) -> None:
+    from labkit.hosts import vm
+
+    try:
+        vm.exec_(vm_name, vm.guest_labkit_argv(["down", lab]))
+    finally:
+        vm.stop(vm_name)
+        state.remove(lab)

@@ -1,0 +1,273 @@
+"""The guest side: runs inside the VM as root and executes what the host asks for.
+
+vng boots the VM with this file as its `--exec` script. It finds labkit's virtio-serial
+port by name, says HELLO, then serves OPEN requests: each runs one command in its own
+session (process group) and streams its stdout/stderr back as frames, ending with an EXIT
+frame carrying the real exit status. In one-shot mode the agent exits after the first
+command, which powers the VM off; in persistent mode it serves until the host side of the
+port goes away or asks for SHUTDOWN.
+
+Stdlib only, runnable as a plain script (`python3 agent.py`), because it must start even
+if the guest's Python cannot import labkit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+try:
+    from labkit.hosts.vm import wire
+except ImportError:  # run as a script in the guest without labkit importable
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import wire  # type: ignore[no-redef]
+
+PORT_NAME = "org.labkit.ctl"
+DRAIN_AFTER_EXIT = 1.0  # seconds to wait for pipes held open by a command's background kids
+SLIRP_ADDR, SLIRP_GW = "10.0.2.15/24", "10.0.2.2"
+
+
+def log(text: str) -> None:
+    """Goes to the VM console, which the host keeps in console.log for post-mortems."""
+    print(f"labkit-agent: {text}", file=sys.stderr, flush=True)
+
+
+def find_port(name: str, timeout: float = 30.0) -> str:
+    """virtio-serial ports are named by the host; devtmpfs has no by-name links without udev."""
+    deadline = time.monotonic() + timeout
+    base = "/sys/class/virtio-ports"
+    while True:
+        try:
+            entries = os.listdir(base)
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            try:
+                with open(os.path.join(base, entry, "name")) as fh:
+                    if fh.read().strip() == name:
+                        return f"/dev/{entry}"
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise SystemExit(f"labkit-agent: no virtio-serial port named {name!r}")
+        time.sleep(0.05)
+
+
+class Port:
+    """The shared byte stream; writes from session threads are serialised by a lock."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR)
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+    def read(self, n: int) -> bytes:
+        return os.read(self.fd, n)
+
+
+class Session(threading.Thread):
+    """One command: its process group, its pipes, and the frames that describe it."""
+
+    def __init__(self, port: Port, chan: int, request: dict[str, Any], oneshot: bool) -> None:
+        super().__init__(daemon=True, name=f"session-{chan}")
+        self.port, self.chan, self.request, self.oneshot = port, chan, request, oneshot
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stdin_q: queue.Queue[bytes | None] = queue.Queue()
+        self.pending_signal: int | None = None
+        self.done = threading.Event()
+
+    # -- called from the reader thread ------------------------------------------------
+    def feed_stdin(self, data: bytes | None) -> None:
+        self.stdin_q.put(data)
+
+    def send_signal(self, sig: int) -> None:
+        if self.proc is None:
+            self.pending_signal = sig
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # -- the session thread -----------------------------------------------------------
+    def run(self) -> None:
+        try:
+            reply: dict[str, Any] = {"code": self._run()}
+        except _SessionError as exc:
+            reply = {"error": str(exc)}
+        except Exception as exc:  # report, never die silently: the host is waiting
+            reply = {"error": f"agent failure: {exc!r}"}
+        try:
+            self.port.send(wire.pack_json(wire.EXIT, self.chan, reply))
+        finally:
+            self.done.set()
+            if self.oneshot:
+                os.sync()
+                os._exit(0)
+
+    def _run(self) -> int:
+        req = self.request
+        argv = [str(a) for a in req["argv"]]
+        cwd = req.get("cwd") or "/"
+        env = req.get("env")
+        if not os.path.isdir(cwd):
+            raise _SessionError(f"the working directory {cwd} does not exist inside the VM")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env if env is not None else None,
+                stdin=subprocess.PIPE if req.get("stdin") else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if req.get("merge_stderr") else subprocess.PIPE,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except FileNotFoundError:
+            self._out(wire.STDERR, f"labkit vm: {argv[0]}: command not found\n".encode())
+            return 127
+        except OSError as exc:
+            self._out(wire.STDERR, f"labkit vm: {argv[0]}: {exc.strerror}\n".encode())
+            return 126
+        self.proc = proc
+        if self.pending_signal is not None:
+            self.send_signal(self.pending_signal)
+        if proc.stdin is not None:
+            threading.Thread(target=self._pump_stdin, args=(proc.stdin,), daemon=True).start()
+        self._pump_output(proc)
+        code = proc.wait()
+        return 128 - code if code < 0 else code
+
+    def _pump_stdin(self, pipe: Any) -> None:
+        while True:
+            data = self.stdin_q.get()
+            try:
+                if data is None:
+                    pipe.close()
+                    return
+                pipe.write(data)
+            except (BrokenPipeError, OSError, ValueError):
+                return
+
+    def _pump_output(self, proc: subprocess.Popen[bytes]) -> None:
+        sel = selectors.DefaultSelector()
+        if proc.stdout is not None:
+            sel.register(proc.stdout, selectors.EVENT_READ, wire.STDOUT)
+        if proc.stderr is not None:
+            sel.register(proc.stderr, selectors.EVENT_READ, wire.STDERR)
+        exited_at: float | None = None
+        while sel.get_map():
+            for key, _ in sel.select(timeout=0.2):
+                data = os.read(key.fd, wire.CHUNK)
+                if data:
+                    self._out(key.data, data)
+                else:
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()  # type: ignore[union-attr]
+            if exited_at is None and proc.poll() is not None:
+                exited_at = time.monotonic()
+            if exited_at is not None and time.monotonic() - exited_at > DRAIN_AFTER_EXIT:
+                break  # a background child holds the pipe; the command itself is done
+        sel.close()
+
+    def _out(self, kind: int, data: bytes) -> None:
+        for frame in wire.pack_chunks(kind, self.chan, data):
+            self.port.send(frame)
+
+
+class _SessionError(Exception):
+    """A request that cannot run as asked; reported to the host as an EXIT error."""
+
+
+def setup_forward_nic(mac: str) -> None:
+    """Port forwards use qemu's user network: bring its NIC up with slirp's fixed address."""
+    subprocess.run(["modprobe", "virtio_net"], check=False)
+    iface = None
+    deadline = time.monotonic() + 10
+    while iface is None and time.monotonic() < deadline:
+        for name in os.listdir("/sys/class/net"):
+            try:
+                with open(f"/sys/class/net/{name}/address") as fh:
+                    if fh.read().strip().lower() == mac.lower():
+                        iface = name
+            except OSError:
+                continue
+        if iface is None:
+            time.sleep(0.1)
+    if iface is None:
+        log(f"no network interface with MAC {mac}; port forwards will not work")
+        return
+    for cmd in (
+        ["ip", "link", "set", iface, "up"],
+        ["ip", "addr", "add", SLIRP_ADDR, "dev", iface],
+        ["ip", "route", "add", "default", "via", SLIRP_GW, "dev", iface],
+    ):
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0 and "File exists" not in res.stderr:
+            log(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+
+
+def serve(port: Port, oneshot: bool) -> None:
+    sessions: dict[int, Session] = {}
+    port.send(wire.pack_json(wire.HELLO, 0, {"release": os.uname().release, "pid": os.getpid()}))
+    while True:
+        frame = wire.read_frame(port.read)
+        if frame is None:
+            log("host side of the port closed; shutting down")
+            break
+        kind, chan, payload = frame
+        if kind == wire.SHUTDOWN:
+            log("shutdown requested")
+            break
+        if kind == wire.OPEN:
+            old = sessions.get(chan)
+            if old is not None and not old.done.is_set():
+                port.send(wire.pack_json(wire.EXIT, chan, {"error": f"channel {chan} busy"}))
+                continue
+            session = Session(port, chan, wire.load_json(payload), oneshot)
+            sessions[chan] = session
+            session.start()
+            continue
+        session = sessions.get(chan)
+        if session is None:
+            continue
+        if kind == wire.STDIN:
+            session.feed_stdin(payload)
+        elif kind == wire.STDIN_EOF:
+            session.feed_stdin(None)
+        elif kind == wire.SIGNAL:
+            session.send_signal(int(wire.load_json(payload)["signal"]))
+        for done in [c for c, s in sessions.items() if s.done.is_set()]:
+            del sessions[done]
+    for session in sessions.values():
+        session.send_signal(signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labkit-agent")
+    parser.add_argument("--oneshot", action="store_true")
+    parser.add_argument("--net-mac", default="")
+    args = parser.parse_args(argv)
+    if args.net_mac:
+        setup_forward_nic(args.net_mac)
+    port = Port(find_port(PORT_NAME))
+    serve(port, args.oneshot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
