@@ -7,6 +7,7 @@ import os
 import typer
 
 from labkit.cli.forward import forward
+from labkit.cli.output import strip_dashes
 from labkit.errors import UsageError, require_root
 from labkit.lab.lab import Lab
 
@@ -24,7 +25,7 @@ def exec_(
     if rc is not None:
         raise typer.Exit(rc)
     require_root()
-    argv = Lab.attach(name).node(node).command(cmd)
+    argv = Lab.attach(name).node(node).command(strip_dashes(cmd))
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

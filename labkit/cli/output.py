@@ -45,12 +45,12 @@ def progress(description: str) -> Iterator[Any]:
 
             yield update
     else:
-        last: list[str] = [""]
+        seen: set[str] = set()
 
         def update(done: int, total: int, what: str) -> None:
-            # Plain logs: one line per phase, not per step.
-            if what != last[0]:
-                last[0] = what
+            # Plain logs: one line when a phase starts, not one per step.
+            if what not in seen:
+                seen.add(what)
                 print(f"{description}: {what} ({done}/{total})", file=sys.stderr, flush=True)
 
         yield update
@@ -58,3 +58,8 @@ def progress(description: str) -> Iterator[Any]:
 
 
 from labkit.errors import require_root  # noqa: E402,F401  (verbs import it from here)
+
+
+def strip_dashes(cmd: list[str]) -> list[str]:
+    """typer keeps the `--` that separates labkit's options from the command's."""
+    return cmd[1:] if cmd and cmd[0] == "--" else cmd

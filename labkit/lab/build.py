@@ -47,7 +47,9 @@ class Builder:
     def run(self) -> None:
         topo = self.topo
         eps = [ep for seg in topo.segments for ep in seg.endpoints]
-        self._total = 2 * len(topo.nodes) + 2 * len(eps) + len(topo.links) + bool(topo.lans)
+        lan_eps = sum(len(lan.endpoints) for lan in topo.lans.values())
+        self._total = (2 * len(topo.nodes) + 2 * bool(topo.lans) + lan_eps + len(topo.links)
+                       + 2 * len(eps))
         try:
             self._namespaces()
             self._lans()

@@ -28,8 +28,7 @@ class Capture:
 
         writer = RawPcapWriter(path, linktype=1, sync=True)
         try:
-            if not self.frames:
-                writer._write_header(None)
+            writer.write_header(None)
             for ts, data, _ in self.frames:
                 sec = int(ts)
                 writer.write_packet(data, sec=sec, usec=int((ts - sec) * 1e6))

@@ -83,7 +83,10 @@ class _Walker:
                 continue
             out[key] = self.value(val_node)
             out.key_locs[key] = _loc(self.path, key_node)
-            out.val_locs[key] = _loc(self.path, val_node)
+            # A block collection starts on the next line; its key's line is where the
+            # user wrote it, so errors about the whole value point there.
+            same_line = val_node.start_mark.line == key_node.start_mark.line
+            out.val_locs[key] = _loc(self.path, val_node if same_line else key_node)
         return out
 
 

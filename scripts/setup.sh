@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything labkit needs on a fresh Debian 12 machine, as root:
+# apt packages, a venv at .venv with labkit in it, and the VM kernel (debian-6.12)
+# for labs whose kernel features the host lacks. Safe to run again: it skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(iproute2 qemu-system-x86 kmod tcpdump iperf3)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2
+  exit 2
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ! python3 -c "import ensurepip, venv" 2>/dev/null; then missing+=(python3-venv); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import labkit, pytest, hypothesis" 2>/dev/null || [ pyproject.toml -nt .venv/.labkit-installed ]; then
+  echo "setup: installing labkit and its dependencies into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  touch .venv/.labkit-installed
+fi
+
+if [ "${LABKIT_NO_VM:-0}" != 1 ]; then
+  .venv/bin/labkit vm kernels fetch debian-6.12
+fi
+echo "setup: done. The CLI is .venv/bin/labkit"

@@ -1,0 +1,95 @@
+"""Shared fixtures: unique lab names, guaranteed teardown, and a leak check per test.
+
+Every lab a test makes is removed when the test ends, pass or fail; a test that leaves a
+namespace behind fails (the check runs after the fixture teardown).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LABKIT = [sys.executable, "-m", "labkit.cli.main"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError("labkit's tests create network namespaces: run them as root "
+                                "(sudo bash scripts/test.sh).")
+
+
+def lab_namespaces() -> set[str]:
+    try:
+        return {n for n in os.listdir("/run/netns") if n.startswith("lk-")}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_namespaces() -> Iterator[None]:
+    before = lab_namespaces()
+    yield
+    left = lab_namespaces() - before
+    if left:
+        from labkit.lab import names, teardown
+
+        for lab in {names.lab_of(ns) for ns in left}:
+            teardown.down(lab)  # clean up for the next test, then fail this one
+        pytest.fail(f"test left namespaces behind: {sorted(left)}")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{secrets.token_hex(3)}"
+
+
+def renamed(path: str | Path, name: str) -> str:
+    """A topology file's text with its lab name replaced (so tests never collide)."""
+    text = Path(path).read_text()
+    return re.sub(r"^name:.*$", f"name: {name}", text, count=1, flags=re.M)
+
+
+@pytest.fixture
+def topo_file(tmp_path: Path) -> Callable[..., tuple[str, str]]:
+    """Write a renamed copy of a topology; returns (path, lab name)."""
+
+    def make(source: str | Path | None = None, text: str | None = None,
+             prefix: str = "t") -> tuple[str, str]:
+        name = unique(prefix)
+        body = renamed(source, name) if source else re.sub(
+            r"^name:.*$", f"name: {name}", text or "", count=1, flags=re.M)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(body)
+        return str(path), name
+
+    return make
+
+
+@pytest.fixture
+def lab_up(topo_file: Callable[..., tuple[str, str]]) -> Iterator[Callable[..., object]]:
+    """Bring labs up through the API; they are always brought down afterwards."""
+    from labkit.lab.lab import Lab
+
+    labs: list[Lab] = []
+
+    def up(source: str | Path | None = None, text: str | None = None) -> Lab:
+        path, _ = topo_file(source, text)
+        lab = Lab.load(path)
+        labs.append(lab)
+        return lab.up()
+
+    yield up
+    for lab in labs:
+        lab.down()
+
+
+def run_cli(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess:
+    return subprocess.run([*LABKIT, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, **kw)  # type: ignore[call-overload]

@@ -1,0 +1,80 @@
+"""Every malformed topology gets one clear, located error, exit code 2, and no lab.
+
+Each file in tests/fixtures/bad marks the offending line with `# <-- here` and states the
+expected message in an `# expect:` header (and optionally `# hint:`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import TopologyError
+from labkit.topology import loader
+from tests.conftest import lab_namespaces, run_cli
+
+BAD = sorted((Path(__file__).parent.parent / "fixtures" / "bad").glob("*.yaml"))
+
+
+def expectation(path: Path) -> tuple[int, str, str]:
+    lines = path.read_text().splitlines()
+    line = next(i + 1 for i, text in enumerate(lines) if "# <-- here" in text)
+    msg = next(t.split(":", 1)[1].split("# <--")[0].strip()
+               for t in lines if t.startswith("# expect:"))
+    hint = next((t.split(":", 1)[1].strip() for t in lines if t.startswith("# hint:")), "")
+    return line, msg, hint
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(BAD) >= 40
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_error_is_located(path: Path) -> None:
+    line, msg, hint = expectation(path)
+    with pytest.raises(TopologyError) as info:
+        loader.load(str(path))
+    problems = info.value.problems
+    at_line = [p for p in problems if p.loc and p.loc.line == line]
+    assert at_line, f"no problem reported at line {line}: {[p.render() for p in problems]}"
+    assert any(msg in p.render() for p in at_line), [p.render() for p in at_line]
+    if hint:
+        assert any(hint in p.render() for p in at_line), [p.render() for p in at_line]
+    for p in problems:
+        assert p.loc is not None and p.loc.file == str(path)
+
+
+@pytest.mark.parametrize("path", BAD[::5], ids=[p.stem for p in BAD[::5]])
+def test_cli_up_refuses_without_traceback_or_leftovers(path: Path) -> None:
+    line, msg, _ = expectation(path)
+    before = lab_namespaces()
+    result = run_cli("up", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"{path}:{line}:" in result.stderr.replace("\n", "")
+    assert lab_namespaces() == before
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "many.yaml"
+    bad.write_text("name: t\nnodes:\n  a: {colour: red}\n  b: {}\nlinks:\n"
+                   "  - endpoints: [a:eth1, zz:eth1]\n  - endpoints: [a:eth2, b:averylongname123]\n")
+    result = run_cli("validate", str(bad))
+    assert result.returncode == 2
+    out = result.stderr.replace("\n", "")
+    for where in (f"{bad}:3:7", f"{bad}:6:", f"{bad}:7:"):
+        assert where in out, out
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    result = run_cli("validate", "topologies/does-not-exist.yaml")
+    assert result.returncode == 2
+    assert "no such topology file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(Path("topologies").glob("*.yaml")))
+def test_shipped_topologies_validate(path: Path) -> None:
+    result = run_cli("validate", str(path), "--json")
+    assert result.returncode == 0, result.stderr
