@@ -677,10 +677,13 @@ class _Hint:
     text: str
 
 
+NET_SET_HINT = (
+    "Set the net id and identity before enabling bearers: once a bearer has given the "
+    "node an address they are fixed until the namespace is recreated."
+)
+
 _HINTS = (
-    _Hint(TIPC_NL_NET_SET, errno.EPERM,
-          "Set the net id and identity before enabling bearers: once a bearer has given "
-          "the node an address they are fixed until the namespace is recreated."),
+    _Hint(TIPC_NL_NET_SET, errno.EPERM, NET_SET_HINT),
     _Hint(TIPC_NL_NET_SET, errno.EINVAL, f"The net id must be {NET_ID_MIN}..{NET_ID_MAX}."),
     _Hint(TIPC_NL_BEARER_ENABLE, errno.ENODEV,
           "No such interface in this namespace (eth), or no interface holds the local IP "
@@ -886,10 +889,21 @@ class TipcNetlink:
         """NET_SET: the cluster (net) id and this node's 128-bit identity.
 
         Must come before any bearer: once a bearer has given the node an address the
-        kernel answers EPERM. The kernel silently keeps an identity that was already set,
-        so the identity is read back and a different one is an error.
+        kernel answers EPERM. During the first second after a bearer is enabled (the
+        address trial) the kernel still accepts a new net id, but the bearer keeps
+        advertising the old one and no link comes up: so any enabled bearer is refused
+        here. The kernel silently keeps an identity that was already set, so the identity
+        is read back and a different one is an error.
         """
-        self._request(build_net_set(net_id, node_id))
+        msg = build_net_set(net_id, node_id)
+        enabled = [b["name"] for b in self.bearers()]
+        if enabled:
+            raise LabkitError(
+                f"cannot change the TIPC net id or identity{self._where()}: bearer(s) "
+                f"{', '.join(enabled)} already enabled.",
+                hint=NET_SET_HINT,
+            )
+        self._request(msg)
         if node_id is not None:
             want = node_id_bytes(node_id)
             have = self.net()["node_id"]
@@ -979,7 +993,8 @@ class TipcNetlink:
 
         def get() -> int:
             with socket.socket(socket.AF_TIPC, socket.SOCK_RDM) as s:
-                return int(s.getsockname()[2])
+                # CPython gives (TIPC_ADDR_ID, node, ref, 0, scope)
+                return int(s.getsockname()[1])
 
         return self._in_ns(get)
 
