@@ -23,8 +23,8 @@ def forward(lab: str, argv: list[str] | None = None) -> int | None:
     vm = vm_of(lab)
     if vm is None:
         return None
-    from labkit.hosts.vm import guest_labkit_argv
     from labkit.hosts.vm import exec_ as vm_exec
+    from labkit.hosts.vm import guest_labkit_argv
 
     args = sys.argv[1:] if argv is None else argv
     return vm_exec(vm, guest_labkit_argv(args))

@@ -10,7 +10,7 @@ from labkit.topology import graph as draw
 from labkit.topology import loader
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     text = "text"
     dot = "dot"
     mermaid = "mermaid"

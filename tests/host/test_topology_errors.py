@@ -59,7 +59,8 @@ def test_cli_up_refuses_without_traceback_or_leftovers(path: Path) -> None:
 def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
     bad = tmp_path / "many.yaml"
     bad.write_text("name: t\nnodes:\n  a: {colour: red}\n  b: {}\nlinks:\n"
-                   "  - endpoints: [a:eth1, zz:eth1]\n  - endpoints: [a:eth2, b:averylongname123]\n")
+                   "  - endpoints: [a:eth1, zz:eth1]\n"
+                   "  - endpoints: [a:eth2, b:averylongname123]\n")
     result = run_cli("validate", str(bad))
     assert result.returncode == 2
     out = result.stderr.replace("\n", "")
