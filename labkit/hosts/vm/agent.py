@@ -193,8 +193,9 @@ class _SessionError(Exception):
     """A request that cannot run as asked; reported to the host as an EXIT error."""
 
 
-def setup_forward_nic(mac: str) -> None:
+def setup_forward_nic(mac: str) -> list[str]:
     """Port forwards use qemu's user network: bring its NIC up with slirp's fixed address."""
+    warnings: list[str] = []
     subprocess.run(["modprobe", "virtio_net"], check=False)
     iface = None
     deadline = time.monotonic() + 10
@@ -209,8 +210,8 @@ def setup_forward_nic(mac: str) -> None:
         if iface is None:
             time.sleep(0.1)
     if iface is None:
-        log(f"no network interface with MAC {mac}; port forwards will not work")
-        return
+        warnings.append(f"no network interface with MAC {mac}; port forwards will not work")
+        return warnings
     for cmd in (
         ["ip", "link", "set", iface, "up"],
         ["ip", "addr", "add", SLIRP_ADDR, "dev", iface],
@@ -218,12 +219,14 @@ def setup_forward_nic(mac: str) -> None:
     ):
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0 and "File exists" not in res.stderr:
-            log(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+            warnings.append(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+    return warnings
 
 
-def serve(port: Port, oneshot: bool) -> None:
+def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
     sessions: dict[int, Session] = {}
-    port.send(wire.pack_json(wire.HELLO, 0, {"release": os.uname().release, "pid": os.getpid()}))
+    hello = {"release": os.uname().release, "pid": os.getpid(), "warnings": warnings}
+    port.send(wire.pack_json(wire.HELLO, 0, hello))
     while True:
         frame = wire.read_frame(port.read)
         if frame is None:
@@ -261,11 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit-agent")
     parser.add_argument("--oneshot", action="store_true")
     parser.add_argument("--net-mac", default="")
+    parser.add_argument("--modprobe", action="append", default=[])
     args = parser.parse_args(argv)
+    warnings = []
+    for module in args.modprobe:
+        res = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            warnings.append(f"modprobe {module} failed: {res.stderr.strip()}")
+            log(warnings[-1])
     if args.net_mac:
-        setup_forward_nic(args.net_mac)
+        warnings += setup_forward_nic(args.net_mac)
     port = Port(find_port(PORT_NAME))
-    serve(port, args.oneshot)
+    serve(port, args.oneshot, warnings)
     return 0
 
 

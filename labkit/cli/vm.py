@@ -1,0 +1,257 @@
+"""`labkit vm ...`: run commands, labs and tests on another kernel, inside a VM.
+
+Thin layer over labkit.hosts.vm: parse, check root, print. Commands run in the VM keep
+their own exit status as labkit's exit status, so `labkit vm run -- CMD` can stand in
+for CMD in scripts and CI.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+
+from labkit.cli.output import console, emit_json, err_console, info, require_root
+from labkit.hosts.vm import kernels
+from labkit.hosts.vm.kernels import DEFAULT_KERNEL
+
+app = typer.Typer(
+    help=(
+        "Run commands, labs and tests on another kernel, in a VM (virtme-ng + qemu).\n\n"
+        "The host's filesystem is shared read-only (the current directory and the venv "
+        "work as-is; /tmp, /run and root's home are writable in the guest). Start with "
+        "`sudo labkit vm kernels fetch debian-6.12`, then `sudo labkit vm run -- uname -r`."
+    ),
+    no_args_is_help=True,
+)
+kernels_app = typer.Typer(
+    help="Guest kernels: fetch Debian's, list the cache.", no_args_is_help=True
+)
+app.add_typer(kernels_app, name="kernels")
+
+CMD_SETTINGS = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+KERNEL_OPT = typer.Option(
+    DEFAULT_KERNEL, "--kernel", "-k",
+    help="A cached kernel name, a bzImage, or a kernel build tree (with its modules).",
+)
+MEMORY_OPT = typer.Option(None, "--memory", "-m", help="Guest memory, e.g. 2G (default 1G).")
+CPUS_OPT = typer.Option(None, "--cpus", "-p", help="Guest CPUs (default: as many as the host).")
+RWDIR_OPT = typer.Option(
+    [], "--rwdir", help="Host directory the guest may write to (repeatable; writes reach the host)."
+)
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document (output is captured).")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="vm")
+
+
+def _command(cmd: list[str]) -> list[str]:
+    """click keeps a `--` that follows a positional argument; it is not part of CMD."""
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        from labkit.errors import UsageError
+
+        raise UsageError("No command given.", hint="Put it after `--`, e.g. `-- uname -r`.")
+    return cmd
+
+
+def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Aligned plain columns, never truncated or wrapped (pipes get whole values)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
+        console.print(line.rstrip(), soft_wrap=True, markup=False)
+
+
+def _stdin_is_data() -> bool:
+    """Forward stdin when it is a pipe or file; a terminal would need a pty (not offered)."""
+    try:
+        return not sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- kernels -----------------------------------------------------------------------------
+
+
+@kernels_app.command("fetch")
+def kernels_fetch(
+    name: str = typer.Argument(DEFAULT_KERNEL, help="Which kernel: debian-6.12."),
+    force: bool = typer.Option(False, "--force", help="Unpack again even if cached."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Download the newest Debian package of the kernel, unpack it and index its modules."""
+    require_root()
+    kernel = kernels.fetch(name, progress=lambda msg: info(f"{name}: {msg}"), force=force)
+    if json_out:
+        emit_json(kernel.to_json())
+    else:
+        console.print(f"{kernel.name}: {kernel.version} ({kernel.image})")
+
+
+@kernels_app.command("list")
+def kernels_list(json_out: bool = JSON_OPT) -> None:
+    """Kernels in the cache, usable as `--kernel NAME`."""
+    cached = kernels.list_cached()
+    if json_out:
+        emit_json([k.to_json() for k in cached])
+        return
+    if not cached:
+        console.print(
+            "No kernels cached. Fetch one with `sudo labkit vm kernels fetch debian-6.12`."
+        )
+        return
+    _columns(
+        ("NAME", "VERSION", "PACKAGE", "FETCHED", "IMAGE"),
+        [(k.name, k.version, k.package_version or "-", k.fetched_at or "-", k.image)
+         for k in cached],
+    )
+
+
+# -- one-shot ----------------------------------------------------------------------------
+
+
+@app.command("run", context_settings=CMD_SETTINGS)
+def run_cmd(
+    cmd: list[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run as root."),
+    kernel: str = KERNEL_OPT,
+    memory: str | None = MEMORY_OPT,
+    cpus: int | None = CPUS_OPT,
+    rwdir: list[str] = RWDIR_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Boot a VM, run CMD as root in the current directory, power off; exit with CMD's status."""
+    from labkit.hosts.vm.oneshot import run
+
+    require_root()
+    argv = _command(cmd)
+    if json_out:
+        started = time.monotonic()
+        result = run(argv, kernel, capture=True, memory=memory, cpus=cpus, rwdirs=rwdir)
+        emit_json({**result.to_json(), "seconds": round(time.monotonic() - started, 2)})
+        raise typer.Exit(result.code)
+    code = run(
+        argv, kernel, memory=memory, cpus=cpus, rwdirs=rwdir, forward_stdin=_stdin_is_data()
+    )
+    raise typer.Exit(code)
+
+
+# -- persistent --------------------------------------------------------------------------
+
+
+@app.command("start")
+def start_cmd(
+    name: str = typer.Argument("default", help="Name of the VM."),
+    kernel: str = KERNEL_OPT,
+    memory: str | None = MEMORY_OPT,
+    cpus: int | None = CPUS_OPT,
+    forward: list[str] = typer.Option(
+        [], "--forward", "-f", help="HOSTPORT:GUESTPORT, TCP on 127.0.0.1 (repeatable)."
+    ),
+    rwdir: list[str] = RWDIR_OPT,
+    overlay: list[str] = typer.Option(
+        [], "--overlay", help="Host directory made writable in the guest only (repeatable)."
+    ),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Boot a VM that stays up in the background; use it with `labkit vm exec NAME -- CMD`."""
+    from labkit.hosts.vm import persistent
+
+    require_root()
+    if not json_out:
+        info(f"Starting VM {name} ({kernel})...")
+    started = time.monotonic()
+    vm = persistent.start(
+        name, kernel, memory=memory, cpus=cpus, forwards=forward, rwdirs=rwdir, overlays=overlay
+    )
+    if json_out:
+        emit_json(vm.to_json())
+        return
+    fwd = f", forwarding {', '.join(vm.forwards)}" if vm.forwards else ""
+    console.print(
+        f"VM {vm.name} is running: {vm.kernel_version} under {vm.accel.upper()}{fwd} "
+        f"(up in {time.monotonic() - started:.1f} s). "
+        f"Run commands with `labkit vm exec {vm.name} -- CMD`."
+    )
+
+
+@app.command("exec", context_settings=CMD_SETTINGS)
+def exec_cmd(
+    name: str = typer.Argument(..., help="Name of a running VM."),
+    cmd: list[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run as root."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Run CMD as root in a running VM, in the current directory; exit with CMD's status."""
+    from labkit.hosts.vm import persistent
+
+    require_root()
+    argv = _command(cmd)
+    if json_out:
+        result = persistent.exec_(name, argv, capture=True)
+        emit_json(result.to_json())
+        raise typer.Exit(result.code)
+    raise typer.Exit(persistent.exec_(name, argv, forward_stdin=_stdin_is_data()))
+
+
+@app.command("stop")
+def stop_cmd(name: str = typer.Argument("default", help="Name of the VM.")) -> None:
+    """Stop a VM (running, booting or crashed): kill its qemu and remove its state."""
+    from labkit.hosts.vm import persistent
+
+    require_root()
+    vm = persistent.stop(name)
+    note = f" (it had {vm.status}: {vm.reason})" if vm.status not in ("running", "booting") else ""
+    console.print(f"VM {name} stopped{note}.")
+
+
+@app.command("list")
+def list_cmd(json_out: bool = JSON_OPT) -> None:
+    """Persistent VMs and their status (running, booting, crashed, failed)."""
+    from labkit.hosts.vm import persistent
+
+    vms = persistent.list_vms()
+    if json_out:
+        emit_json([vm.to_json() for vm in vms])
+        return
+    if not vms:
+        console.print("No VMs. Start one with `sudo labkit vm start [NAME]`.")
+        return
+    rows = []
+    for vm in vms:
+        running = vm.started_at and vm.status == "running"
+        up = f"{time.time() - vm.started_at:.0f}s" if running and vm.started_at else "-"
+        rows.append((
+            vm.name, vm.status, vm.kernel_version or vm.kernel, vm.accel, vm.memory,
+            ",".join(vm.forwards) or "-", up,
+        ))
+    _columns(("NAME", "STATUS", "KERNEL", "ACCEL", "MEMORY", "FORWARDS", "UPTIME"), rows)
+    for vm in vms:
+        if vm.status in ("crashed", "failed") and vm.reason:
+            first = vm.reason.splitlines()[0]
+            err_console.print(
+                f"{vm.name}: {first} (clean up with `labkit vm stop {vm.name}`)", soft_wrap=True
+            )
+
+
+@app.command("accel")
+def accel_cmd(
+    kernel: str = KERNEL_OPT,
+    reprobe: bool = typer.Option(
+        False, "--reprobe", help="Ignore the cached verdict, probe again."
+    ),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Whether VMs here use KVM or TCG emulation, and why (probes KVM once, then caches)."""
+    from labkit.hosts.vm import kvm
+    from labkit.hosts.vm.vng import find_tools
+
+    tools = find_tools()
+    accel = kvm.choose(kernels.resolve(kernel).image, tools.qemu, reprobe=reprobe)
+    if json_out:
+        emit_json(accel.to_json())
+    else:
+        cached = " (cached verdict)" if accel.cached else ""
+        console.print(f"{accel.kind.upper()}: {accel.reason}{cached}")

@@ -1,0 +1,179 @@
+"""Booting a labkit VM and waiting for its agent, shared by one-shot and persistent VMs.
+
+The host listens on a unix socket before vng starts; qemu connects to it as the backend of
+labkit's virtio-serial port, and the agent's HELLO on that connection is the one reliable
+sign that the guest is up. If vng or qemu dies first, the console log says why, so errors
+quote its tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import LabkitError
+from labkit.hosts.vm import kernels, kvm, wire
+from labkit.hosts.vm.vng import DEFAULT_MODULES, Boot, Tools, find_tools, vng_argv, vng_env
+
+BOOT_TIMEOUT = {"kvm": 120.0, "tcg": 300.0}
+
+
+def prepare(
+    kernel: str,
+    *,
+    hostname: str,
+    serial_socket: str,
+    oneshot: bool,
+    memory: str | None = None,
+    cpus: int | None = None,
+    cwd: str = "/",
+    overlays: list[str] | None = None,
+    rwdirs: list[str] | None = None,
+    forwards: list[tuple[int, int]] | None = None,
+    modules: list[str] | None = None,
+) -> tuple[Boot, Tools]:
+    """Resolve tools, kernel and accelerator (probing KVM once) into a Boot."""
+    tools = find_tools()
+    k = kernels.resolve(kernel)
+    accel = kvm.choose(k.image, tools.qemu)
+    kvm.announce(accel)
+    boot = Boot(
+        kernel=k, accel=accel, hostname=hostname, serial_socket=serial_socket,
+        oneshot=oneshot, memory=memory, cpus=cpus, cwd=cwd,
+        overlays=list(overlays or []), rwdirs=list(rwdirs or []),
+        forwards=list(forwards or []),
+        modules=list(DEFAULT_MODULES if modules is None else modules),
+    )
+    return boot, tools
+
+
+def listen(path: str) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(1)
+    return sock
+
+
+def spawn(
+    boot: Boot, tools: Tools, console: Path, *, new_session: bool = True
+) -> subprocess.Popen[bytes]:
+    """Start vng with its console (kernel log + agent messages) going to `console`."""
+    with open(console, "ab") as log:
+        return subprocess.Popen(
+            vng_argv(boot, tools),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=vng_env(tools), start_new_session=new_session, close_fds=True,
+        )
+
+
+def wait_for_agent(
+    listener: socket.socket,
+    proc: subprocess.Popen[bytes],
+    console: Path,
+    timeout: float,
+) -> tuple[socket.socket, dict[str, Any]]:
+    """qemu's connection, then the agent's HELLO on it; fail fast if vng exits first."""
+    deadline = time.monotonic() + timeout
+    listener.settimeout(0.25)
+    conn: socket.socket | None = None
+    while conn is None:
+        _check_alive(proc, console, deadline, timeout, "before qemu started")
+        with contextlib.suppress(TimeoutError):
+            conn, _ = listener.accept()
+    conn.settimeout(0.25)
+    reader = wire.FrameReader()
+    while True:
+        _check_alive(proc, console, deadline, timeout, "before labkit's agent started")
+        try:
+            data = conn.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            _check_alive(proc, console, deadline, 0, "before labkit's agent started", force=True)
+        for kind, _chan, payload in reader.feed(data):
+            if kind == wire.HELLO:
+                return conn, wire.load_json(payload) or {}
+
+
+def _check_alive(
+    proc: subprocess.Popen[bytes], console: Path, deadline: float, timeout: float,
+    when: str, force: bool = False,
+) -> None:
+    rc = proc.poll()
+    if rc is not None or force:
+        raise LabkitError(
+            f"The VM exited {when} (vng exit status {rc}).{console_tail(console)}",
+            hint=f"The full console log is in {console}.",
+        )
+    if time.monotonic() > deadline:
+        raise LabkitError(
+            f"The VM did not start within {timeout:.0f} s.{console_tail(console)}",
+            hint=f"The full console log is in {console}; a loaded host boots slower "
+            "under TCG.",
+        )
+
+
+def report_warnings(hello: dict[str, Any], where: str = "the VM") -> None:
+    """Problems the agent met while setting up (a module that would not load, ...)."""
+    for warning in hello.get("warnings") or []:
+        print(f"labkit: in {where}: {warning}", file=sys.stderr, flush=True)
+
+
+def console_tail(console: Path, lines: int = 12) -> str:
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = [ln.rstrip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return ("\nLast console lines:\n  " + "\n  ".join(tail)) if tail else ""
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc.
+
+    killpg(pgid, 0) would count zombies too, and orphaned zombies may never be reaped
+    when PID 1 is not a real init (as in some CI sandboxes).
+    """
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def kill_group(pgid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 5.0) -> None:
+    """SIGTERM the whole process group (vng, virtme-run, qemu), then SIGKILL what is left.
+
+    `proc` is the group leader when we are its parent: it is reaped here.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not group_members(pgid):
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        end = time.monotonic() + grace
+        while time.monotonic() < end and group_members(pgid):
+            if proc is not None:
+                proc.poll()
+            time.sleep(0.05)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
