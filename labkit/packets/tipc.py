@@ -218,7 +218,8 @@ class TIPCData(TIPC):
     """A payload message (users 0-3): CONN, MCAST, NAMED or DIRECT by mtype.
 
     Which fields exist depends on the header size: 24 (ports), 32 (+ nodes),
-    40 (+ name type/instance), 44 (+ upper), up to 60.
+    40 (+ name type/instance), 44 (+ upper), up to 60. In a broadcast-mode MCAST
+    message word 5 (dest_port) carries the net id instead (msg_mc_netid).
     """
 
     name = "TIPC data"

@@ -568,10 +568,6 @@ def encode(msg: tipcmsg, family_id: int, flags: int, seq: int = 0, pid: int = 0)
 # Replies
 
 
-def _attrs(msg: Any, name: str) -> Any:
-    return msg.get_attr(name) if msg is not None else None
-
-
 def _prop_dict(prop: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     if prop is None:
@@ -892,12 +888,18 @@ class TipcNetlink:
         kernel answers EPERM. During the first second after a bearer is enabled (the
         address trial) the kernel still accepts a new net id, but the bearer keeps
         advertising the old one and no link comes up: so any enabled bearer is refused
-        here. The kernel silently keeps an identity that was already set, so the identity
-        is read back and a different one is an error.
+        here, unless nothing would change (so setting up a lab twice is harmless). The
+        kernel silently keeps an identity that was already set, so the identity is read
+        back and a different one is an error.
         """
         msg = build_net_set(net_id, node_id)
         enabled = [b["name"] for b in self.bearers()]
         if enabled:
+            have = self.net()
+            if (net_id is None or net_id == have["net_id"]) and (
+                node_id is None or node_id_bytes(node_id) == have["node_id"]
+            ):
+                return
             raise LabkitError(
                 f"cannot change the TIPC net id or identity{self._where()}: bearer(s) "
                 f"{', '.join(enabled)} already enabled.",
