@@ -24,10 +24,10 @@ import threading
 import time
 from typing import Any
 
-try:
+if __package__:  # imported by the host side (tests)
     from labkit.hosts.vm import wire
-except ImportError:  # run as a script in the guest without labkit importable
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+else:  # the guest runs this file as a script under `python -I -S`: stdlib only, fast
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
     import wire  # type: ignore[no-redef]
 
 PORT_NAME = "org.labkit.ctl"
@@ -223,6 +223,43 @@ def setup_forward_nic(mac: str) -> list[str]:
     return warnings
 
 
+def fast_mounts(tag: str, ro_dirs: list[str], rw_dirs: list[str]) -> list[str]:
+    """Re-mount hot host trees from a 9p share with cache=loose.
+
+    vng mounts the guest's root with 9p cache=none: under TCG every lookup is a slow
+    round trip, and a Python importing typer/rich/pyroute2 spends minutes in the kernel.
+    The host adds a second read-only share of / for labkit; mounted with cache=loose it is
+    bound over the Python install and the venv (read-only), and under an overlay over the
+    working tree (writable in the guest only). Host edits made after boot may not show
+    through these (that is what loose caching trades away).
+    """
+    warnings: list[str] = []
+    base = "/run/labkit-host"
+    os.makedirs(base, exist_ok=True)
+    opts = "trans=virtio,version=9p2000.L,cache=loose,msize=524288,ro,access=any"
+    res = subprocess.run(["mount", "-t", "9p", "-o", opts, tag, base],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        return [f"mounting the cached host share failed: {res.stderr.strip()}"]
+    dirs = [(d, False) for d in ro_dirs] + [(d, True) for d in rw_dirs]
+    for n, (d, writable) in enumerate(sorted(dirs, key=lambda x: len(x[0]))):
+        src = base + d
+        if not (os.path.isdir(src) and os.path.isdir(d)):
+            continue
+        if writable:
+            ovl = f"/run/labkit-ovl/{n}"
+            os.makedirs(f"{ovl}/upper", exist_ok=True)
+            os.makedirs(f"{ovl}/work", exist_ok=True)
+            cmd = ["mount", "-t", "overlay", "overlay", "-o",
+                   f"lowerdir={src},upperdir={ovl}/upper,workdir={ovl}/work", d]
+        else:
+            cmd = ["mount", "--bind", src, d]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            warnings.append(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+    return warnings
+
+
 def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
     sessions: dict[int, Session] = {}
     hello = {"release": os.uname().release, "pid": os.getpid(), "warnings": warnings}
@@ -265,8 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oneshot", action="store_true")
     parser.add_argument("--net-mac", default="")
     parser.add_argument("--modprobe", action="append", default=[])
+    parser.add_argument("--fast-tag", default="")
+    parser.add_argument("--fast-ro", action="append", default=[])
+    parser.add_argument("--fast-rw", action="append", default=[])
     args = parser.parse_args(argv)
     warnings = []
+    if args.fast_tag:
+        warnings += fast_mounts(args.fast_tag, args.fast_ro, args.fast_rw)
     for module in args.modprobe:
         res = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
         if res.returncode != 0:

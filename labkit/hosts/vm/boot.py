@@ -20,7 +20,15 @@ from typing import Any
 
 from labkit.errors import LabkitError
 from labkit.hosts.vm import kernels, kvm, wire
-from labkit.hosts.vm.vng import DEFAULT_MODULES, Boot, Tools, find_tools, vng_argv, vng_env
+from labkit.hosts.vm.vng import (
+    DEFAULT_MODULES,
+    Boot,
+    Tools,
+    find_tools,
+    plan_dirs,
+    vng_argv,
+    vng_env,
+)
 
 BOOT_TIMEOUT = {"kvm": 120.0, "tcg": 300.0}
 
@@ -34,12 +42,14 @@ def prepare(
     memory: str | None = None,
     cpus: int | None = None,
     cwd: str = "/",
+    writable_cwd: bool = False,
     overlays: list[str] | None = None,
     rwdirs: list[str] | None = None,
     forwards: list[tuple[int, int]] | None = None,
     modules: list[str] | None = None,
 ) -> tuple[Boot, Tools]:
     """Resolve tools, kernel and accelerator (probing KVM once) into a Boot."""
+    vng_overlays, fast_ro, fast_rw = plan_dirs(cwd if writable_cwd else None)
     tools = find_tools()
     k = kernels.resolve(kernel)
     accel = kvm.choose(k.image, tools.qemu)
@@ -47,9 +57,10 @@ def prepare(
     boot = Boot(
         kernel=k, accel=accel, hostname=hostname, serial_socket=serial_socket,
         oneshot=oneshot, memory=memory, cpus=cpus, cwd=cwd,
-        overlays=list(overlays or []), rwdirs=list(rwdirs or []),
+        overlays=[*vng_overlays, *(overlays or [])], rwdirs=list(rwdirs or []),
         forwards=list(forwards or []),
         modules=list(DEFAULT_MODULES if modules is None else modules),
+        fast_ro=fast_ro, fast_rw=fast_rw,
     )
     return boot, tools
 

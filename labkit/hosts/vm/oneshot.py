@@ -20,7 +20,6 @@ from labkit.errors import LabkitError
 from labkit.hosts.vm import boot, paths
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
 from labkit.hosts.vm.session import Completed, VmGone, make_request, run_session, streams_are_same
-from labkit.hosts.vm.vng import default_overlays
 
 POWEROFF_WAIT = 5.0
 
@@ -81,7 +80,7 @@ def run(
         console = Path(tmp) / "console.log"
         spec, tools = boot.prepare(
             kernel, hostname="labkit-run", serial_socket=sock_path, oneshot=True,
-            memory=memory, cpus=cpus, cwd=workdir, overlays=default_overlays(workdir),
+            memory=memory, cpus=cpus, cwd=workdir, writable_cwd=True,
             rwdirs=list(rwdirs), modules=None if modules is None else list(modules),
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]

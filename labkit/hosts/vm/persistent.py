@@ -119,7 +119,7 @@ def start(
     try:
         spec, tools = boot.prepare(
             kernel, hostname=name, serial_socket=str(state / "serial.sock"), oneshot=False,
-            memory=memory, cpus=cpus, cwd="/", overlays=["/root", *overlays],
+            memory=memory, cpus=cpus, cwd="/", overlays=list(overlays),
             rwdirs=list(rwdirs), forwards=fwd, modules=None if modules is None else list(modules),
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]

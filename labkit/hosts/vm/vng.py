@@ -27,6 +27,7 @@ from labkit.hosts.vm.kvm import Accel
 
 AGENT = str(Path(__file__).with_name("agent.py"))
 PORT_NAME = "org.labkit.ctl"
+FAST_TAG = "labkit.host"
 FORWARD_MAC = "52:54:00:4c:4b:01"
 # Guest dirs vng already overlays (writable in the guest, untouched on the host).
 VNG_OVERLAYS = ("/etc", "/lib", "/home", "/opt", "/srv", "/usr", "/var", "/tmp")
@@ -58,6 +59,8 @@ class Boot:
     rwdirs: list[str] = field(default_factory=list)
     forwards: list[tuple[int, int]] = field(default_factory=list)
     modules: list[str] = field(default_factory=lambda: list(DEFAULT_MODULES))
+    fast_ro: list[str] = field(default_factory=list)  # see agent.fast_mounts
+    fast_rw: list[str] = field(default_factory=list)
 
 
 def find_tools() -> Tools:
@@ -117,23 +120,45 @@ def shell_safe(value: str, what: str) -> str:
     return value
 
 
-def default_overlays(cwd: str) -> list[str]:
-    """Root's home, and the working directory unless vng already overlays it."""
-    dirs = ["/root"]
-    covered = ("/root", *VNG_OVERLAYS)
-    if cwd != "/" and not any(cwd == d or cwd.startswith(d + "/") for d in covered):
-        dirs.append(cwd)
-    return dirs
+def _under(path: str, dirs: list[str] | tuple[str, ...]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def plan_dirs(cwd: str | None) -> tuple[list[str], list[str], list[str]]:
+    """(vng overlays, cached read-only trees, cached writable trees) for a boot.
+
+    Root's home is made writable (tools write ~/.cache, Jupyter its runtime files).
+    Python's installation and the venv are served from the cached share. The working
+    directory, when given (one-shot runs), is writable in the guest and cached; a
+    persistent VM gets none, since a stale cache there would hide the user's edits.
+    """
+    overlays = ["/root"]
+    fast_ro: list[str] = []
+    for prefix in (sys.base_prefix, sys.prefix):
+        real = os.path.realpath(prefix)
+        if real != "/" and not _under(real, fast_ro):
+            fast_ro.append(real)
+    fast_rw: list[str] = []
+    if cwd and cwd != "/" and not _under(cwd, ("/root", *VNG_OVERLAYS)):
+        fast_rw.append(cwd)
+    fast_ro = [d for d in fast_ro if not _under(d, fast_rw)]
+    return overlays, fast_ro, fast_rw
 
 
 def agent_command(boot: Boot) -> str:
-    args = [sys.executable, "-E", "-s", AGENT]
+    args = [sys.executable, "-I", "-S", AGENT]
     if boot.oneshot:
         args.append("--oneshot")
     if boot.forwards:
         args += ["--net-mac", FORWARD_MAC]
     for module in boot.modules:
         args += ["--modprobe", module]
+    if boot.fast_ro or boot.fast_rw:
+        args += ["--fast-tag", FAST_TAG]
+        for d in boot.fast_ro:
+            args += ["--fast-ro", shell_safe(d, "directory")]
+        for d in boot.fast_rw:
+            args += ["--fast-rw", shell_safe(d, "directory")]
     return shlex.join(args)
 
 
@@ -143,6 +168,11 @@ def qemu_options(boot: Boot) -> list[str]:
         "-device", "virtio-serial-pci,id=lkvs",
         "-device", f"virtserialport,bus=lkvs.0,chardev=lkctl,name={PORT_NAME}",
     ]
+    if boot.fast_ro or boot.fast_rw:
+        opts += [
+            "-fsdev", "local,id=lkhost,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-device", f"virtio-9p-pci,fsdev=lkhost,mount_tag={FAST_TAG}",
+        ]
     if boot.forwards:
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in boot.forwards)
         opts += [
