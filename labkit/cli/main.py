@@ -30,7 +30,7 @@ app = typer.Typer(
 # One module per verb; each has register(app). Order is the order in --help.
 VERBS = [
     "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph",
-    "capture", "doctor", "vm",
+    "capture", "traffic", "verify", "inject", "tipc", "doctor", "vm",
 ]
 
 

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from labkit.topology.model import Topology
 
 # key in the topology -> module providing FEATURE
-FEATURES: dict[str, str] = {}
+FEATURES: dict[str, str] = {
+    "tipc": "labkit.features.tipc.feature",
+}
 
 
 class Feature(Protocol):

@@ -131,7 +131,9 @@ class Lab:
             try:
                 builder.run()
                 for key, config in self.topo.features.items():
-                    features.get(key).setup(self, config)
+                    if progress:
+                        progress(1, 1, key)
+                    st.features[key] = features.get(key).setup(self, config) or {}
                 st.status = "up"
                 st.save()
             except BaseException as exc:

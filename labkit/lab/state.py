@@ -58,9 +58,22 @@ def load(name: str) -> LabState | None:
 
 
 def remove(name: str) -> None:
-    for path in (state_path(name), state_path(name) + ".tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+    """Remove the state file and every file named after the lab (keys, captures), not the
+    lock, which the caller still holds."""
+    try:
+        entries = os.listdir(STATE_DIR)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.startswith(f"{name}.") and entry != f"{name}.lock":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(STATE_DIR, entry))
+
+
+def secret_path(name: str, what: str) -> str:
+    """Where a lab keeps a secret (mode 0600, removed at down)."""
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    return os.path.join(STATE_DIR, f"{name}.{what}")
 
 
 def names() -> list[str]:

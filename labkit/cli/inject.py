@@ -1,0 +1,42 @@
+"""`labkit inject NAME NODE IFACE --frame KIND`: send crafted TIPC frames, show the effect."""
+
+from __future__ import annotations
+
+import typer
+
+from labkit.cli.forward import forward
+from labkit.cli.output import console, emit_json
+
+
+def inject(
+    name: str = typer.Argument(..., help="Lab name."),
+    node: str = typer.Argument(..., help="Node to send from."),
+    iface: str = typer.Argument(..., help="Its interface, e.g. eth1."),
+    frame: str = typer.Option(..., "--frame", help="ghost_discovery (a node that does not "
+                              "exist), wrong_netid, short_hsize, size_mismatch, bad_version."),
+    count: int = typer.Option(3, "--count", min=1, max=100, help="Frames to send."),
+    json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Inject crafted TIPC frames (scapy) and report how the TIPC view of the nodes on the
+    same segment changed: new peers, new links. A wrong net id must change nothing."""
+    rc = forward(name)
+    if rc is not None:
+        raise typer.Exit(rc)
+    from labkit.features.tipc.inject import inject as run
+    from labkit.features.tipc.lab import config_of
+    from labkit.lab.lab import Lab
+
+    lab = Lab.attach(name)
+    result = run(lab, config_of(lab), node, iface, frame, count)
+    if json:
+        emit_json(result)
+        return
+    console.print(f"sent {count} {frame} frames from {node}:{iface} (src {result['src_mac']})")
+    for n, change in result["changes"].items():
+        what = ", ".join(f"new peer {p}" for p in change["new_peers"]) + \
+            ", ".join(f"new link {k}" for k in change["new_links_up"])
+        console.print(f"  {n}: {what or 'no change'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(inject)

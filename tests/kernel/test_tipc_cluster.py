@@ -1,0 +1,190 @@
+"""The TIPC cluster labs on a kernel with TIPC (the debian-6.12 VM in CI).
+
+One module-scoped lab per topology keeps the number of (slow, emulated) builds low; every
+namespace is removed at the end, pass or fail (the conftest leak check runs per test, and
+the module fixtures tear down before the session ends).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.features.tipc.lab import config_of
+from labkit.features.tipc.status import status
+from labkit.lab import names, netns, state
+from labkit.lab.lab import Lab
+from tests.conftest import ROOT, run_cli, unique
+
+pytestmark = pytest.mark.kernel
+TOPOS = ROOT / "topologies"
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_namespaces() -> Iterator[None]:
+    """Module-scoped labs outlive single tests here; leaks are checked at module end."""
+    yield
+
+
+def _up(tmp: Path, source: str) -> Lab:
+    name = unique("c")
+    text = re.sub(r"^name:.*$", f"name: {name}", (TOPOS / source).read_text(), count=1,
+                  flags=re.M)
+    path = tmp / f"{name}.yaml"
+    path.write_text(text)
+    return Lab.load(str(path)).up()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = _up(tmp_path_factory.mktemp("plain"), "cluster.yaml")
+    yield lab
+    lab.down()
+    assert not netns.list_names(names.lab_prefix(lab.name))
+
+
+@pytest.fixture(scope="module")
+def encrypted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = _up(tmp_path_factory.mktemp("enc"), "cluster-encrypted.yaml")
+    yield lab
+    lab.down()
+    assert not netns.list_names(names.lab_prefix(lab.name))
+
+
+def tipc_cmd(lab: Lab, node: str, *args: str) -> str:
+    out = lab.node(node).run(["tipc", *args], check=True)
+    return out.stdout
+
+
+def test_cluster_all_links_up(plain: Lab) -> None:
+    data = status(plain, config_of(plain))
+    links = {lk["name"]: lk for info in data["nodes"].values() for lk in info["links"]}
+    for name in ("n1:eth1-n2:eth1", "n1:eth1-n3:eth1", "n2:eth1-n3:eth1", "n3:wan-n4:wan"):
+        assert links[name]["up"], name
+    assert data["keys"]["present"] is False
+
+
+def test_iproute2_tipc_agrees_with_status(plain: Lab) -> None:
+    data = status(plain, config_of(plain))
+    for node, info in data["nodes"].items():
+        # iproute2 prints a table: "Node Identity   Hash" then "n1   6e310000"
+        identity, hash_hex = tipc_cmd(plain, node, "node", "get", "identity").split()[-2:]
+        assert identity == info["identity"] and int(hash_hex, 16) == info["address"]
+        listed = tipc_cmd(plain, node, "link", "list")
+        for link in info["links"]:
+            assert re.search(rf"{re.escape(link['name'])}: up", listed), (node, listed)
+    # A service published in n4 shows in n3's name table (n3 is n4's only link: TIPC does
+    # not route, so n1 never learns it), in labkit's view and in iproute2's.
+    srv = plain.node("n4").socket(30, socket.SOCK_RDM)
+    try:
+        srv.bind((1, 18777, 5, 5))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            table = status(plain, config_of(plain))["nodes"]["n3"]["name_table"]
+            if any(b["type"] == 18777 for b in table):
+                break
+            time.sleep(0.2)
+        ours = [b for b in table if b["type"] == 18777]
+        assert ours and ours[0]["lower"] == 5
+        shown = tipc_cmd(plain, "n3", "nametable", "show")
+        assert re.search(r"^18777\s+5\s+5\s", shown, re.M), shown
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize(("sock", "src", "dst"), [("stream", "n1", "n2"), ("rdm", "n3", "n4"),
+                                                  ("seqpacket", "n4", "n3")])
+def test_tipc_traffic_flows(plain: Lab, sock: str, src: str, dst: str) -> None:
+    from labkit.traffic.meter import measure
+
+    result = measure(plain, src, dst, proto="tipc", socket=sock, size=4096, duration=1.0)
+    assert result.bytes > 0 and result.bytes <= result.sent_bytes
+    assert result.messages > 0
+
+
+def test_verify_crossover_passes(plain: Lab) -> None:
+    from labkit.features.tipc.verify import crossover
+
+    verdict = crossover(plain, config_of(plain), "n1", "n2")
+    assert verdict.outcome == "pass", verdict.as_dict()
+    assert verdict.evidence["marker_frames_on_receiver_lo"] > 0
+
+
+def test_verify_crossover_cli_exit_codes(plain: Lab) -> None:
+    result = run_cli("verify", "crossover", plain.name, "--from", "n3", "--to", "n4",
+                     "--json", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["verdicts"][0]["outcome"] == "pass"
+    bad = run_cli("verify", "crossover", plain.name, "--from", "r", "--to", "n4", "--json",
+                  timeout=300)
+    assert bad.returncode == 2  # r is no TIPC node: could not run
+
+
+def test_verify_encryption_fails_without_keys(plain: Lab) -> None:
+    result = run_cli("verify", "encryption", plain.name, "--json", timeout=300)
+    verdict = json.loads(result.stdout)["verdicts"][0]
+    assert result.returncode == 1, verdict
+    assert verdict["evidence"]["versions"].get("2", 0) > 0
+
+
+def test_encrypted_cluster_up_and_keys_reported(encrypted: Lab) -> None:
+    data = status(encrypted, config_of(encrypted))
+    assert data["keys"] == {"present": True, "mode": "master", "key_bits": 128,
+                            "rekeying_minutes": None}
+    links = [lk for info in data["nodes"].values() for lk in info["links"]]
+    assert len(links) == 8 and all(lk["up"] for lk in links)  # 4 links, seen from both ends
+    peers = tipc_cmd(encrypted, "n1", "node", "list")
+    assert "up" in peers
+    key_file = Path(state.STATE_DIR) / f"{encrypted.name}.tipc.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_hex = key_file.read_text().strip()
+    assert key_hex not in json.dumps(data)
+    shown = run_cli("tipc", "status", encrypted.name, "--json", timeout=300)
+    assert key_hex not in shown.stdout + shown.stderr
+
+
+def test_verify_encryption_passes_with_keys(encrypted: Lab) -> None:
+    result = run_cli("verify", "encryption", encrypted.name, "--json", timeout=300)
+    verdict = json.loads(result.stdout)["verdicts"][0]
+    assert result.returncode == 0, verdict
+    assert verdict["evidence"]["versions"] == {"7": verdict["evidence"]["tipc_frames"]}
+    assert "crossover" in verdict["detail"]
+
+
+def test_crossover_also_with_keys(encrypted: Lab) -> None:
+    from labkit.features.tipc.verify import crossover
+
+    assert crossover(encrypted, config_of(encrypted), "n2", "n3").outcome == "pass"
+
+
+def test_inject_wrong_netid_is_ignored_ghost_is_seen(plain: Lab) -> None:
+    from labkit.features.tipc.inject import inject
+
+    cfg = config_of(plain)
+    wrong = inject(plain, cfg, "n1", "eth1", "wrong_netid", settle=1.5)
+    assert all(not c["new_peers"] and not c["new_links_up"] for c in wrong["changes"].values())
+    ghost = inject(plain, cfg, "n1", "eth1", "ghost_discovery", settle=1.5)
+    assert any("ghost" in c["new_peers"] for c in ghost["changes"].values()), ghost["changes"]
+    assert all(not c["new_links_up"] for c in ghost["changes"].values())
+    for kind in ("short_hsize", "size_mismatch", "bad_version"):
+        result = inject(plain, cfg, "n1", "eth1", kind, settle=0.5)
+        assert all(not c["new_links_up"] for c in result["changes"].values()), kind
+
+
+def test_down_leaves_nothing(tmp_path: Path) -> None:
+    lab = _up(tmp_path, "cluster-encrypted.yaml")
+    pids_before = set(int(p) for p in subprocess.run(
+        ["pgrep", "-f", "labkit.traffic.agent"], capture_output=True, text=True
+    ).stdout.split())
+    lab.down()
+    assert not netns.list_names(names.lab_prefix(lab.name))
+    assert not (Path(state.STATE_DIR) / f"{lab.name}.json").exists()
+    assert not (Path(state.STATE_DIR) / f"{lab.name}.tipc.key").exists()
+    assert not pids_before
