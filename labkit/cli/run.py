@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from labkit.cli.check import report
@@ -23,11 +25,12 @@ def run(
     """
     lab = Lab.load(file)
     if vm is not None:
-        from labkit.hosts.vm import guest_labkit_argv
+        from labkit.cli.forward import guest_labkit_argv
         from labkit.hosts.vm import run as vm_run
 
-        argv = ["run", file] + (["--json"] if json else [])
-        raise typer.Exit(vm_run(guest_labkit_argv(argv), kernel=vm))
+        argv = ["run", os.path.abspath(file)] + (["--json"] if json else [])
+        result = vm_run(guest_labkit_argv(argv), kernel=vm)
+        raise typer.Exit(result if isinstance(result, int) else result.returncode)
     from labkit.hosts.doctor import require_features
 
     require_root()

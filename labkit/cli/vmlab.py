@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from labkit.cli.forward import guest_labkit_argv
 from labkit.errors import UsageError
 from labkit.lab import state
 from labkit.lab.lab import Lab
@@ -22,7 +23,7 @@ def up_in_vm(lab: Lab, file: str, kernel: str, json: bool) -> int:
     name = vm_name_for(lab.name)
     vm.start(name, kernel=kernel)
     argv = ["up", os.path.abspath(file)] + (["--json"] if json else [])
-    rc = vm.exec_(name, vm.guest_labkit_argv(argv))
+    rc = _rc(vm.exec_(name, guest_labkit_argv(argv)))
     if rc != 0:
         vm.stop(name)
         return rc
@@ -36,7 +37,11 @@ def down_in_vm(lab: str, vm_name: str) -> None:
     from labkit.hosts import vm
 
     try:
-        vm.exec_(vm_name, vm.guest_labkit_argv(["down", lab]))
+        vm.exec_(vm_name, guest_labkit_argv(["down", lab]))
     finally:
         vm.stop(vm_name)
         state.remove(lab)
+
+
+def _rc(result: object) -> int:
+    return result if isinstance(result, int) else int(getattr(result, "returncode", 1))

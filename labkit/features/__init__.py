@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from labkit.lab.lab import Lab
     from labkit.topology.fields import Problems
     from labkit.topology.located import LMap
-    from labkit.topology.model import Topology
+    from labkit.topology.model import Check, Topology
+    from labkit.verify.verdict import Verdict
 
 # key in the topology -> module providing FEATURE
 FEATURES: dict[str, str] = {
@@ -26,6 +27,7 @@ FEATURES: dict[str, str] = {
 class Feature(Protocol):
     key: str
     needs: tuple[str, ...]  # doctor capability names
+    check_kinds: tuple[str, ...]  # `checks:` types the feature adds (netlab style)
 
     def parse(self, block: LMap | None, nodes: dict[str, LMap], topo: Topology,
               p: Problems) -> Any:
@@ -36,6 +38,9 @@ class Feature(Protocol):
 
     def status(self, lab: Lab, config: Any) -> dict[str, Any]:
         """What `labkit status` shows for the feature."""
+
+    def run_check(self, lab: Lab, config: Any, check: Check) -> Verdict:
+        """Run one of the feature's declared checks."""
 
 
 def get(key: str) -> Feature:

@@ -92,12 +92,17 @@ def parse(doc: Any, path: str) -> Topology:
     if not p:
         _check_addresses(topo, p)
         _check_routes(topo, p)
-    _parse_checks(doc, topo, p)
+    _parse_checks(doc, topo, feature_keys, p)
     for key in feature_keys:
         feature = features.get(key)
         blocks = {n: b[key] for n, b in node_blocks.items() if isinstance(b, LMap) and key in b}
         if key in doc or blocks:
             topo.features[key] = feature.parse(doc.get(key), blocks, topo, p)
+    for check in topo.checks:
+        owner = next((k for k in feature_keys if check.kind in features.get(k).check_kinds), None)
+        if owner is not None and owner not in topo.features:
+            p.add(check.loc, f"check '{check.name}' is a {owner} check, but the lab has no "
+                             f"`{owner}:` section.", f"Add `{owner}:` to the topology.")
     if p:
         raise TopologyError(p.items)
     return topo
@@ -382,7 +387,7 @@ def _check_routes(topo: Topology, p: Problems) -> None:
                       f"Use an address of a neighbour on one of: {', '.join(same) or '(none)'}.")
 
 
-def _parse_checks(doc: LMap, topo: Topology, p: Problems) -> None:
+def _parse_checks(doc: LMap, topo: Topology, feature_keys: list[str], p: Problems) -> None:
     items = as_list(doc.get("checks"), doc.val_loc("checks"), "checks", p)
     for i, item in enumerate(items or []):
         loc = items.item_loc(i)
@@ -390,11 +395,22 @@ def _parse_checks(doc: LMap, topo: Topology, p: Problems) -> None:
         c = as_map(item, loc, where, p)
         if c is None:
             continue
-        check_keys(c, CHECK_KEYS, where, p, required=("from", "to"))
         kind = str(c.get("type", "reach"))
-        if kind != "reach":
+        kinds = ["reach", *(k for f in feature_keys for k in features.get(f).check_kinds)]
+        if kind not in kinds:
             p.add(c.val_loc("type"), f"{where} has unknown type '{kind}'.",
-                  "Supported: reach (a TCP or UDP exchange between two nodes).")
+                  f"Supported: {', '.join(kinds)}. {suggest(kind, kinds)}".strip())
+            continue
+        required = ("from", "to") if kind in ("reach", "tipc_crossover") else ()
+        check_keys(c, CHECK_KEYS, where, p, required=required)
+        if kind != "reach":
+            for key in ("from", "to"):
+                if key in c and c[key] not in topo.nodes:
+                    p.add(c.val_loc(key), f"{where} names '{c[key]}', which is not a node.",
+                          suggest(str(c[key]), list(topo.nodes)))
+            topo.checks.append(Check(name=str(c.get("name") or kind.replace("_", " ")),
+                                     kind=kind, loc=loc,
+                                     params={k: c[k] for k in ("from", "to") if k in c}))
             continue
         params: dict[str, Any] = {"proto": "tcp", "family": 4, "port": 7000, "expect": "pass"}
         for key in ("from", "to"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from labkit import features
 from labkit.topology.model import Check
 from labkit.traffic.exchange import exchange
 from labkit.verify.verdict import Verdict
@@ -40,4 +41,11 @@ def run_check(lab: Lab, check: Check) -> Verdict:
 
 
 def run_checks(lab: Lab) -> list[Verdict]:
-    return [run_check(lab, c) for c in lab.topo.checks]
+    out = []
+    for check in lab.topo.checks:
+        if check.kind == "reach":
+            out.append(run_check(lab, check))
+            continue
+        key = next(k for k in lab.topo.features if check.kind in features.get(k).check_kinds)
+        out.append(features.get(key).run_check(lab, lab.topo.features[key], check))
+    return out

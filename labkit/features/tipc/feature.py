@@ -8,11 +8,14 @@ from labkit.features.tipc import config, setup, status
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
+    from labkit.topology.model import Check
+    from labkit.verify.verdict import Verdict
 
 
 class TipcFeature:
     key = "tipc"
     needs = ("tipc",)
+    check_kinds = ("tipc_crossover", "tipc_encryption")
     parse = staticmethod(config.parse)
 
     def setup(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
@@ -20,6 +23,17 @@ class TipcFeature:
 
     def status(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
         return status.status(lab, cfg)
+
+
+    def run_check(self, lab: Lab, cfg: config.TipcConfig, check: Check) -> Verdict:
+        from labkit.features.tipc import verify
+
+        if check.kind == "tipc_crossover":
+            v = verify.crossover(lab, cfg, check.params["from"], check.params["to"])
+        else:
+            v = verify.encryption(lab, cfg)
+        v.name = check.name
+        return v
 
 
 FEATURE = TipcFeature()

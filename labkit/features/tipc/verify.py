@@ -12,6 +12,7 @@ TIPCv7 too: the design takes any bearer interfaces, wherever the nodes run.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import select
 import socket
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 AF_TIPC = 30
+SOL_TIPC = 271
+TIPC_MCAST_BROADCAST = 133
 SERVICE_TYPE = 18889
 ETH_P_TIPC = 0x88CA
 UDP_PORT = 6118
@@ -131,6 +134,43 @@ def send_marked(lab: Lab, src: str, dst: str, marker: bytes, count: int = 20,
         tx.close()
 
 
+def send_broadcast_marked(lab: Lab, cfg: TipcConfig, src: str, marker: bytes,
+                          count: int = 10, timeout: float = 10.0) -> int:
+    """Broadcast-mode multicast from src to every linked TIPC node; returns how many
+    messages the receivers got. Unlike unicast, this user data does cross the bearers
+    even between namespaces of one kernel (seen on debian-6.12), so it is what an
+    encryption check can look for on the wire."""
+    peers = {b for a, _, b, _ in cfg.expected_links if a == src} | \
+        {a for a, _, b, _ in cfg.expected_links if b == src}
+    rxs = []
+    try:
+        for peer in sorted(peers):
+            rx = lab.node(peer).socket(AF_TIPC, socket.SOCK_RDM)
+            rx.bind((1, SERVICE_TYPE + 1, 0, 0))
+            rx.setblocking(False)
+            rxs.append(rx)
+        tx = lab.node(src).socket(AF_TIPC, socket.SOCK_RDM)
+        tx.setsockopt(SOL_TIPC, TIPC_MCAST_BROADCAST, None, 0)
+        deadline = time.monotonic() + timeout
+        got = 0
+        with tx:
+            time.sleep(0.5)  # let the bindings reach src's name table
+            for _ in range(count):
+                try:
+                    tx.sendto(marker * 8, (1, SERVICE_TYPE + 1, 0, 0))
+                except OSError:
+                    time.sleep(0.1)
+            while got < count * len(rxs) and time.monotonic() < deadline:
+                ready, _, _ = select.select(rxs, [], [], 0.2)
+                for rx in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        got += marker in rx.recv(70000)
+        return got
+    finally:
+        for rx in rxs:
+            rx.close()
+
+
 def _bearer_ifaces(cfg: TipcConfig, node: str) -> list[str]:
     return sorted({b.dev for b in cfg.nodes[node].bearers})
 
@@ -188,10 +228,11 @@ def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
     name = "tipc encryption on the bearers"
     taps = [tap(lab, n, i) for n in cfg.nodes for i in _bearer_ifaces(cfg, n)]
     marker = b"LKE" + secrets.token_hex(8).encode()
-    delivered = 0
+    delivered = broadcast = 0
     if cfg.expected_links:
         a, _, b, _ = cfg.expected_links[0]
         delivered = send_marked(lab, a, b, marker, count=10)
+        broadcast = send_broadcast_marked(lab, cfg, a, marker)
     time.sleep(max(0.0, seconds))
     versions: dict[int, int] = {}
     users: dict[int, int] = {}
@@ -208,11 +249,13 @@ def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
     total = sum(versions.values())
     evidence = {"tipc_frames": total, "versions": versions, "users_v2": users,
                 "marker_frames": marker_seen, "marker_messages_delivered": delivered,
+                "broadcast_marker_messages_delivered": broadcast,
                 "interfaces": [f"{t.node}:{t.iface}" for t in taps],
                 "keys_configured": cfg.encryption is not None}
-    scope = ("In one kernel TIPC user data takes the crossover and never reaches a bearer, "
-             "so these frames are link traffic (LINK_PROTOCOL/LINK_CONFIG); user data "
-             "encrypted on the wire needs nodes in two kernels.")
+    scope = ("In one kernel, unicast TIPC user data takes the crossover and never reaches a "
+             "bearer; only link traffic (LINK_PROTOCOL/LINK_CONFIG, name distribution) and "
+             f"broadcast-mode multicast data ({broadcast} marked messages delivered) crossed "
+             "the bearers. Unicast user data on the wire needs nodes in two kernels.")
     if total == 0:
         return Verdict(name, "error", f"no TIPC frames on the bearers in {seconds:g} s; "
                        "nothing to judge.", evidence)
