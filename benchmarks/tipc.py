@@ -43,13 +43,17 @@ def lan_topology(name: str, n: int, tipc: bool) -> str:
 
 
 def conditions() -> dict[str, object]:
-    virt = "unknown"
+    virt, model = "unknown", "unknown"
     try:
         with open("/proc/cpuinfo") as fh:
-            virt = "hypervisor" if " hypervisor" in fh.read() else "bare metal"
+            info = fh.read()
+        virt = "hypervisor" if " hypervisor" in info else "bare metal"
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                      if line.startswith("model name")), model)
     except OSError:
         pass
     return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu": virt,
+            "cpu_model": model,  # "QEMU TCG CPU" means emulated: ratios are distorted
             "python": platform.python_version(),
             "note": "Python senders and receivers, one process each"}
 
