@@ -30,7 +30,8 @@ kernels_app = typer.Typer(
 )
 app.add_typer(kernels_app, name="kernels")
 
-CMD_SETTINGS = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+# Options may come before `--`; what follows `--` is CMD, untouched.
+CMD_SETTINGS = {"ignore_unknown_options": True}
 KERNEL_OPT = typer.Option(
     DEFAULT_KERNEL, "--kernel", "-k",
     help="A cached kernel name, a bzImage, or a kernel build tree (with its modules).",

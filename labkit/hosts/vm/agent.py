@@ -62,10 +62,11 @@ def find_port(name: str, timeout: float = 30.0) -> str:
 
 
 class Port:
-    """The shared byte stream; writes from session threads are serialised by a lock."""
+    """The shared byte stream (a virtio-serial port, or a socket in tests); writes from
+    session threads are serialised by a lock."""
 
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self._lock = threading.Lock()
 
     def send(self, data: bytes) -> None:
@@ -113,6 +114,8 @@ class Session(threading.Thread):
             reply = {"error": f"agent failure: {exc!r}"}
         try:
             self.port.send(wire.pack_json(wire.EXIT, self.chan, reply))
+        except OSError:
+            pass  # the host side is gone; nobody is left to tell
         finally:
             self.done.set()
             if self.oneshot:
@@ -295,6 +298,8 @@ def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
             del sessions[done]
     for session in sessions.values():
         session.send_signal(signal.SIGKILL)
+    for session in sessions.values():
+        session.done.wait(3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             log(warnings[-1])
     if args.net_mac:
         warnings += setup_forward_nic(args.net_mac)
-    port = Port(find_port(PORT_NAME))
+    port = Port(os.open(find_port(PORT_NAME), os.O_RDWR))
     serve(port, args.oneshot, warnings)
     return 0
 

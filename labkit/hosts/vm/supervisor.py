@@ -83,8 +83,8 @@ class Supervisor:
                 listener, self.proc, self.console, float(self.config["boot_timeout"])
             )
         except LabkitError as exc:
-            write_state(self.dir, status="failed", reason=exc.message)
             self._finish()
+            write_state(self.dir, status="failed", reason=exc.message)
             return 1
         finally:
             listener.close()
@@ -99,11 +99,11 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         write_state(self.dir, status="running", guest=hello, ready_at=time.time())
         reason = self._loop(ctl)
+        self._finish()  # first, so that "crashed" is only ever seen with qemu gone
         if self.stopping:
             write_state(self.dir, status="stopped", reason="stopped on request")
         else:
             write_state(self.dir, status="crashed", reason=reason + boot.console_tail(self.console))
-        self._finish()
         return 0
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

@@ -1,0 +1,271 @@
+"""The VM runner's parts that need no VM: wire format, guest agent, kernel resolution,
+vng command line, KVM verdicts, persistent-VM bookkeeping.
+
+The guest agent is exercised here over a socketpair instead of a virtio-serial port: the
+same frames, the same session code, the host's own processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import LabkitError, UsageError
+from labkit.hosts.vm import agent, kernels, kvm, persistent, vng, wire
+from labkit.hosts.vm.session import make_request, run_session
+
+LABKIT = str(Path(sys.executable).parent / "labkit")
+
+
+# -- wire ---------------------------------------------------------------------------------
+
+
+def test_frames_roundtrip_byte_by_byte() -> None:
+    frames = [(wire.STDOUT, 3, b"hello"), (wire.EXIT, 3, b'{"code": 7}'), (wire.STDIN_EOF, 1, b"")]
+    data = b"".join(wire.pack(k, c, p) for k, c, p in frames)
+    reader = wire.FrameReader()
+    got = [f for i in range(len(data)) for f in reader.feed(data[i : i + 1])]
+    assert got == frames and reader.pending == 0
+
+
+def test_blocking_reader_and_clean_eof() -> None:
+    data = bytearray(wire.pack(wire.HELLO, 0, b"{}"))
+
+    def read(n: int) -> bytes:
+        chunk = bytes(data[:n])
+        del data[:n]
+        return chunk
+
+    assert wire.read_frame(read) == (wire.HELLO, 0, b"{}")
+    assert wire.read_frame(read) is None
+
+
+def test_bad_magic_is_loud() -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.FrameReader().feed(b"\x00" * wire.HEADER.size)
+
+
+def test_large_output_is_chunked() -> None:
+    frames = wire.pack_chunks(wire.STDOUT, 1, b"x" * (wire.CHUNK * 2 + 5))
+    assert len(frames) == 3
+
+
+# -- the guest agent, over a socketpair ----------------------------------------------------
+
+
+@pytest.fixture
+def agent_sock() -> Iterator[socket.socket]:
+    host, guest = socket.socketpair()
+    port = agent.Port(guest.detach())
+    thread = threading.Thread(target=agent.serve, args=(port, False, ["w"]), daemon=True)
+    thread.start()
+    kind, chan, payload = wire.read_frame(host.recv)  # type: ignore[misc]
+    assert kind == wire.HELLO and json.loads(payload)["warnings"] == ["w"]
+    yield host
+    host.sendall(wire.pack(wire.SHUTDOWN, 0))
+    thread.join(5)
+    host.close()
+    os.close(port.fd)
+
+
+def _run(sock: socket.socket, cmd: list[str], chan: int = 1, **kw: object):  # noqa: ANN202
+    merge = bool(kw.pop("merge_stderr", False))
+    return run_session(sock, make_request(cmd, merge_stderr=merge), chan=chan, capture=True, **kw)  # type: ignore[arg-type]
+
+
+def test_agent_exit_status_and_streams(agent_sock: socket.socket) -> None:
+    res = _run(agent_sock, ["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (res.code, res.out, res.err) == (7, "out\n", "err\n")
+
+
+def test_agent_runs_successive_commands(agent_sock: socket.socket) -> None:
+    assert [_run(agent_sock, ["sh", "-c", f"exit {i}"], chan=i + 1).code for i in range(3)] == [
+        0, 1, 2,
+    ]
+
+
+def test_agent_merged_streams_keep_order(agent_sock: socket.socket) -> None:
+    script = "for i in 1 2 3 4 5; do echo o$i; echo e$i >&2; done"
+    res = _run(agent_sock, ["sh", "-c", script], merge_stderr=True)
+    assert res.out.split() == [f"{s}{i}" for i in range(1, 6) for s in "oe"]
+
+
+def test_agent_stdin_signal_and_missing_command(agent_sock: socket.socket) -> None:
+    assert _run(agent_sock, ["cat"], stdin_data=b"abc\n").out == "abc\n"
+    assert _run(agent_sock, ["sh", "-c", "kill -9 $$"], chan=2).code == 128 + 9
+    missing = _run(agent_sock, ["/nonexistent/cmd"], chan=3)
+    assert missing.code == 127 and "command not found" in missing.err
+
+
+def test_agent_does_not_wait_for_background_children(agent_sock: socket.socket) -> None:
+    started = time.monotonic()
+    res = _run(agent_sock, ["sh", "-c", "sleep 30 & echo hi"])
+    assert res.out == "hi\n" and time.monotonic() - started < 10
+
+
+def test_agent_missing_cwd_and_timeout(agent_sock: socket.socket) -> None:
+    req = make_request(["true"], cwd="/nonexistent-dir")
+    with pytest.raises(LabkitError, match="does not exist inside the VM"):
+        run_session(agent_sock, req, capture=True)
+    with pytest.raises(LabkitError, match="did not finish"):
+        _run(agent_sock, ["sleep", "30"], chan=2, timeout=0.5)
+
+
+# -- kernels ------------------------------------------------------------------------------
+
+
+def _fake_bzimage(path: Path, release: str) -> None:
+    head = bytearray(0x1000)
+    head[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", head, 0x20E, 0x400 - 0x200)
+    text = f"{release} (builder@host) #1 SMP".encode()
+    head[0x400 : 0x400 + len(text)] = text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(head))
+
+
+def test_bzimage_version_and_unpacked_tree(tmp_path: Path) -> None:
+    _fake_bzimage(tmp_path / "boot" / "vmlinuz-6.1.0-x", "6.1.0-x")
+    (tmp_path / "lib" / "modules" / "6.1.0-x").mkdir(parents=True)
+    k = kernels.resolve(str(tmp_path))
+    assert k.version == "6.1.0-x" and k.modules_dir.endswith("lib/modules/6.1.0-x")
+    assert k.run_arg.endswith("vmlinuz-6.1.0-x")
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + b"\0" * 0x1000)
+    with pytest.raises(UsageError, match="no bzImage header"):
+        kernels.resolve(str(vmlinux))
+
+
+def test_build_tree(tmp_path: Path) -> None:
+    _fake_bzimage(tmp_path / "arch/x86/boot/bzImage", "6.13.0-rc1")
+    (tmp_path / "modules.order").write_text("")
+    k = kernels.resolve(str(tmp_path))
+    assert (k.source, k.run_arg, k.version) == ("tree", str(tmp_path), "6.13.0-rc1")
+
+
+def test_unknown_and_uncached_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_KERNELS_DIR", str(tmp_path))
+    with pytest.raises(UsageError, match="kernels fetch debian-6.12"):
+        kernels.resolve("debian-6.12")
+    with pytest.raises(UsageError, match="Unknown kernel"):
+        kernels.resolve("fedora-99")
+    with pytest.raises(UsageError, match="does not know how to fetch"):
+        kernels.fetch("fedora-99")
+
+
+def test_newest_package_is_numeric() -> None:
+    series = kernels.SERIES["debian-6.12"]
+    names = ["linux-image-6.12.9+deb12-amd64", "linux-image-6.12.10+deb12-amd64"]
+    import re
+
+    best = max(names, key=lambda n: kernels._version_key(re.fullmatch(series.package_re, n)))
+    assert best == names[1]
+
+
+# -- vng command line, KVM ------------------------------------------------------------------
+
+
+def _boot(tmp_path: Path, accel: str, **kw: object) -> vng.Boot:
+    _fake_bzimage(tmp_path / "boot" / "vmlinuz-6.1.0-x", "6.1.0-x")
+    return vng.Boot(
+        kernel=kernels.resolve(str(tmp_path)), accel=kvm.Accel(accel, "test"),  # type: ignore[arg-type]
+        hostname="t1", serial_socket=str(tmp_path / "serial.sock"), oneshot=True, **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_vng_argv(tmp_path: Path) -> None:
+    tools = vng.Tools(vng="/x/vng", qemu="/usr/bin/qemu-system-x86_64", busybox="/bin/busybox")
+    argv = vng.vng_argv(_boot(tmp_path, "tcg", forwards=[(8888, 8889)], fast_ro=["/opt/py"]), tools)
+    assert "--disable-kvm" in argv
+    first_qemu = next(i for i, a in enumerate(argv) if a.startswith("--qemu-opts="))
+    assert all(a.startswith("--qemu-opts=") for a in argv[first_qemu:])
+    opts = " ".join(argv[first_qemu:])
+    assert "name=org.labkit.ctl" in opts and "hostfwd=tcp:127.0.0.1:8888-:8889" in opts
+    assert "mount_tag=labkit.host" in opts
+    agent_cmd = argv[argv.index("--exec") + 1]
+    assert "--oneshot" in agent_cmd and "--modprobe tipc" in agent_cmd
+    assert "--fast-ro /opt/py" in agent_cmd and "--net-mac" in agent_cmd
+    assert "--disable-kvm" not in vng.vng_argv(_boot(tmp_path, "kvm"), tools)
+
+
+def test_vng_rejects_unsafe_paths() -> None:
+    with pytest.raises(UsageError, match="cannot pass through its shell"):
+        vng.shell_safe("/tmp/my dir", "directory")
+
+
+def test_plan_dirs() -> None:
+    overlays, fast_ro, fast_rw = vng.plan_dirs("/srv/x")  # under a vng overlay already
+    assert overlays == ["/root"] and fast_rw == []
+    assert os.path.realpath(sys.base_prefix) in fast_ro or any(
+        os.path.realpath(sys.base_prefix).startswith(d) for d in fast_ro
+    )
+    _, fast_ro, fast_rw = vng.plan_dirs(os.path.realpath(sys.prefix))
+    assert fast_rw == [os.path.realpath(sys.prefix)]
+    assert os.path.realpath(sys.prefix) not in fast_ro
+
+
+def test_kvm_verdicts() -> None:
+    assert kvm._classify("... KVM internal error. Suberror: 1") == (False, kvm._classify(
+        "KVM internal error")[1])  # type: ignore[index]
+    assert kvm._classify("Kernel panic - not syncing: VFS: Unable to mount root fs")[0] is True  # type: ignore[index]
+    assert kvm._classify("booting...") is None
+    assert kvm._classify("booting...", exited=1)[0] is False  # type: ignore[index]
+
+
+def test_kvm_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_VM_ACCEL", "tcg")
+    assert kvm.choose("/nonexistent", "qemu").kind == "tcg"
+
+
+# -- persistent-VM bookkeeping ----------------------------------------------------------------
+
+
+def test_names_and_forwards() -> None:
+    assert persistent.parse_forward("8888:80") == (8888, 80)
+    assert persistent.parse_forward("8888") == (8888, 8888)
+    for bad in ("x", "0:1", "1:70000"):
+        with pytest.raises(UsageError):
+            persistent.parse_forward(bad)
+    with pytest.raises(UsageError):
+        persistent.check_name("Bad Name")
+
+
+def test_crashed_vm_is_listed_and_stop_cleans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABKIT_VM_STATE_DIR", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state = tmp_path / "ghost"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"status": "running", "pid": dead.pid}))
+    [info] = persistent.list_vms()
+    assert (info.name, info.status) == ("ghost", "crashed")
+    with pytest.raises(LabkitError, match="crashed, not running"):
+        persistent.exec_("ghost", ["true"])
+    assert persistent.stop("ghost").status == "crashed"
+    assert not state.exists() and persistent.list_vms() == []
+    with pytest.raises(UsageError, match="no VM named ghost"):
+        persistent.stop("ghost")
+
+
+def test_cli_without_vms(tmp_path: Path) -> None:
+    env = dict(os.environ, LABKIT_VM_STATE_DIR=str(tmp_path))
+    out = subprocess.run([LABKIT, "vm", "list", "--json"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout) == []
+    if os.geteuid() == 0:
+        res = subprocess.run(
+            [LABKIT, "vm", "exec", "nope", "--", "true"], env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 2 and "no VM named nope" in res.stderr
+        assert "Traceback" not in res.stderr
