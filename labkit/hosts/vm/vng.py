@@ -186,8 +186,12 @@ def vng_argv(boot: Boot, tools: Tools) -> list[str]:
     shell_safe(boot.kernel.run_arg, "kernel path")
     shell_safe(boot.serial_socket, "state directory")
     shell_safe(boot.hostname, "VM name")
+    # --force-9p: vng otherwise tries virtiofsd first; when only qemu's C virtiofsd is
+    # installed (Debian 12) it fails to start with vng's options and vng sleeps 3 s
+    # before falling back to 9p anyway. Hot trees get the cached 9p share instead.
     argv = [
-        tools.vng, "--run", boot.kernel.run_arg, "--verbose", "--name", boot.hostname,
+        tools.vng, "--run", boot.kernel.run_arg, "--verbose", "--force-9p",
+        "--name", boot.hostname,
         "--busybox", tools.busybox, "--qemu", tools.qemu,
         "--exec", agent_command(boot),
         "--cwd", shell_safe(boot.cwd, "working directory"),
