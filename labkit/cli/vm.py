@@ -90,7 +90,7 @@ def kernels_fetch(
     if json_out:
         emit_json(kernel.to_json())
     else:
-        console.print(f"{kernel.name}: {kernel.version} ({kernel.image})")
+        console.print(f"{kernel.name}: {kernel.version} ({kernel.image})", soft_wrap=True)
 
 
 @kernels_app.command("list")
@@ -175,7 +175,8 @@ def start_cmd(
     console.print(
         f"VM {vm.name} is running: {vm.kernel_version} under {vm.accel.upper()}{fwd} "
         f"(up in {time.monotonic() - started:.1f} s). "
-        f"Run commands with `labkit vm exec {vm.name} -- CMD`."
+        f"Run commands with `labkit vm exec {vm.name} -- CMD`.",
+        soft_wrap=True,
     )
 
 
@@ -205,7 +206,7 @@ def stop_cmd(name: str = typer.Argument("default", help="Name of the VM.")) -> N
     require_root()
     vm = persistent.stop(name)
     note = f" (it had {vm.status}: {vm.reason})" if vm.status not in ("running", "booting") else ""
-    console.print(f"VM {name} stopped{note}.")
+    console.print(f"VM {name} stopped{note}.", soft_wrap=True)
 
 
 @app.command("list")
@@ -255,4 +256,4 @@ def accel_cmd(
         emit_json(accel.to_json())
     else:
         cached = " (cached verdict)" if accel.cached else ""
-        console.print(f"{accel.kind.upper()}: {accel.reason}{cached}")
+        console.print(f"{accel.kind.upper()}: {accel.reason}{cached}", soft_wrap=True)

@@ -251,7 +251,7 @@ def test_crashed_vm_is_listed_and_stop_cleans(
     (state / "state.json").write_text(json.dumps({"status": "running", "pid": dead.pid}))
     [info] = persistent.list_vms()
     assert (info.name, info.status) == ("ghost", "crashed")
-    with pytest.raises(LabkitError, match="crashed, not running"):
+    with pytest.raises(LabkitError, match="has crashed: its supervisor process is gone"):
         persistent.exec_("ghost", ["true"])
     assert persistent.stop("ghost").status == "crashed"
     assert not state.exists() and persistent.list_vms() == []

@@ -230,10 +230,15 @@ def exec_(
     state = _dir(name)
     info = _require(state, name)
     if info.status != "running":
+        what = {
+            "crashed": "has crashed", "failed": "failed to start", "stopped": "was stopped",
+            "booting": "is still booting",
+        }.get(info.status, f"is {info.status}")
+        reason = info.reason.strip().splitlines()[0].rstrip(".") if info.reason.strip() else ""
         raise LabkitError(
-            f"The VM {name} is {info.status}, not running."
-            + (f" {info.reason}" if info.reason else ""),
-            hint=f"Clean it up with `labkit vm stop {name}`, then `labkit vm start {name}`.",
+            f"The VM {name} {what}" + (f": {reason}." if reason else "."),
+            hint=f"Clean it up with `labkit vm stop {name}`, then `labkit vm start {name}`."
+            if info.status != "booting" else "Wait for `labkit vm start` to finish.",
         )
     if merge_stderr is None:
         merge_stderr = not capture and streams_are_same()
