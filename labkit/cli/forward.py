@@ -18,13 +18,18 @@ def vm_of(lab: str) -> str | None:
     return None
 
 
+def guest_labkit_argv(args: list[str]) -> list[str]:
+    """labkit inside the guest: the same interpreter path, since the host filesystem
+    (and with it this venv) is shared with the VM."""
+    return [sys.executable, "-m", "labkit.cli.main", *args]
+
+
 def forward(lab: str, argv: list[str] | None = None) -> int | None:
     """Run this command in the lab's VM and return its exit status; None for local labs."""
     vm = vm_of(lab)
     if vm is None:
         return None
     from labkit.hosts.vm import exec_ as vm_exec
-    from labkit.hosts.vm import guest_labkit_argv
 
     args = sys.argv[1:] if argv is None else argv
-    return vm_exec(vm, guest_labkit_argv(args))
+    return int(vm_exec(vm, guest_labkit_argv(args)))

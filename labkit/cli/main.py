@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or validation error (verifications: 0 pass,
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -49,26 +50,32 @@ _register()
 
 
 def main() -> None:
-    try:
-        rc = app(standalone_mode=False)  # click returns typer.Exit's code here
-    except LabkitError as exc:
-        from labkit.cli.output import err_console
+    from labkit.cli.output import err_console
 
+    try:
+        rc = app(standalone_mode=False)  # returns typer.Exit's code here
+    except LabkitError as exc:
         err_console.print(f"[bold red]error:[/] {exc.render()}", soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {exc.format_message()}")
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # A bug in labkit, not a user error: still one paragraph, the trace on request.
+        if os.environ.get("LABKIT_DEBUG"):
+            raise
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}. "
+                          "This is a labkit bug; run again with LABKIT_DEBUG=1 for the "
+                          "traceback and report it.", soft_wrap=True)
+        sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

@@ -11,7 +11,7 @@ from labkit.lab.lab import Lab
 
 
 def vm_name_for(lab: str) -> str:
-    return f"lab-{lab}"
+    return f"lab-{lab.lower()}"  # VM names are lowercase
 
 
 def up_in_vm(lab: Lab, file: str, kernel: str, json: bool) -> int:

@@ -90,11 +90,10 @@ def _connect(args: argparse.Namespace, deadline: float) -> socket.socket:
             family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
             s = socket.socket(family, socket.SOCK_STREAM)
             addr = (args.address, args.port)
+        if args.proto == "tipc" and args.socket == "rdm":
+            return s  # connectionless: send() retries the first message instead
         try:
-            if args.proto == "tipc" and args.socket == "rdm":
-                s.sendto(b"\x01" * 2, addr)  # probe: fails with EHOSTUNREACH if unknown
-            else:
-                s.connect(addr)
+            s.connect(addr)
             return s
         except OSError as exc:
             s.close()
@@ -116,8 +115,19 @@ def send(args: argparse.Namespace) -> int:
     addr = (TIPC_ADDR_NAME, SERVICE_TYPE, args.port, 0)
     total = messages = 0
     t0 = time.monotonic()
-    deadline = t0 + args.duration
     try:
+        while rdm:  # the first message waits until the service is in our name table
+            try:
+                s.sendto(payload, addr)
+                total, messages = len(payload), 1
+                break
+            except OSError as exc:
+                if exc.errno != errno.EHOSTUNREACH or time.monotonic() > start + \
+                        args.connect_timeout:
+                    raise
+                time.sleep(0.05)
+        t0 = time.monotonic()
+        deadline = t0 + args.duration
         while messages < args.max_messages and time.monotonic() < deadline:
             if rdm:
                 s.sendto(payload, addr)
