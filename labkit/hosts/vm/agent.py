@@ -153,6 +153,7 @@ class Session(threading.Thread):
             threading.Thread(target=self._pump_stdin, args=(proc.stdin,), daemon=True).start()
         self._pump_output(proc)
         code = proc.wait()
+        self.stdin_q.put(None)  # release the stdin thread if the host never sent EOF
         return 128 - code if code < 0 else code
 
     def _pump_stdin(self, pipe: Any) -> None:
@@ -185,6 +186,8 @@ class Session(threading.Thread):
                 exited_at = time.monotonic()
             if exited_at is not None and time.monotonic() - exited_at > DRAIN_AFTER_EXIT:
                 break  # a background child holds the pipe; the command itself is done
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
         sel.close()
 
     def _out(self, kind: int, data: bytes) -> None:
@@ -273,6 +276,8 @@ def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
             log("host side of the port closed; shutting down")
             break
         kind, chan, payload = frame
+        for done in [c for c, s in sessions.items() if s.done.is_set()]:
+            del sessions[done]
         if kind == wire.SHUTDOWN:
             log("shutdown requested")
             break
@@ -294,8 +299,6 @@ def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
             session.feed_stdin(None)
         elif kind == wire.SIGNAL:
             session.send_signal(int(wire.load_json(payload)["signal"]))
-        for done in [c for c, s in sessions.items() if s.done.is_set()]:
-            del sessions[done]
     for session in sessions.values():
         session.send_signal(signal.SIGKILL)
     for session in sessions.values():

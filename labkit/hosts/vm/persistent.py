@@ -114,7 +114,13 @@ def start(
     for host_port, _ in fwd:
         _check_port_free(host_port)
     state.parent.mkdir(parents=True, exist_ok=True)
-    state.mkdir(mode=0o755)
+    try:
+        state.mkdir(mode=0o755)
+    except FileExistsError:
+        raise UsageError(
+            f"The VM {name} is being started by another labkit process.",
+            hint="Wait for it, then see `labkit vm list`.",
+        ) from None
     sup: subprocess.Popen[bytes] | None = None
     try:
         spec, tools = boot.prepare(
