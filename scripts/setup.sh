@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 qemu-system-x86 kmod tcpdump iperf3)
+# busybox-static: vng builds an initramfs for the Debian kernel (9p and virtio are modules)
+APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2

@@ -7,8 +7,6 @@ import typer
 from labkit.cli.forward import forward
 from labkit.cli.output import emit_json, info
 from labkit.errors import UsageError, require_root
-from labkit.lab.lab import Lab
-from labkit.packets.capture import capture as run_capture
 
 
 def capture(
@@ -26,6 +24,8 @@ def capture(
 
     Stops at --count frames or --duration seconds, whichever comes first.
     """
+    from labkit.lab.lab import Lab
+    from labkit.packets.capture import capture as run_capture
     rc = forward(name)
     if rc is not None:
         raise typer.Exit(rc)

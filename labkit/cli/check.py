@@ -6,8 +6,6 @@ import typer
 
 from labkit.cli.forward import forward
 from labkit.cli.output import console, emit_json
-from labkit.lab.lab import Lab
-from labkit.verify.checks import run_checks
 from labkit.verify.verdict import Verdict, exit_code
 
 
@@ -34,6 +32,8 @@ def check(
 
     Exit code 0 all passed, 1 something failed, 2 there was nothing to check.
     """
+    from labkit.lab.lab import Lab
+    from labkit.verify.checks import run_checks
     rc = forward(name)
     if rc is not None:
         raise typer.Exit(rc)

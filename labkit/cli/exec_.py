@@ -9,7 +9,6 @@ import typer
 from labkit.cli.forward import forward
 from labkit.cli.output import strip_dashes
 from labkit.errors import UsageError, require_root
-from labkit.lab.lab import Lab
 
 
 def exec_(
@@ -21,6 +20,7 @@ def exec_(
 
     The command's exit status becomes labkit's, so it works in scripts and tests.
     """
+    from labkit.lab.lab import Lab
     rc = forward(name)
     if rc is not None:
         raise typer.Exit(rc)

@@ -9,8 +9,6 @@ import typer
 from labkit.cli.check import report
 from labkit.cli.output import console, progress
 from labkit.errors import require_root
-from labkit.lab.lab import Lab
-from labkit.verify.checks import run_checks
 
 
 def run(
@@ -23,6 +21,8 @@ def run(
 
     Exit code 0 when every check passed, 1 when one failed, 2 when none could run.
     """
+    from labkit.lab.lab import Lab
+    from labkit.verify.checks import run_checks
     lab = Lab.load(file)
     if vm is not None:
         from labkit.cli.forward import guest_labkit_argv

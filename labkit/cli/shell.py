@@ -8,12 +8,12 @@ import typer
 
 from labkit.cli.forward import forward
 from labkit.errors import require_root
-from labkit.lab.lab import Lab
 
 
 def shell(name: str = typer.Argument(..., help="Lab name."),
           node: str = typer.Argument(..., help="Node name.")) -> None:
     """Open $SHELL (or bash) in NODE; the prompt shows lab and node. Exit it to return."""
+    from labkit.lab.lab import Lab
     rc = forward(name)
     if rc is not None:
         raise typer.Exit(rc)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from labkit.cli.forward import forward
 from labkit.cli.output import console, emit_json
 from labkit.lab import state, teardown
-from labkit.lab.lab import Lab
 
 
 def status(
@@ -37,6 +35,11 @@ def status(
     rc = forward(name)
     if rc is not None:
         raise typer.Exit(rc)
+
+    from rich.table import Table
+
+    from labkit.lab.lab import Lab
+
     data = Lab.attach(name).status()
     if json:
         emit_json(data)

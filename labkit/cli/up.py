@@ -6,7 +6,6 @@ import typer
 
 from labkit.cli.output import console, emit_json, progress
 from labkit.errors import require_root
-from labkit.lab.lab import Lab
 from labkit.topology.summary import summarize
 
 
@@ -22,6 +21,7 @@ def up(
     Validation happens first; if any step fails or you press Ctrl-C, everything already
     made is removed. Remove the lab later with `labkit down NAME`.
     """
+    from labkit.lab.lab import Lab
     lab = Lab.load(file)
     if vm is not None:
         from labkit.cli.vmlab import up_in_vm

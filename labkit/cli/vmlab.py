@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from labkit.cli.forward import guest_labkit_argv
 from labkit.errors import UsageError
 from labkit.lab import state
-from labkit.lab.lab import Lab
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
 
 
 def vm_name_for(lab: str) -> str:
