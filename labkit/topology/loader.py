@@ -229,18 +229,24 @@ def _parse_endpoint(text: Any, loc: Loc, where: str, topo: Topology,
     return Endpoint(node=node, iface=iface, loc=loc)
 
 
-def _parse_segment_common(seg: Segment, block: LMap, where: str, p: Problems) -> None:
+def _parse_families(block: LMap, where: str, p: Problems, parse: Any, target: Any,
+                    disabled: set[int], locs: dict[int, Loc]) -> None:
+    """ipv4:/ipv6: keys: a value parsed onto target, or `false` to turn the family off."""
     for version in (4, 6):
         key = f"ipv{version}"
         if key not in block:
             continue
         if block[key] is False:
-            seg.disabled.add(version)  # no addresses of this family on the segment
+            disabled.add(version)
             continue
-        net = as_network(block[key], block.val_loc(key), f"{where} {key}", p, version)
-        if net is not None:
-            setattr(seg, key, net)
-            seg.subnet_locs[version] = block.val_loc(key)
+        value = parse(block[key], block.val_loc(key), f"{where} {key}", p, version)
+        if value is not None:
+            setattr(target, key, value)
+            locs[version] = block.val_loc(key)
+
+
+def _parse_segment_common(seg: Segment, block: LMap, where: str, p: Problems) -> None:
+    _parse_families(block, where, p, as_network, seg, seg.disabled, seg.subnet_locs)
     if "mtu" in block:
         seg.mtu = as_int(block["mtu"], block.val_loc("mtu"), f"{where} mtu", p, 68, 65535)
 
@@ -341,17 +347,7 @@ def _apply_interface_settings(node: Node, block: LMap, p: Problems) -> None:
             p.add(loc, f"{where} is not an endpoint of any link or LAN.",
                   hint or "Add it to a link (endpoints: [...]) or a LAN first.")
             continue
-        for version in (4, 6):
-            key = f"ipv{version}"
-            if key not in s:
-                continue
-            if s[key] is False:
-                ep.disabled.add(version)
-                continue
-            ifa = as_iface(s[key], s.val_loc(key), f"{where} {key}", p, version)
-            if ifa is not None:
-                setattr(ep, key, ifa)
-                ep.addr_locs[version] = s.val_loc(key)
+        _parse_families(s, where, p, as_iface, ep, ep.disabled, ep.addr_locs)
         if "mtu" in s:
             ep.mtu = as_int(s["mtu"], s.val_loc("mtu"), f"{where} mtu", p, 68, 65535)
 
