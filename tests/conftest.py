@@ -26,6 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "(sudo bash scripts/test.sh).")
 
 
+OURS: set[str] = set()  # lab names this test process made: leaks are judged only on them
+
+
 def lab_namespaces() -> set[str]:
     try:
         return {n for n in os.listdir("/run/netns") if n.startswith("lk-")}
@@ -33,11 +36,18 @@ def lab_namespaces() -> set[str]:
         return set()
 
 
+def our_namespaces() -> set[str]:
+    from labkit.lab import names
+
+    return {n for n in lab_namespaces() if names.lab_of(n) in OURS}
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_namespaces() -> Iterator[None]:
-    before = lab_namespaces()
+    """Other runs (or a user's labs) may share the machine: only our labs count."""
+    before = our_namespaces()
     yield
-    left = lab_namespaces() - before
+    left = our_namespaces() - before
     if left:
         from labkit.lab import names, teardown
 
@@ -47,7 +57,9 @@ def no_leftover_namespaces() -> Iterator[None]:
 
 
 def unique(prefix: str = "t") -> str:
-    return f"{prefix}{secrets.token_hex(3)}"
+    name = f"{prefix}{secrets.token_hex(3)}"
+    OURS.add(name)
+    return name
 
 
 def renamed(path: str | Path, name: str) -> str:
