@@ -82,10 +82,7 @@ def remove(lab: str) -> Removed:
 
 def down(lab: str) -> Removed:
     with state.locked(lab):
-        out = remove(lab)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(state.STATE_DIR, f"{lab}.lock"))
-    return out
+        return remove(lab)
 
 
 def all_labs() -> list[str]:

@@ -113,6 +113,7 @@ def test_kernel_refusal_rolls_back_everything(topo_file) -> None:
     assert "net.ipv4.no_such_knob" in info.value.render()
     assert not netns.list_names(names.lab_prefix(name))
     assert state.load(name) is None
+    assert not os.path.exists(os.path.join(state.STATE_DIR, f"{name}.lock"))
     result = run_cli("up", path)
     assert result.returncode == 1 and "no_such_knob" in result.stderr
     assert "Traceback" not in result.stderr
