@@ -102,9 +102,11 @@ def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
                         f"lab '{name}' is busy: another labkit process is bringing it up or "
                         "down.", hint="Wait for it to finish, or stop that process.") from None
                 time.sleep(0.1)
-        yield
-        if not os.path.exists(state_path(name)):  # no lab left: leave no lock file either
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(STATE_DIR, f"{name}.lock"))
+        try:
+            yield
+        finally:
+            if not os.path.exists(state_path(name)):  # no lab left: no lock file either
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(STATE_DIR, f"{name}.lock"))
     finally:
         os.close(fd)
