@@ -209,9 +209,13 @@ def test_plan_dirs() -> None:
     assert os.path.realpath(sys.base_prefix) in fast_ro or any(
         os.path.realpath(sys.base_prefix).startswith(d) for d in fast_ro
     )
-    _, fast_ro, fast_rw = vng.plan_dirs(os.path.realpath(sys.prefix))
-    assert fast_rw == [os.path.realpath(sys.prefix)]
-    assert os.path.realpath(sys.prefix) not in fast_ro
+    # A checkout outside vng's overlays is served writable and cached; the venv inside
+    # it is then not listed again. (Where CI clones the repo is not ours to choose, so
+    # the paths are given, not taken from sys.prefix.)
+    _, fast_ro, fast_rw = vng.plan_dirs("/work/checkout")
+    assert fast_rw == ["/work/checkout"]
+    assert "/work/checkout" not in fast_ro
+    assert vng.plan_dirs("/tmp/checkout")[2] == []  # /tmp is a vng overlay already
 
 
 def test_kvm_verdicts() -> None:
