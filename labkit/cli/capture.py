@@ -25,6 +25,7 @@ def capture(
     Stops at --count frames or --duration seconds, whichever comes first.
     """
     from labkit.lab.lab import Lab
+    from labkit.packets.capture import PcapStream, open_socket
     from labkit.packets.capture import capture as run_capture
     rc = forward(name)
     if rc is not None:
@@ -32,17 +33,29 @@ def capture(
     require_root()
     n = Lab.attach(name).node(node)
     try:
-        result = run_capture(n.ns, iface, count=count, duration=duration)
+        sock = open_socket(n.ns, iface)
     except OSError as exc:
         raise UsageError(f"cannot capture on {node}:{iface}: {exc.strerror}.",
                          hint=f"List the node's interfaces with `labkit status {name}`."
                          ) from None
-    result.write(write)
-    summary = {"file": write, "frames": len(result.frames), "node": node, "iface": iface}
+    try:
+        out = PcapStream(write)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot write {write}: {exc.strerror}.",
+                         hint="Give a path in a directory that exists and is writable.") from None
+    try:
+        run_capture(n.ns, iface, count=count, duration=duration, sock=sock, on_frame=out)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends a capture early; what was seen is already in the file
+    finally:
+        sock.close()
+        out.close()
+    summary = {"file": write, "frames": out.frames, "node": node, "iface": iface}
     if json:
         emit_json(summary)
     else:
-        info(f"{len(result.frames)} frames from {node}:{iface} written to {write}")
+        info(f"{out.frames} frames from {node}:{iface} written to {write}")
 
 
 def register(app: typer.Typer) -> None:

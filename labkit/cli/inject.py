@@ -33,8 +33,8 @@ def inject(
         return
     console.print(f"sent {count} {frame} frames from {node}:{iface} (src {result['src_mac']})")
     for n, change in result["changes"].items():
-        what = ", ".join(f"new peer {p}" for p in change["new_peers"]) + \
-            ", ".join(f"new link {k}" for k in change["new_links_up"])
+        what = ", ".join([*(f"new peer {p}" for p in change["new_peers"]),
+                          *(f"new link {k}" for k in change["new_links_up"])])
         console.print(f"  {n}: {what or 'no change'}")
 
 

@@ -35,9 +35,9 @@ def run(
 
     require_root()
     require_features(lab.topo, file)
+    with progress(f"up {lab.name}") as bar:
+        lab.up(progress=bar)  # outside the try: never remove a lab this run did not build
     try:
-        with progress(f"up {lab.name}") as bar:
-            lab.up(progress=bar)
         if not json:
             console.print(f"lab '{lab.name}' is up; running {len(lab.topo.checks)} checks")
         code = report(run_checks(lab), json)

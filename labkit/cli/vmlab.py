@@ -24,16 +24,33 @@ def up_in_vm(lab: Lab, file: str, kernel: str, json: bool) -> int:
         raise UsageError(f"a lab named '{lab.name}' is already up.",
                          hint=f"Bring it down first with `labkit down {lab.name}`.")
     name = vm_name_for(lab.name)
-    vm.start(name, kernel=kernel)
-    argv = ["up", os.path.abspath(file)] + (["--json"] if json else [])
-    rc = _rc(vm.exec_(name, guest_labkit_argv(argv)))
-    if rc != 0:
-        vm.stop(name)
-        return rc
-    st = state.LabState(name=lab.name, topology=os.path.abspath(file), status="up",
+    # Recorded first, so `labkit down NAME` finds the VM even if this process dies.
+    st = state.LabState(name=lab.name, topology=os.path.abspath(file),
+                        topology_text=lab.topo.source, status="building",
                         host={"kind": "vm", "vm": name, "kernel": kernel})
     st.save()
+    try:
+        vm.start(name, kernel=kernel)
+        argv = ["up", os.path.abspath(file)] + (["--json"] if json else [])
+        rc = _rc(vm.exec_(name, guest_labkit_argv(argv)))
+    except BaseException:
+        _undo(name, lab.name)
+        raise
+    if rc != 0:
+        _undo(name, lab.name)
+        return rc
+    st.status = "up"
+    st.save()
     return 0
+
+
+def _undo(vm_name: str, lab: str) -> None:
+    from labkit.hosts import vm
+
+    try:
+        vm.stop(vm_name)
+    finally:
+        state.remove(lab)
 
 
 def down_in_vm(lab: str, vm_name: str) -> None:

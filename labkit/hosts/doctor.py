@@ -29,7 +29,7 @@ class Probe:
 
 
 def _scratch() -> str:
-    return f"lk-doctor-{os.getpid()}"
+    return f"lk-_doctor.{os.getpid()}"  # `labkit down --all` sweeps it if a probe dies
 
 
 def _tipc() -> str:

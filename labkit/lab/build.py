@@ -8,6 +8,7 @@ followed by a full teardown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -95,8 +96,8 @@ class Builder:
         lan_ns = names.lan_ns(self.topo.name)
         ipr = self.sockets[lan_ns]
         # The switch namespace needs no IPv6 of its own: no link-local chatter on ports.
-        with netns.entered(lan_ns):
-            for key in ("all", "default"):
+        with netns.entered(lan_ns), contextlib.suppress(FileNotFoundError):
+            for key in ("all", "default"):  # absent when the kernel runs without IPv6
                 _write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
         port = 0
         for lan in self.topo.lans.values():
@@ -114,7 +115,8 @@ class Builder:
                     ipr.link("add", ifname=pname, kind="veth", master=br,
                              peer={"ifname": ep.iface, "net_ns_fd": self._fd(self.ns(ep.node))})
                     # The alias tells `status` and captures which node a port serves.
-                    ipr.link("set", ifname=pname, state="up", ifalias=ep.label)
+                    ipr.link("set", ifname=pname, state="up", ifalias=ep.label,
+                             **({"mtu": ep.mtu} if ep.mtu else {}))
                 except Exception as exc:
                     raise kernel_error(exc, f"attach {ep.label} to LAN {lan.name}",
                                        ep.loc) from exc
@@ -226,6 +228,6 @@ def _write_sysctl(key: str, value: str) -> None:
 
     Like sysctl(8): a key containing '/' keeps its dots (for names such as eth1.100).
     """
-    path = key if "/" in key else key.replace(".", "/")
+    path = key.translate(str.maketrans("./", "/.")) if "/" in key else key.replace(".", "/")
     with open("/proc/sys/" + path, "w") as fh:
         fh.write(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from labkit.lab import names, netns, state
@@ -69,6 +70,7 @@ def lab_status(lab: Lab) -> dict[str, Any]:
         "description": lab.topo.description,
         "nodes": nodes,
         "lans": lans,
-        "processes": st.processes if st else [],
+        "processes": [p for p in (st.processes if st else [])
+                      if os.path.exists(f"/proc/{p['pid']}")],
         "features": st.features if st else {},
     }

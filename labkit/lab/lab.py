@@ -80,10 +80,11 @@ class Node:
 class Lab:
     """A lab: its topology, and (once up) its namespaces in the kernel."""
 
-    def __init__(self, topo: Topology) -> None:
+    def __init__(self, topo: Topology, *, attached: bool = False) -> None:
         self.topo = topo
         self.name = topo.name
         self.nodes = {n: Node(self, n) for n in topo.nodes}
+        self._attached = attached  # found running: a `with` block must not remove it
 
     @classmethod
     def load(cls, path: str) -> Lab:
@@ -101,7 +102,9 @@ class Lab:
             raise UsageError(f"lab '{name}' runs in VM '{st.host.get('vm')}'.",
                              hint="Use the labkit CLI, which forwards to the VM, or the API "
                                   "inside the VM.")
-        return cls(loader.load(st.topology))
+        topo = (loader.loads(st.topology_text, st.topology) if st.topology_text
+                else loader.load(st.topology))
+        return cls(topo, attached=True)
 
     def node(self, name: str) -> Node:
         try:
@@ -126,7 +129,8 @@ class Lab:
                     f"a lab named '{self.name}' is already {what}.",
                     hint=f"Bring it down first with `labkit down {self.name}`, or rename "
                          f"this lab (name: in {self.topo.path}).")
-            st = state.LabState(name=self.name, topology=os.path.abspath(self.topo.path))
+            st = state.LabState(name=self.name, topology=os.path.abspath(self.topo.path),
+                                topology_text=self.topo.source)
             builder = Builder(self.topo, st, progress or (lambda d, t, w: None))
             try:
                 builder.run()
@@ -151,12 +155,14 @@ class Lab:
         return teardown.down(self.name)
 
     def __enter__(self) -> Lab:
-        if not self.is_up():
+        """Build the lab (refused if one of that name is up); an attached lab is only used."""
+        if not self._attached:
             self.up()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.down()
+        if not self._attached:
+            self.down()
 
     # -- processes -------------------------------------------------------------------
     def _track(self, pid: int, node: str, cmd: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from labkit.errors import UsageError
+from labkit.errors import NotRootError, UsageError
 
 STATE_DIR = os.environ.get("LABKIT_STATE_DIR", "/run/labkit/labs")
 
@@ -26,6 +26,7 @@ STATE_DIR = os.environ.get("LABKIT_STATE_DIR", "/run/labkit/labs")
 class LabState:
     name: str
     topology: str = ""
+    topology_text: str = ""  # what was built, even if the file changes or goes away
     status: str = "building"  # building | up | failed
     created: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
@@ -47,12 +48,19 @@ def state_path(name: str) -> str:
     return os.path.join(STATE_DIR, f"{name}.json")
 
 
+def _not_root() -> NotRootError:
+    return NotRootError("labkit's lab state is readable by root only.",
+                        hint="Run it with sudo, e.g. `sudo .venv/bin/labkit status`.")
+
+
 def load(name: str) -> LabState | None:
     try:
         with open(state_path(name)) as fh:
             data = json.load(fh)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+    except PermissionError:
+        raise _not_root() from None
     known = LabState.__dataclass_fields__
     return LabState(**{k: v for k, v in data.items() if k in known})
 
@@ -81,27 +89,40 @@ def names() -> list[str]:
         return sorted(f[:-5] for f in os.listdir(STATE_DIR) if f.endswith(".json"))
     except FileNotFoundError:
         return []
+    except PermissionError:
+        raise _not_root() from None
 
 
 @contextlib.contextmanager
 def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
     """One lifecycle operation per lab at a time; a killed holder releases it at once."""
     os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(STATE_DIR, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    path = os.path.join(STATE_DIR, f"{name}.lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() > deadline:
+                raise UsageError(
+                    f"lab '{name}' is busy: another labkit process is bringing it up or "
+                    "down.", hint="Wait for it to finish, or stop that process.") from None
+            time.sleep(0.1)
+            continue
+        # The holder before us may have removed the file: a lock on an unlinked inode
+        # excludes nobody, so take the lock again on the file that is there now.
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise UsageError(
-                        f"lab '{name}' is busy: another labkit process is bringing it up or "
-                        "down.", hint="Wait for it to finish, or stop that process.") from None
-                time.sleep(0.1)
         try:
             yield
         finally:

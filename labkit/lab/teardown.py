@@ -74,7 +74,11 @@ def remove(lab: str) -> Removed:
     out = Removed(lab)
     spaces = lab_namespaces(lab)
     inodes = {i for i in (netns.inode(ns) for ns in spaces) if i is not None}
-    out.processes = stop_processes(netns.pids_in(inodes) if inodes else [])
+    for _ in range(3):  # a process may fork into the namespace while we stop the others
+        pids = netns.pids_in(inodes) if inodes else []
+        if not pids:
+            break
+        out.processes += stop_processes(pids)
     out.namespaces = [ns for ns in spaces if netns.delete(ns)]
     state.remove(lab)
     return out

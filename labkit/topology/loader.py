@@ -27,12 +27,12 @@ from labkit.topology.fields import (
     check_keys,
     suggest,
 )
-from labkit.topology.located import LMap, load_file, load_text
+from labkit.topology.located import LMap, load_text, read_text
 from labkit.topology.model import Check, Endpoint, Node, Route, Segment, Topology
 
 TOP_KEYS = ["name", "description", "addressing", "defaults", "nodes", "links", "lans", "checks"]
 NODE_KEYS = ["description", "sysctls", "routes", "forwarding", "interfaces"]
-DEFAULT_KEYS = ["sysctls", "routes", "forwarding", "mtu"]
+DEFAULT_KEYS = ["sysctls", "routes", "forwarding"]
 SEGMENT_KEYS = ["endpoints", "ipv4", "ipv6", "mtu", "description"]
 IFACE_KEYS = ["ipv4", "ipv6", "mtu"]
 ROUTE_KEYS = ["to", "via", "dev"]
@@ -42,11 +42,13 @@ MAX_NODES = 1024
 
 
 def load(path: str) -> Topology:
-    return parse(load_file(path), path)
+    return loads(read_text(path), path)
 
 
 def loads(text: str, path: str = "<string>") -> Topology:
-    return parse(load_text(text, path), path)
+    topo = parse(load_text(text, path), path)
+    topo.source = text  # kept in the lab's state: a running lab is what was built
+    return topo
 
 
 def parse(doc: Any, path: str) -> Topology:
@@ -285,6 +287,10 @@ def _parse_segments(doc: LMap, topo: Topology, p: Problems) -> None:
         where = f"LAN '{lan_name}'"
         if as_name(lan_name, loc, "the LAN name", p, 15) is None:
             continue
+        if lan_name == "lo" or re.fullmatch(r"p\d+", lan_name):
+            p.add(loc, f"the LAN name '{lan_name}' is reserved (loopback and bridge ports "
+                       "use it).", "Pick another name, e.g. lan1.")
+            continue
         block = as_map(item, lans.val_loc(lan_name), where, p)
         if block is None:
             continue
@@ -401,9 +407,12 @@ def _parse_checks(doc: LMap, topo: Topology, feature_keys: list[str], p: Problem
         check_keys(c, CHECK_KEYS, where, p, required=required)
         if kind != "reach":
             for key in ("from", "to"):
-                if key in c and c[key] not in topo.nodes:
-                    p.add(c.val_loc(key), f"{where} names '{c[key]}', which is not a node.",
-                          suggest(str(c[key]), list(topo.nodes)))
+                if key not in c:
+                    continue
+                value = as_str(c[key], c.val_loc(key), f"{where} {key}", p)
+                if value is not None and value not in topo.nodes:
+                    p.add(c.val_loc(key), f"{where} names '{value}', which is not a node.",
+                          suggest(value, list(topo.nodes)))
             topo.checks.append(Check(name=str(c.get("name") or kind.replace("_", " ")),
                                      kind=kind, loc=loc,
                                      params={k: c[k] for k in ("from", "to") if k in c}))

@@ -68,12 +68,11 @@ class _Walker:
                     hint="Write the keys out, or put shared settings under `defaults:`.",
                     loc=_loc(self.path, key_node)))
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "":
                 self.problems.append(LabkitError(
                     "a mapping key must be a plain name.", loc=_loc(self.path, key_node)))
                 continue
-            key = str(key)
+            key = key_node.value  # as written: YAML would turn `01` into 1 and `on` into True
             if key in out:
                 first = out.key_locs[key]
                 self.problems.append(LabkitError(
@@ -120,10 +119,10 @@ def load_text(text: str, path: str) -> Any:
     return value
 
 
-def load_file(path: str) -> Any:
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read()
     except FileNotFoundError:
         raise TopologyError([LabkitError(
             "no such topology file.",
@@ -132,4 +131,7 @@ def load_file(path: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError([LabkitError(
             f"cannot read the topology file: {exc}.", loc=Loc(path))]) from None
-    return load_text(text, path)
+
+
+def load_file(path: str) -> Any:
+    return load_text(read_text(path), path)

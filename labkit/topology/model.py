@@ -104,6 +104,7 @@ class Topology:
     lans: dict[str, Segment] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the YAML text it was parsed from
 
     @property
     def segments(self) -> list[Segment]:

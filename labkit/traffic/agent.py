@@ -54,6 +54,7 @@ def serve(args: argparse.Namespace) -> int:
     marker_seen = False
     first = last = None
     deadline = time.monotonic() + args.timeout
+    error = None
     try:
         conn = srv if (args.proto == "tipc" and args.socket == "rdm") else srv.accept()[0]
         conn.settimeout(max(0.1, deadline - time.monotonic()))
@@ -72,8 +73,6 @@ def serve(args: argparse.Namespace) -> int:
         pass
     except OSError as exc:  # e.g. a reset at the end of the run: report what arrived
         error = f"{type(exc).__name__}: {exc}"
-    else:
-        error = None
     seconds = (last - first) if first and last and last > first else 0.0
     _emit({"role": "server", "bytes": total, "messages": messages, "seconds": seconds,
            "marker_seen": marker_seen, "error": error})

@@ -6,6 +6,7 @@ process and no tool such as ping is needed; a unique token proves the reply is o
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 import threading
@@ -19,6 +20,7 @@ class Exchange:
     ok: bool
     detail: str
     rtt_ms: float | None = None
+    ran: bool = True  # False: the test itself could not be set up (nothing was judged)
 
 
 def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
@@ -36,7 +38,7 @@ def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
     except OSError as exc:
         server.close()
         return Exchange(False, f"cannot listen on {address} port {port} in the target: "
-                               f"{exc.strerror}")
+                               f"{exc.strerror}", ran=False)
     if kind == socket.SOCK_STREAM:
         server.listen(1)
     errors: list[str] = []
@@ -56,10 +58,11 @@ def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = netns.socket_in(src_ns, family, kind)
-    client.settimeout(timeout)
+    client: socket.socket | None = None
     start = time.monotonic()
     try:
+        client = netns.socket_in(src_ns, family, kind)
+        client.settimeout(timeout)
         if kind == socket.SOCK_STREAM:
             client.connect((address, port))
             client.sendall(token)
@@ -84,6 +87,9 @@ def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
         return Exchange(False, f"{proto} to {address} port {port} failed: "
                                f"{exc.strerror or exc}")
     finally:
-        client.close()
+        if client is not None:
+            client.close()
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes a pending accept()
         server.close()
         thread.join(timeout)

@@ -30,6 +30,8 @@ def run_check(lab: Lab, check: Check) -> Verdict:
                            f"no node of the lab owns {address}, so nothing can answer there.")
         dst_ns = owner.ns
     result = exchange(src.ns, dst_ns, address, p["port"], p["proto"])
+    if not result.ran:
+        return Verdict(check.name, "error", result.detail)
     expected = p["expect"] == "pass"
     outcome = "pass" if result.ok == expected else "fail"
     detail = result.detail if expected else (

@@ -256,3 +256,78 @@ def test_doctor_json_reports_host_capabilities() -> None:
     assert caps["netns"]["ok"] and caps["veth"]["ok"] and caps["bridge"]["ok"]
     assert set(data["features"]) >= {"tipc", "handshake", "kproxy", "offload"}
     assert not any(n.startswith("lk-doctor-") for n in lab_namespaces()), "scratch ns left"
+
+
+def test_run_never_removes_a_lab_it_did_not_build(topo_file) -> None:
+    path, name = topo_file(TOPOS / "pair.yaml")
+    assert run_cli("up", path).returncode == 0
+    try:
+        again = run_cli("run", path)
+        assert again.returncode == 2 and "already up" in again.stderr
+        assert len(netns.list_names(names.lab_prefix(name))) == 2, "the running lab survived"
+        assert state.load(name).status == "up"
+    finally:
+        run_cli("down", name)
+
+
+def test_with_attached_lab_leaves_it_running(lab_up) -> None:
+    lab = lab_up(TOPOS / "pair.yaml")
+    with Lab.attach(lab.name) as same:
+        assert same.node("a").run(["true"]).returncode == 0
+    assert len(netns.list_names(names.lab_prefix(lab.name))) == 2
+    with pytest.raises(UsageError, match="already up"), Lab.load(lab.topo.path):
+        pass
+    assert len(netns.list_names(names.lab_prefix(lab.name))) == 2
+
+
+def test_attach_uses_what_was_built_not_the_edited_file(lab_up) -> None:
+    lab = lab_up(TOPOS / "pair.yaml")
+    Path(lab.topo.path).write_text("name: something-else\nnodes: {x: {}}\n")
+    again = Lab.attach(lab.name)
+    assert set(again.nodes) == {"a", "b"}
+    assert all(v.passed for v in run_checks(again))
+
+
+def test_negative_check_cannot_pass_when_it_could_not_run(lab_up) -> None:
+    from labkit.topology.model import Check
+    from labkit.verify.checks import run_check
+
+    lab = lab_up(TOPOS / "pair.yaml")
+    busy = lab.node("b").socket()
+    busy.bind(("198.19.0.2", 7300))
+    busy.listen()
+    try:
+        check = Check(name="n", kind="reach", loc=lab.topo.loc, params={
+            "from": "a", "to": "b", "proto": "tcp", "family": 4, "port": 7300,
+            "expect": "fail"})
+        assert run_check(lab, check).outcome == "error"
+    finally:
+        busy.close()
+
+
+def test_capture_sees_only_its_interface(lab_up) -> None:
+    import threading
+
+    from labkit.packets.capture import capture
+
+    lab = lab_up(TOPOS / "routed.yaml")
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(
+        capture(lab.node("r").ns, "eth1", count=10_000, duration=2)))
+    t.start()
+    time.sleep(0.2)
+    # lan3 -> lan2 traffic crosses r on eth3/eth2, never on eth1
+    from labkit.verify.checks import run_check
+
+    check = next(c for c in lab.topo.checks if "IPv6 TCP" in c.name)  # h3a -> h2b
+    assert run_check(lab, check).passed
+    t.join()
+    lan23 = (bytes([198, 18, 2]), bytes([198, 18, 3]))
+    assert not [f for _, f, _ in result[0].frames if any(x in f for x in lan23)]
+    assert not [f for _, f, _ in result[0].frames if b"\xfd\x00\x01\xab\x00\x00\x00\x02" in f]
+
+
+def test_lock_file_is_gone_after_failed_and_successful_runs(topo_file) -> None:
+    path, name = topo_file(TOPOS / "pair.yaml")
+    assert run_cli("run", path).returncode == 0
+    assert not [f for f in os.listdir(state.STATE_DIR) if f.startswith(f"{name}.")]

@@ -8,6 +8,7 @@ the module fixtures tear down before the session ends).
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -187,11 +188,12 @@ def test_inject_wrong_netid_is_ignored_ghost_is_seen(plain: Lab) -> None:
 
 def test_down_leaves_nothing(tmp_path: Path) -> None:
     lab = _up(tmp_path, "cluster-encrypted.yaml")
-    pids_before = set(int(p) for p in subprocess.run(
-        ["pgrep", "-f", "labkit.traffic.agent"], capture_output=True, text=True
-    ).stdout.split())
+    proc = lab.node("n1").popen(["sleep", "300"])
+    stray = subprocess.Popen(["ip", "netns", "exec", lab.node("n4").ns, "sleep", "300"],
+                             start_new_session=True)
+    key = Path(state.STATE_DIR) / f"{lab.name}.tipc.key"
+    assert key.exists()
     lab.down()
+    assert proc.wait(timeout=10) is not None and stray.wait(timeout=10) is not None
     assert not netns.list_names(names.lab_prefix(lab.name))
-    assert not (Path(state.STATE_DIR) / f"{lab.name}.json").exists()
-    assert not (Path(state.STATE_DIR) / f"{lab.name}.tipc.key").exists()
-    assert not pids_before
+    assert not [f for f in os.listdir(state.STATE_DIR) if f.startswith(f"{lab.name}.")]

@@ -132,6 +132,10 @@ def parse(block: LMap | None, nodes: dict[str, Any], topo: Topology, p: Problems
             bearer = _parse_bearer(item, items.item_loc(i), node_name, topo, p)
             if bearer is not None:
                 tn.bearers.append(bearer)
+        names = [b.full_name for b in tn.bearers]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            p.add(loc, f"TIPC node '{node_name}' has bearer {dup} twice.",
+                  "Each interface carries one eth bearer; give udp bearers distinct names.")
         if not tn.bearers and "bearers" not in m:
             p.add(loc, f"TIPC node '{node_name}' has no bearers.",
                   "Add `bearers: [eth1]` (or a udp bearer) so it can reach the cluster.")
@@ -217,7 +221,11 @@ def _parse_bearer(item: Any, loc: Loc, node: str, topo: Topology, p: Problems) -
             return None
         bearer.dev = dev
         return bearer
-    bearer.name = str(item_map.get("name", f"u{len(spec.interfaces)}"))
+    bearer.name = str(item_map.get("name", f"udp{len(spec.interfaces)}-{int(loc.line)}"))
+    if len(bearer.name) > 15 or not bearer.name.replace("-", "").replace("_", "").isalnum():
+        p.add(vloc("name"), f"udp bearer name '{bearer.name}' of node '{node}' is not valid.",
+              "Use up to 15 letters, digits, '-' or '_'.")
+        return None
     if "port" in item_map:
         bearer.port = as_int(item_map["port"], vloc("port"), "udp bearer port", p,
                              1, 65535) or UDP_PORT

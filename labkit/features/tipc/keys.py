@@ -47,7 +47,10 @@ def read(path: str) -> Secret:
 
 
 def write(path: str, key: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Create the key file 0600; never follow a link or reuse an existing file."""
+    if os.path.lexists(path):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
 
@@ -55,10 +58,16 @@ def write(path: str, key: bytes) -> None:
 def for_lab(lab: str, key_file: str | None, bits: int) -> Secret:
     """The lab's key: the user's file, or a generated one stored 0600 under the state."""
     if key_file:
-        if os.path.exists(key_file):
-            return read(key_file)
-        key = generate(bits)
-        write(key_file, key)
+        if not os.path.exists(key_file):
+            raise UsageError(
+                f"the TIPC key file {key_file} does not exist.",
+                hint=f"Create one: `openssl rand -hex {bits // 8 + SALT} > {key_file} && "
+                     f"chmod 600 {key_file}`, or remove key_file to have labkit generate a "
+                     "key for the lab.")
+        key = read(key_file)
+        if len(key) != bits // 8 + SALT:
+            raise UsageError(f"the TIPC key in {key_file} is {len(key)} bytes, but key_bits "
+                             f"{bits} needs {bits // 8 + SALT} (key + 4-byte salt).")
         return key
     key = generate(bits)
     write(state.secret_path(lab, "tipc.key"), key)

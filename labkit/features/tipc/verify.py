@@ -74,6 +74,13 @@ def tap(lab: Lab, node: str, iface: str) -> Tap:
     return Tap(node, iface, open_socket(lab.node(node).ns, iface)).start()
 
 
+def _tapped(stack: contextlib.ExitStack, lab: Lab, node: str, iface: str) -> Tap:
+    """A running tap that the stack finishes, whatever happens in between."""
+    t = tap(lab, node, iface)
+    stack.callback(t.finish)
+    return t
+
+
 def tipc_payload(frame: bytes) -> bytes | None:
     """The TIPC message inside an Ethernet frame (ethertype 0x88CA or UDP port 6118)."""
     if len(frame) < 14:
@@ -181,16 +188,17 @@ def crossover(lab: Lab, cfg: TipcConfig, src: str, dst: str, count: int = 20) ->
         if n not in cfg.nodes:
             return Verdict(name, "error", f"node {n} is not a TIPC node of lab {lab.name}.")
     marker = b"LKX" + secrets.token_hex(8).encode()
-    taps = [tap(lab, src, i) for i in _bearer_ifaces(cfg, src)]
-    taps += [tap(lab, dst, i) for i in _bearer_ifaces(cfg, dst)]
-    lo = tap(lab, dst, "lo")
-    time.sleep(0.1)
-    tx_before = link_tx(lab, src)
-    delivered = send_marked(lab, src, dst, marker, count)
-    time.sleep(0.3)
-    tx_after = link_tx(lab, src)
-    on_lo = sum(marker in f for f, _ in lo.finish())
-    on_bearers = {f"{t.node}:{t.iface}": sum(marker in f for f, _ in t.finish()) for t in taps}
+    with contextlib.ExitStack() as stack:
+        taps = [_tapped(stack, lab, src, i) for i in _bearer_ifaces(cfg, src)]
+        taps += [_tapped(stack, lab, dst, i) for i in _bearer_ifaces(cfg, dst)]
+        lo = _tapped(stack, lab, dst, "lo")
+        time.sleep(0.1)
+        tx_before = link_tx(lab, src)
+        delivered = send_marked(lab, src, dst, marker, count)
+        time.sleep(0.3)
+        tx_after = link_tx(lab, src)
+    on_lo = sum(marker in f for f, _ in lo.frames)
+    on_bearers = {f"{t.node}:{t.iface}": sum(marker in f for f, _ in t.frames) for t in taps}
     evidence: dict[str, Any] = {
         "messages_sent": count, "messages_delivered": delivered,
         "marker_frames_on_receiver_lo": on_lo, "marker_frames_on_bearers": on_bearers,
@@ -226,19 +234,20 @@ def judge_crossover(name: str, dst: str, evidence: dict[str, Any]) -> Verdict:
 
 def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
     name = "tipc encryption on the bearers"
-    taps = [tap(lab, n, i) for n in cfg.nodes for i in _bearer_ifaces(cfg, n)]
     marker = b"LKE" + secrets.token_hex(8).encode()
     delivered = broadcast = 0
-    if cfg.expected_links:
-        a, _, b, _ = cfg.expected_links[0]
-        delivered = send_marked(lab, a, b, marker, count=10)
-        broadcast = send_broadcast_marked(lab, cfg, a, marker)
-    time.sleep(max(0.0, seconds))
+    with contextlib.ExitStack() as stack:
+        taps = [_tapped(stack, lab, n, i) for n in cfg.nodes for i in _bearer_ifaces(cfg, n)]
+        if cfg.expected_links:
+            a, _, b, _ = cfg.expected_links[0]
+            delivered = send_marked(lab, a, b, marker, count=10)
+            broadcast = send_broadcast_marked(lab, cfg, a, marker)
+        time.sleep(max(0.0, seconds))
     versions: dict[int, int] = {}
     users: dict[int, int] = {}
     marker_seen = 0
     for t in taps:
-        for frame, _ in t.finish():
+        for frame, _ in t.frames:
             marker_seen += marker in frame
             msg = tipc_payload(frame)
             if not msg:
