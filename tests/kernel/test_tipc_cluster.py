@@ -34,10 +34,10 @@ def no_leftover_namespaces() -> Iterator[None]:
     yield
 
 
-def _up(tmp: Path, source: str) -> Lab:
+def _up(tmp: Path, source: str, edit: tuple[str, str] = ("", "")) -> Lab:
     name = unique("c")
     text = re.sub(r"^name:.*$", f"name: {name}", (TOPOS / source).read_text(), count=1,
-                  flags=re.M)
+                  flags=re.M).replace(*edit)
     path = tmp / f"{name}.yaml"
     path.write_text(text)
     return Lab.load(str(path)).up()
@@ -197,3 +197,23 @@ def test_down_leaves_nothing(tmp_path: Path) -> None:
     assert proc.wait(timeout=10) is not None and stray.wait(timeout=10) is not None
     assert not netns.list_names(names.lab_prefix(lab.name))
     assert not [f for f in os.listdir(state.STATE_DIR) if f.startswith(f"{lab.name}.")]
+
+
+def test_per_node_keys_cluster_is_encrypted(tmp_path: Path) -> None:
+    """mode per-node: each node its own TX key, its peers' keys as RX keys."""
+    from labkit.features.tipc.verify import encryption
+
+    lab = _up(tmp_path, "cluster-encrypted.yaml", ("mode: master", "mode: per-node"))
+    try:
+        cfg = config_of(lab)
+        assert cfg.encryption.mode == "per-node"
+        links = [lk for info in status(lab, cfg)["nodes"].values() for lk in info["links"]]
+        assert len(links) == 8 and all(lk["up"] for lk in links)
+        keyfile = Path(state.STATE_DIR) / f"{lab.name}.tipc.keys"
+        assert keyfile.stat().st_mode & 0o777 == 0o600
+        assert len(keyfile.read_text().splitlines()) == 4
+        verdict = encryption(lab, cfg, 2.0)
+        assert verdict.outcome == "pass", verdict.as_dict()
+    finally:
+        lab.down()
+    assert not keyfile.exists()

@@ -2,7 +2,8 @@
 
     tipc:                       # lab level
       net_id: 4711
-      encryption: {mode: master, key_file: keys/tipc.key, rekeying: 60}
+      encryption: {mode: master, key_file: keys/tipc.key, rekeying: 60}   # or cluster, or
+                                # per-node: each node its own TX key, its peers' as RX keys
       link_timeout: 30          # seconds `up` waits for every expected link
     nodes:
       a:
@@ -40,7 +41,7 @@ LAB_KEYS = ["net_id", "encryption", "link_timeout"]
 NODE_KEYS = ["identity", "bearers"]
 BEARER_KEYS = ["media", "dev", "name", "local", "remote", "port", "priority"]
 ENC_KEYS = ["mode", "key_file", "key_bits", "rekeying"]
-MODES = ["master", "cluster"]
+MODES = ["master", "cluster", "per-node"]
 UDP_PORT = 6118
 ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:@")
 
@@ -180,6 +181,10 @@ def _parse_encryption(lab: LMap, topo: Topology, p: Problems) -> Encryption | No
         if path:
             base = os.path.dirname(os.path.abspath(topo.path))
             enc.key_file = path if os.path.isabs(path) else os.path.join(base, path)
+    if enc.key_file and enc.mode == "per-node":
+        p.add(m.val_loc("key_file"), "key_file works with mode master or cluster; per-node "
+                                     "keys are generated, one per node.",
+              "Remove key_file, or use mode: master.")
     if "rekeying" in m:
         value = m["rekeying"]
         if value is False or value == "off":

@@ -55,6 +55,18 @@ def write(path: str, key: bytes) -> None:
         fh.write(key.hex() + "\n")
 
 
+def per_node(lab: str, identities: list[str], bits: int) -> dict[str, Secret]:
+    """One generated key per node identity, stored 0600 as `identity hex` lines."""
+    out = {ident: generate(bits) for ident in identities}
+    path = state.secret_path(lab, "tipc.keys")
+    if os.path.lexists(path):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(f"{ident} {key.hex()}\n" for ident, key in out.items())
+    return out
+
+
 def for_lab(lab: str, key_file: str | None, bits: int) -> Secret:
     """The lab's key: the user's file, or a generated one stored 0600 under the state."""
     if key_file:

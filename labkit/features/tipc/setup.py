@@ -28,7 +28,8 @@ def link_name(a: TipcNode, ba: Bearer, b: TipcNode, bb: Bearer) -> str:
     return f"{a.identity}:{bearer_ident(ba)}-{b.identity}:{bearer_ident(bb)}"
 
 
-def configure_node(lab: Lab, cfg: TipcConfig, tn: TipcNode, key: bytes | None) -> None:
+def configure_node(lab: Lab, cfg: TipcConfig, tn: TipcNode, key: bytes | None,
+                   node_keys: dict[str, bytes] | None = None) -> None:
     ns = lab.node(tn.name).ns
     try:
         with TipcNetlink(ns) as nl:
@@ -36,6 +37,14 @@ def configure_node(lab: Lab, cfg: TipcConfig, tn: TipcNode, key: bytes | None) -
             if key is not None and cfg.encryption is not None:
                 nl.set_key(key, master=cfg.encryption.mode == "master",
                            rekeying=cfg.encryption.rekeying)
+            if node_keys:
+                # Own identity: our TX key. A peer's identity: our RX key for that peer
+                # (the kernel creates the peer node ahead of discovery if need be).
+                nl.set_key(node_keys[tn.identity], node_id=tn.identity,
+                           rekeying=cfg.encryption.rekeying if cfg.encryption else None)
+                for peer in cfg.nodes.values():
+                    if peer.identity != tn.identity:
+                        nl.set_key(node_keys[peer.identity], node_id=peer.identity)
             for b in tn.bearers:
                 if b.media == "eth":
                     nl.enable_bearer_eth(b.dev, b.priority)
@@ -49,11 +58,15 @@ def configure_node(lab: Lab, cfg: TipcConfig, tn: TipcNode, key: bytes | None) -
 
 
 def setup(lab: Lab, cfg: TipcConfig) -> dict[str, Any]:
-    key = None
-    if cfg.encryption is not None:
-        key = keys.for_lab(lab.name, cfg.encryption.key_file, cfg.encryption.key_bits)
+    key = node_keys = None
+    enc = cfg.encryption
+    if enc is not None and enc.mode == "per-node":
+        node_keys = keys.per_node(lab.name, [tn.identity for tn in cfg.nodes.values()],
+                                  enc.key_bits)
+    elif enc is not None:
+        key = keys.for_lab(lab.name, enc.key_file, enc.key_bits)
     for tn in cfg.nodes.values():
-        configure_node(lab, cfg, tn, key)
+        configure_node(lab, cfg, tn, key, node_keys)
     wait_links(lab, cfg)
     return cfg.as_dict()
 
