@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 import typer
@@ -49,9 +50,15 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: a half-built lab is rolled back, `run` brings its lab down."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     from labkit.cli.output import err_console
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         rc = app(standalone_mode=False)  # returns typer.Exit's code here
     except LabkitError as exc:

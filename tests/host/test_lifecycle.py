@@ -331,3 +331,21 @@ def test_lock_file_is_gone_after_failed_and_successful_runs(topo_file) -> None:
     path, name = topo_file(TOPOS / "pair.yaml")
     assert run_cli("run", path).returncode == 0
     assert not [f for f in os.listdir(state.STATE_DIR) if f.startswith(f"{name}.")]
+
+
+def test_sigterm_during_up_rolls_back(topo_file) -> None:
+    """A polite kill (CI timeout, systemd) must not leave a half-built lab behind."""
+    path, name = topo_file(TOPOS / "star64.yaml")
+    prefix = names.lab_prefix(name)
+    proc = subprocess.Popen([*LABKIT, "up", path], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(netns.list_names(prefix)) < 10 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err
+    assert not netns.list_names(prefix), "up must roll back on SIGTERM"
+    assert state.load(name) is None
