@@ -27,7 +27,7 @@ from labkit.topology.fields import (
     check_keys,
     suggest,
 )
-from labkit.topology.located import LMap, load_text, read_text
+from labkit.topology.located import LList, LMap, load_text, read_text
 from labkit.topology.model import Check, Endpoint, Node, Route, Segment, Topology
 
 TOP_KEYS = ["name", "description", "addressing", "defaults", "nodes", "links", "lans", "checks"]
@@ -253,56 +253,58 @@ def _parse_segment_common(seg: Segment, block: LMap, where: str, p: Problems) ->
         seg.mtu = as_int(block["mtu"], block.val_loc("mtu"), f"{where} mtu", p, 68, 65535)
 
 
+def _segment_block(item: Any, loc: Loc, where: str, topo: Topology,
+                   p: Problems) -> tuple[LMap, LList, list[Endpoint | None]] | None:
+    """The part links and LANs share: allowed keys, and the endpoints list parsed."""
+    block = as_map(item, loc, where, p)
+    if block is None:
+        return None
+    check_keys(block, SEGMENT_KEYS, where, p, required=("endpoints",))
+    eps = as_list(block.get("endpoints"), block.val_loc("endpoints"), f"{where} endpoints", p)
+    if eps is None or "endpoints" not in block:
+        return None
+    parsed = [_parse_endpoint(e, eps.item_loc(j), where, topo, p) for j, e in enumerate(eps)]
+    return block, eps, parsed
+
+
 def _parse_segments(doc: LMap, topo: Topology, p: Problems) -> None:
     links = as_list(doc.get("links"), doc.val_loc("links"), "links", p)
     for i, item in enumerate(links or []):
-        loc = links.item_loc(i)
-        where = f"link {i + 1}"
-        block = as_map(item, loc, where, p)
-        if block is None:
+        loc, where = links.item_loc(i), f"link {i + 1}"
+        got = _segment_block(item, loc, where, topo, p)
+        if got is None:
             continue
-        check_keys(block, SEGMENT_KEYS, where, p, required=("endpoints",))
-        eps = as_list(block.get("endpoints"), block.val_loc("endpoints"),
-                      f"{where} endpoints", p)
-        if eps is None or "endpoints" not in block:
-            continue
+        block, eps, parsed = got
         if len(eps) != 2:
             p.add(block.val_loc("endpoints"), f"{where} has {len(eps)} endpoints; a link joins "
                   "exactly two.", "For three or more members, declare a LAN under lans:.")
             continue
-        parsed = [_parse_endpoint(e, eps.item_loc(j), where, topo, p) for j, e in enumerate(eps)]
         if None in parsed:
             continue
         a, b = parsed
-        seg = Segment(kind="link", name=f"{a.label}--{b.label}", endpoints=parsed, loc=loc)
         if a.node == b.node and a.iface == b.iface:
             p.add(loc, f"{where} joins {a.label} to itself.", "Use two different interfaces.")
             continue
+        seg = Segment(kind="link", name=f"{a.label}--{b.label}", endpoints=[a, b], loc=loc)
         _parse_segment_common(seg, block, where, p)
         topo.links.append(seg)
 
     lans = as_map(doc.get("lans"), doc.val_loc("lans"), "lans", p)
     for lan_name, item in (lans or {}).items():
-        loc = lans.key_loc(lan_name)
-        where = f"LAN '{lan_name}'"
+        loc, where = lans.key_loc(lan_name), f"LAN '{lan_name}'"
         if as_name(lan_name, loc, "the LAN name", p, 15) is None:
             continue
         if lan_name == "lo" or re.fullmatch(r"p\d+", lan_name):
             p.add(loc, f"the LAN name '{lan_name}' is reserved (loopback and bridge ports "
                        "use it).", "Pick another name, e.g. lan1.")
             continue
-        block = as_map(item, lans.val_loc(lan_name), where, p)
-        if block is None:
+        got = _segment_block(item, lans.val_loc(lan_name), where, topo, p)
+        if got is None:
             continue
-        check_keys(block, SEGMENT_KEYS, where, p, required=("endpoints",))
-        eps = as_list(block.get("endpoints"), block.val_loc("endpoints"),
-                      f"{where} endpoints", p)
-        if eps is None or "endpoints" not in block:
-            continue
+        block, eps, parsed = got
         if not eps:
             p.add(block.val_loc("endpoints"), f"{where} has no endpoints.",
                   "List its members as NODE:INTERFACE.")
-        parsed = [_parse_endpoint(e, eps.item_loc(j), where, topo, p) for j, e in enumerate(eps)]
         seg = Segment(kind="lan", name=lan_name, loc=loc,
                       endpoints=[e for e in parsed if e is not None])
         _parse_segment_common(seg, block, where, p)
