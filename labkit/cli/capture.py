@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 from labkit.cli.output import emit_json, info
 from labkit.errors import UsageError, require_root
 
@@ -24,14 +24,10 @@ def capture(
 
     Stops at --count frames or --duration seconds, whichever comes first.
     """
-    from labkit.lab.lab import Lab
     from labkit.packets.capture import PcapStream, open_socket
     from labkit.packets.capture import capture as run_capture
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
     require_root()
-    n = Lab.attach(name).node(node)
+    n = local_lab(name).node(node)
     try:
         sock = open_socket(n.ns, iface)
     except OSError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 from labkit.cli.output import console, emit_json
 from labkit.verify.verdict import Verdict, exit_code
 
@@ -32,12 +32,8 @@ def check(
 
     Exit code 0 all passed, 1 something failed, 2 there was nothing to check.
     """
-    from labkit.lab.lab import Lab
     from labkit.verify.checks import run_checks
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
-    raise typer.Exit(report(run_checks(Lab.attach(name)), json))
+    raise typer.Exit(report(run_checks(local_lab(name)), json))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 from labkit.cli.output import strip_dashes
 from labkit.errors import UsageError, require_root
 
@@ -20,12 +20,8 @@ def exec_(
 
     The command's exit status becomes labkit's, so it works in scripts and tests.
     """
-    from labkit.lab.lab import Lab
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
     require_root()
-    argv = Lab.attach(name).node(node).command(strip_dashes(cmd))
+    argv = local_lab(name).node(node).command(strip_dashes(cmd))
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

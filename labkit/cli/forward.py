@@ -7,8 +7,14 @@ naming that lab calls forward() first, so the user never repeats where the lab l
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+import typer
 
 from labkit.lab import state
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
 
 
 def vm_of(lab: str) -> str | None:
@@ -33,3 +39,14 @@ def forward(lab: str, argv: list[str] | None = None) -> int | None:
 
     args = sys.argv[1:] if argv is None else argv
     return int(vm_exec(vm, guest_labkit_argv(args)))
+
+
+def local_lab(name: str) -> Lab:
+    """The running lab for a verb: a lab in a VM gets the whole command line run there
+    (and this process exits with its status); a local one is attached."""
+    rc = forward(name)
+    if rc is not None:
+        raise typer.Exit(rc)
+    from labkit.lab.lab import Lab
+
+    return Lab.attach(name)

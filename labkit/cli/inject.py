@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 from labkit.cli.output import console, emit_json
 
 
@@ -19,14 +19,10 @@ def inject(
 ) -> None:
     """Inject crafted TIPC frames (scapy) and report how the TIPC view of the nodes on the
     same segment changed: new peers, new links. A wrong net id must change nothing."""
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
     from labkit.features.tipc.inject import inject as run
     from labkit.features.tipc.lab import config_of
-    from labkit.lab.lab import Lab
 
-    lab = Lab.attach(name)
+    lab = local_lab(name)
     result = run(lab, config_of(lab), node, iface, frame, count)
     if json:
         emit_json(result)

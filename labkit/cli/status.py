@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 from labkit.cli.output import console, emit_json
 from labkit.lab import state, teardown
 
@@ -32,15 +32,9 @@ def status(
             console.print(f"{lab['name']:20} {lab['status']:9} {lab['namespaces']:4} namespaces"
                           f"{where}  {lab['topology'] or ''}")
         return
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
-
     from rich.table import Table
 
-    from labkit.lab.lab import Lab
-
-    data = Lab.attach(name).status()
+    data = local_lab(name).status()
     if json:
         emit_json(data)
         return

@@ -6,7 +6,7 @@ import enum
 
 import typer
 
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 from labkit.cli.output import console, emit_json
 
 
@@ -38,13 +38,9 @@ def traffic(
     """Send for --duration seconds from one node to a server in another; print bytes/s
     and messages/s as measured by the receiver. TIPC servers are published as service
     {18888, 5201} in the receiver."""
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
-    from labkit.lab.lab import Lab
     from labkit.traffic.meter import measure
 
-    lab = Lab.attach(name)
+    lab = local_lab(name)
     result = measure(lab, src, dst, proto=proto.value, socket=sock.value, size=size,
                      duration=duration, max_messages=max_messages)
     if json:

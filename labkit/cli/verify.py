@@ -8,7 +8,7 @@ import enum
 import typer
 
 from labkit.cli.check import report
-from labkit.cli.forward import forward
+from labkit.cli.forward import local_lab
 
 app = typer.Typer(help="Verify what the kernel did (exit 0 pass, 1 fail, 2 could not run).",
                   no_args_is_help=True)
@@ -29,14 +29,10 @@ def crossover(
     """TIPC user data between namespaces of one kernel goes socket to socket: send marked
     messages, capture on the sender's bearers and the receiver's lo; pass when the marker
     is on lo, never on a bearer, and the link counters did not grow with the data."""
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
     from labkit.features.tipc.lab import config_of
     from labkit.features.tipc.verify import crossover as run
-    from labkit.lab.lab import Lab
 
-    lab = Lab.attach(name)
+    lab = local_lab(name)
     raise typer.Exit(report([run(lab, config_of(lab), src, dst, count)], json))
 
 
@@ -50,14 +46,10 @@ def encryption(
 ) -> None:
     """Capture on every bearer: pass when every TIPC frame is TIPCv7 (encrypted) and a
     marker sent through the lab never appears in clear; fail on any version-2 frame."""
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
     from labkit.features.tipc.lab import config_of
     from labkit.features.tipc.verify import encryption as run
-    from labkit.lab.lab import Lab
 
-    lab = Lab.attach(name)
+    lab = local_lab(name)
     raise typer.Exit(report([run(lab, config_of(lab), seconds)], json))
 
 

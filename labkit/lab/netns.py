@@ -13,8 +13,7 @@ import ctypes
 import errno
 import os
 import socket
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -24,7 +23,6 @@ MS_REC = 0x4000
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
-T = TypeVar("T")
 
 
 def _check(ret: int, what: str) -> None:
@@ -126,11 +124,6 @@ def entered(name: str) -> Iterator[None]:
         os.close(orig)
 
 
-def call_in(name: str, fn: Callable[[], T]) -> T:
-    with entered(name):
-        return fn()
-
-
 def socket_in(name: str, family: int, type_: int, proto: int = 0) -> socket.socket:
     """A socket that belongs to the namespace, usable from any thread."""
     with entered(name):
@@ -157,15 +150,3 @@ def pids_in(inodes: set[int]) -> list[int]:
             found.append(int(entry))
     return found
 
-
-def setns_fn(name: str) -> Callable[[], None]:
-    """A preexec_fn that moves a child into the namespace before exec."""
-    path = path_of(name)
-
-    def _enter() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            os._exit(127)
-        os.close(fd)
-
-    return _enter

@@ -18,9 +18,9 @@ import socket
 import sys
 import time
 
-AF_TIPC = 30
-TIPC_ADDR_NAMESEQ = 1
-TIPC_ADDR_NAME = 2
+AF_TIPC = socket.AF_TIPC
+TIPC_ADDR_NAMESEQ = socket.TIPC_ADDR_NAMESEQ
+TIPC_ADDR_NAME = socket.TIPC_ADDR_NAME
 SERVICE_TYPE = 18888
 END = b"\x00"  # RDM end-of-run message; data messages are always longer
 SOCK_TYPES = {"stream": socket.SOCK_STREAM, "rdm": socket.SOCK_RDM,

@@ -22,7 +22,7 @@ from labkit.features.tipc.lab import config_of
 from labkit.features.tipc.status import status
 from labkit.lab import names, netns, state
 from labkit.lab.lab import Lab
-from tests.conftest import ROOT, run_cli, unique
+from tests.conftest import ROOT, renamed, run_cli, unique
 
 pytestmark = pytest.mark.kernel
 TOPOS = ROOT / "topologies"
@@ -36,8 +36,7 @@ def no_leftover_namespaces() -> Iterator[None]:
 
 def _up(tmp: Path, source: str, edit: tuple[str, str] = ("", "")) -> Lab:
     name = unique("c")
-    text = re.sub(r"^name:.*$", f"name: {name}", (TOPOS / source).read_text(), count=1,
-                  flags=re.M).replace(*edit)
+    text = renamed(TOPOS / source, name).replace(*edit)
     path = tmp / f"{name}.yaml"
     path.write_text(text)
     return Lab.load(str(path)).up()

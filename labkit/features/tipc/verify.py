@@ -29,9 +29,9 @@ from labkit.verify.verdict import Verdict
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
-AF_TIPC = 30
-SOL_TIPC = 271
-TIPC_MCAST_BROADCAST = 133
+AF_TIPC = socket.AF_TIPC
+SOL_TIPC = socket.SOL_TIPC
+TIPC_MCAST_BROADCAST = 133  # not in CPython's socket module
 SERVICE_TYPE = 18889
 ETH_P_TIPC = 0x88CA
 UDP_PORT = 6118
@@ -114,9 +114,9 @@ def send_marked(lab: Lab, src: str, dst: str, marker: bytes, count: int = 20,
     rx = lab.node(dst).socket(AF_TIPC, socket.SOCK_RDM)
     tx = lab.node(src).socket(AF_TIPC, socket.SOCK_RDM)
     try:
-        rx.bind((1, SERVICE_TYPE, instance, instance))
+        rx.bind((socket.TIPC_ADDR_NAMESEQ, SERVICE_TYPE, instance, instance))
         rx.settimeout(timeout)
-        addr = (2, SERVICE_TYPE, instance, 0)
+        addr = (socket.TIPC_ADDR_NAME, SERVICE_TYPE, instance, 0)
         payload = (marker * (size // len(marker) + 1))[:size]
         deadline = time.monotonic() + timeout
         sent = 0
@@ -153,7 +153,7 @@ def send_broadcast_marked(lab: Lab, cfg: TipcConfig, src: str, marker: bytes,
     try:
         for peer in sorted(peers):
             rx = lab.node(peer).socket(AF_TIPC, socket.SOCK_RDM)
-            rx.bind((1, SERVICE_TYPE + 1, 0, 0))
+            rx.bind((socket.TIPC_ADDR_NAMESEQ, SERVICE_TYPE + 1, 0, 0))
             rx.setblocking(False)
             rxs.append(rx)
         tx = lab.node(src).socket(AF_TIPC, socket.SOCK_RDM)
@@ -164,7 +164,7 @@ def send_broadcast_marked(lab: Lab, cfg: TipcConfig, src: str, marker: bytes,
             time.sleep(0.5)  # let the bindings reach src's name table
             for _ in range(count):
                 try:
-                    tx.sendto(marker * 8, (1, SERVICE_TYPE + 1, 0, 0))
+                    tx.sendto(marker * 8, (socket.TIPC_ADDR_NAMESEQ, SERVICE_TYPE + 1, 0, 0))
                 except OSError:
                     time.sleep(0.1)
             while got < count * len(rxs) and time.monotonic() < deadline:
