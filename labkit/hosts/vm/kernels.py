@@ -43,7 +43,7 @@ class Series:
 
     name: str
     pattern: str  # the package name as apt-cache's POSIX regex sees it
-    package_re: str  # the same as a Python full-match regex, group 1 = upstream version
+    package_re: str  # the same as a Python full-match regex, group 1 = what sorts them
     label: str  # for messages
     hint: str  # what to do when apt knows no such package
 
@@ -56,6 +56,15 @@ SERIES: dict[str, Series] = {
         label="linux-image-6.12.*+deb12-amd64",
         hint="It comes from bookworm-security: check that `deb http://deb.debian.org/"
         "debian-security bookworm-security main` is in /etc/apt/sources.list(.d).",
+    ),
+    # Debian 12's own kernel (what linux-image-amd64 depends on); the ABI number sorts it.
+    "debian-6.1": Series(
+        name="debian-6.1",
+        pattern=r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        package_re=r"linux-image-6\.1\.0-(\d+)-amd64",
+        label="linux-image-6.1.0-*-amd64",
+        hint="It is Debian 12's own kernel: check that a bookworm (and bookworm-security) "
+        "line is in /etc/apt/sources.list(.d) and run `sudo apt-get update`.",
     ),
 }
 
@@ -219,7 +228,7 @@ def _cache_lock() -> Iterator[None]:
 class AptPackage:
     name: str
     version: str  # Debian version, e.g. 6.12.117-1~deb12u1
-    upstream: str  # 6.12.117
+    upstream: str  # what the series sorts by: 6.12.117, or the ABI number 56 for 6.1
     size: int
     sha256: str
 
