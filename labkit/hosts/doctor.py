@@ -15,8 +15,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from labkit.base import netns
 from labkit.errors import MissingFeatureError
-from labkit.lab import netns
 
 DEFAULT_VM_KERNEL = "debian-6.12"
 

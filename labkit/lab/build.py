@@ -17,9 +17,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from labkit.base import netns
+from labkit.base.rtnl import iproute, kernel_error
 from labkit.errors import LabkitError
-from labkit.lab import names, netns
-from labkit.lab.netlink import iproute, kernel_error
+from labkit.lab import names
 from labkit.lab.state import LabState
 from labkit.topology.model import Endpoint, Node, Topology
 

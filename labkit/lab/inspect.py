@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from labkit.lab import names, netns, state
-from labkit.lab.netlink import opened
+from labkit.base import netns
+from labkit.base.rtnl import opened
+from labkit.lab import names, state
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from labkit import features
+from labkit.base import netns
+from labkit.base.rtnl import opened
 from labkit.errors import LabkitError, UsageError, require_root
-from labkit.lab import names, netns, state, teardown
+from labkit.lab import names, state, teardown
 from labkit.lab.build import Builder, Progress
-from labkit.lab.netlink import opened
 from labkit.topology import loader
 from labkit.topology.model import Topology
 

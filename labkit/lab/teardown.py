@@ -5,13 +5,10 @@ lab whose `up` was killed at any point still goes away; running it twice is harm
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import time
 from dataclasses import dataclass, field
 
-from labkit.lab import names, netns, state
+from labkit.base import netns, procs
+from labkit.lab import names, state
 
 
 @dataclass
@@ -33,42 +30,6 @@ def lab_namespaces(lab: str) -> list[str]:
     return sorted(found)
 
 
-def stop_processes(pids: list[int], grace: float = 2.0) -> list[int]:
-    """SIGTERM, then SIGKILL what is still alive after the grace period; reap our children."""
-    alive = []
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            alive.append(pid)
-    deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
-        _reap(alive)
-        alive = [pid for pid in alive if _alive(pid)]
-        if alive:
-            time.sleep(0.05)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    time.sleep(0.01 if alive else 0)
-    _reap(pids)
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def _reap(pids: list[int]) -> None:
-    """Collect the ones that are our own children, so they leave no zombie."""
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-
-
 def remove(lab: str) -> Removed:
     """The removal itself; the caller holds the lab's lock."""
     out = Removed(lab)
@@ -78,7 +39,7 @@ def remove(lab: str) -> Removed:
         pids = netns.pids_in(inodes) if inodes else []
         if not pids:
             break
-        out.processes += stop_processes(pids)
+        out.processes += procs.stop(pids)
     out.namespaces = [ns for ns in spaces if netns.delete(ns)]
     state.remove(lab)
     return out

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from labkit.lab import netns
+from labkit.base import netns
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4

@@ -12,7 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from labkit.lab import netns
+from labkit.base import netns
 
 
 @dataclass

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from labkit.base import netns
 from labkit.errors import LabkitError, UsageError
-from labkit.lab import names, netns, state
+from labkit.lab import names, state
 from labkit.lab.lab import Lab
 from labkit.verify.checks import run_checks
 from tests.conftest import LABKIT, ROOT, lab_namespaces, run_cli

@@ -16,9 +16,9 @@ import pytest
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 
+from labkit.base import netns
 from labkit.errors import LabkitError, MissingFeatureError, UsageError
 from labkit.features.tipc import netlink as tn
-from labkit.lab import netns
 
 FAMILY = 0x1D  # any genl family id: the kernel assigns it at module load
 SEQ, PID = 7, 4242

@@ -17,15 +17,16 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from labkit.base import procs
+from labkit.base.wait import poll, wait_until
 from labkit.errors import LabkitError
-from labkit.hosts.vm import boot, kernels, persistent, vng
+from labkit.hosts.vm import kernels, persistent, vng
 
 pytestmark = pytest.mark.vm
 
@@ -141,19 +142,23 @@ def test_exec_api_capture_stdin_and_concurrency(vm_name: str) -> None:
     done = persistent.exec_(vm_name, ["cat"], capture=True, stdin=b"via stdin\n")
     assert (done.code, done.out) == (0, "via stdin\n")
     results: dict[int, int] = {}
+    # A rendezvous that only concurrent sessions can pass: each marks its arrival, then
+    # waits (bounded) until all four have arrived. Run one after another, the first
+    # would give up after 60 s and exit 99.
+    meet = f"/tmp/lk-meet-{vm_name}"
+    script = (f"mkdir -p {meet}; touch {meet}/$0; i=0; "
+              f"while [ $(ls {meet} | wc -l) -lt 4 ]; do i=$((i+1)); "
+              "[ $i -gt 600 ] && exit 99; sleep 0.1; done; exit $0")
 
     def one(i: int) -> None:
-        cmd = ["sh", "-c", f"sleep 1; exit {i}"]
-        results[i] = persistent.exec_(vm_name, cmd, capture=True).code
+        results[i] = persistent.exec_(vm_name, ["sh", "-c", script, str(i)], capture=True).code
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert results == {0: 0, 1: 1, 2: 2, 3: 3}
-    assert time.monotonic() - started < 30  # they ran side by side, not one by one
+    assert results == {0: 0, 1: 1, 2: 2, 3: 3}  # 99 would mean they ran one by one
 
 
 def test_list_then_stop_leaves_no_qemu(vm_name: str) -> None:
@@ -167,7 +172,7 @@ def test_list_then_stop_leaves_no_qemu(vm_name: str) -> None:
     assert qemu_pids(marker), "the VM's qemu should be running before stop"
     res = labkit("vm", "stop", vm_name, capture_output=True)
     assert res.returncode == 0, res.stderr
-    assert qemu_pids(marker) == [] and boot.group_members(pgid) == []
+    assert qemu_pids(marker) == [] and procs.group_members(pgid) == []
     assert not state.exists()
 
 
@@ -193,19 +198,16 @@ def test_crashed_vm_is_reported_and_cleaned() -> None:
         [qemu] = qemu_pids(marker)
         os.kill(qemu, signal.SIGKILL)
         assert server.wait(60) != 0  # the exec learns that its VM died
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            [info] = [v for v in persistent.list_vms() if v.name == name]
-            if info.status == "crashed":
-                break
-            time.sleep(0.5)
-        assert info.status == "crashed"
+        def status() -> str:
+            return next(v.status for v in persistent.list_vms() if v.name == name)
+
+        poll(lambda: status() == "crashed", 60, interval=0.5)
+        assert status() == "crashed"
         assert qemu_pids(marker) == []
         pgid = json.loads((state / "state.json").read_text())["pgid"]
-        deadline = time.monotonic() + 10  # only the supervisor may linger, while exiting
-        while boot.group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert boot.group_members(pgid) == []
+        # only the supervisor may linger, while exiting
+        poll(lambda: not procs.group_members(pgid), 10)
+        assert procs.group_members(pgid) == []
         res = labkit("vm", "exec", name, "--", "true", capture_output=True)
         assert res.returncode == 1 and "crashed" in res.stderr
     finally:
@@ -222,12 +224,11 @@ def free_port() -> int:
 
 def _fetch(url: str, timeout: float) -> str:
     """Retry until the guest's server is up (Python starts slowly under TCG)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def get() -> str | None:
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 return resp.read().decode()
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+            return None
+
+    return wait_until(get, timeout, f"an answer from {url}", interval=1)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from labkit.base import netns
 from labkit.features.tipc.lab import config_of
 from labkit.features.tipc.status import status
-from labkit.lab import names, netns, state
+from labkit.lab import names, state
 from labkit.lab.lab import Lab
 from tests.conftest import ROOT, renamed, run_cli, unique
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from labkit.base import netns
 from labkit.errors import LabkitError
 from labkit.features.tipc.netlink import (
     TipcNetlink,
@@ -26,7 +27,6 @@ from labkit.features.tipc.netlink import (
     node_id_bytes,
     node_id_str,
 )
-from labkit.lab import netns
 
 pytestmark = pytest.mark.kernel
 

@@ -39,8 +39,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 from pyroute2.netlink.marshal import Marshal
 
+from labkit.base import netns as labnetns
 from labkit.errors import LabkitError, MissingFeatureError, UsageError
-from labkit.lab import netns as labnetns
 
 T = TypeVar("T")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -147,44 +146,3 @@ def console_tail(console: Path, lines: int = 12) -> str:
         return ""
     tail = [ln.rstrip() for ln in text.splitlines() if ln.strip()][-lines:]
     return ("\nLast console lines:\n  " + "\n  ".join(tail)) if tail else ""
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc.
-
-    killpg(pgid, 0) would count zombies too, and orphaned zombies may never be reaped
-    when PID 1 is not a real init (as in some CI sandboxes).
-    """
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def kill_group(pgid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 5.0) -> None:
-    """SIGTERM the whole process group (vng, virtme-run, qemu), then SIGKILL what is left.
-
-    `proc` is the group leader when we are its parent: it is reaped here.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not group_members(pgid):
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        end = time.monotonic() + grace
-        while time.monotonic() < end and group_members(pgid):
-            if proc is not None:
-                proc.poll()
-            time.sleep(0.05)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)

@@ -11,11 +11,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, overload
 
+from labkit.base import procs
+from labkit.base.wait import poll
 from labkit.errors import LabkitError
 from labkit.hosts.vm import boot, paths
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
@@ -110,14 +111,12 @@ def run(
             return result if capture else result.code
         finally:
             listener.close()
-            boot.kill_group(proc.pid, proc)
+            procs.stop_group(proc.pid, proc)
 
 
 def _wait_poweroff(proc: subprocess.Popen[bytes]) -> None:
     """The agent exits after EXIT and the guest powers off; give it a moment to do so."""
-    end = time.monotonic() + POWEROFF_WAIT
-    while time.monotonic() < end and proc.poll() is None:
-        time.sleep(0.05)
+    poll(lambda: proc.poll() is not None, POWEROFF_WAIT)
 
 
 def _keep(console: Path) -> Path:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from labkit.base import procs
+from labkit.base.files import write_private
 from labkit.errors import LabkitError, UsageError
 from labkit.hosts.vm import boot, paths
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
@@ -130,7 +132,7 @@ def start(
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
         config = {"argv": vng_argv(spec, tools), "env": vng_env(tools), "boot_timeout": limit}
-        _write_private(state / "config.json", json.dumps(config, indent=2))
+        write_private(state / "config.json", json.dumps(config, indent=2))
         summary = {
             "name": name, "status": "booting", "kernel": spec.kernel.name,
             "kernel_version": spec.kernel.version, "accel": spec.accel.kind,
@@ -141,7 +143,7 @@ def start(
         info = _wait_ready(state, sup, limit + 15)
     except BaseException:
         if sup is not None:
-            boot.kill_group(sup.pid, sup)
+            procs.stop_group(sup.pid, sup)
         _cleanup(state)
         raise
     with contextlib.suppress(OSError, ValueError):
@@ -192,12 +194,6 @@ def _check_port_free(port: int) -> None:
                 "forwarded to the VM.",
                 hint="Pick another host port: `--forward OTHERPORT:GUESTPORT`.",
             ) from exc
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 # -- exec --------------------------------------------------------------------------------
@@ -313,21 +309,12 @@ def _info(state: Path) -> VmInfo:
         started_at=data.get("started_at"), reason=str(data.get("reason", "")),
         state_dir=str(state),
     )
-    if info.status in LIVE and data.get("pid") and not _alive(data["pid"], data.get("starttime")):
+    started = data.get("starttime")
+    if info.status in LIVE and data.get("pid") and not procs.alive(data["pid"], started):
         info.status, info.reason = "crashed", "its supervisor process is gone"
     if not data:
         info.reason = "no state recorded (interrupted start?)"
     return info
-
-
-def _alive(pid: int, starttime: int | None) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[0] != "Z" and (starttime is None or int(fields[19]) == starttime)
 
 
 def _cleanup(state: Path) -> None:
@@ -337,9 +324,10 @@ def _cleanup(state: Path) -> None:
         data = {}
     pgid = data.get("pgid")
     if isinstance(pgid, int) and pgid > 1:
-        leader_reused = os.path.exists(f"/proc/{pgid}") and not _alive(pgid, data.get("starttime"))
+        started = data.get("starttime")
+        leader_reused = os.path.exists(f"/proc/{pgid}") and not procs.alive(pgid, started)
         if not leader_reused:  # never signal a group whose id now belongs to someone else
-            boot.kill_group(pgid)
+            procs.stop_group(pgid)
     shutil.rmtree(state, ignore_errors=True)
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from labkit.base import procs
 from labkit.errors import LabkitError
 from labkit.hosts.vm import boot, wire
 
@@ -71,7 +72,7 @@ class Supervisor:
     def main(self) -> int:
         os.umask(0o077)
         write_state(self.dir, status="booting", pid=os.getpid(), pgid=os.getpgrp(),
-                    starttime=_starttime(os.getpid()), started_at=time.time())
+                    starttime=procs.starttime(os.getpid()), started_at=time.time())
         listener = boot.listen(str(self.dir / "serial.sock"))
         with open(self.console, "ab") as log:
             self.proc = subprocess.Popen(
@@ -116,18 +117,7 @@ class Supervisor:
                 sock.fileobj.close()  # type: ignore[union-attr]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.dir / "ctl.sock")
-        me = os.getpid()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            others = [p for p in boot.group_members(os.getpgrp()) if p != me]
-            for pid in others:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            end = time.monotonic() + 5
-            while others and time.monotonic() < end:
-                if self.proc is not None:
-                    self.proc.poll()
-                others = [p for p in boot.group_members(os.getpgrp()) if p != me]
-                time.sleep(0.05)
+        procs.stop_group(os.getpgrp(), exclude=os.getpid())
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
@@ -217,13 +207,6 @@ class Supervisor:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.modify(conn.sock, events, conn)
-
-
-def _starttime(pid: int) -> int:
-    """Field 22 of /proc/PID/stat: tells a live supervisor from a reused PID."""
-    with open(f"/proc/{pid}/stat") as fh:
-        stat = fh.read()
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from labkit.base import netns
 from labkit.errors import LabkitError, Loc
-from labkit.lab import netns
 
 
 def iproute(ns: str) -> IPRoute:
