@@ -1,15 +1,21 @@
-"""Kernel features a lab can switch on, one subpackage each, all with the same small surface.
+"""Kernel features a lab can switch on: one subpackage each, all with the same small surface.
 
-A feature owns a top-level topology key and the same key inside nodes (e.g. `tipc:`), says
-which kernel capabilities it needs (names from labkit.hosts.doctor), and provides steps run
-after the network is built and before it is torn down. Adding a feature = its folder plus
-one line in FEATURES.
+This registry is the single place that names them. A feature owns a top-level topology key
+and the same key inside nodes (e.g. `tipc:`); it says which kernel capabilities it needs
+(probes it may bring itself), which kernel modules a VM must load for it, which declared
+checks and `labkit verify` kinds it answers, and which traffic protocols it adds. The
+doctor, placement (`up` on the host or in a VM), the VM's module list, the CLI's choices
+and the topology loader all read it from here.
+
+Adding a feature = its folder (with a module defining FEATURE) plus one line in FEATURES.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -18,34 +24,97 @@ if TYPE_CHECKING:
     from labkit.topology.model import Check, Topology
     from labkit.verify.verdict import Verdict
 
-# key in the topology -> module providing FEATURE
+# topology key -> module defining FEATURE
 FEATURES: dict[str, str] = {
     "tipc": "labkit.features.tipc.feature",
 }
 
 
-class Feature(Protocol):
-    key: str
-    needs: tuple[str, ...]  # doctor capability names
-    check_kinds: tuple[str, ...]  # `checks:` types the feature adds (netlab style)
+class Feature:
+    """What every feature provides; subclasses override what they use.
+
+    setup/wait_ready/teardown/status run next to the kernel that holds the nodes (in the
+    VM for a VM lab) and touch only the nodes placed there (`lab.here(node)`), so a lab
+    spread over several kernels is set up host by host, then awaited host by host.
+    """
+
+    key: str = ""
+    title: str = ""  # one line for `labkit doctor`
+    needs: tuple[str, ...] = ()  # capability names, probed by the doctor
+    # capabilities only this feature knows: name -> (probe, kernel config symbols needed)
+    probes: dict[str, tuple[Callable[[], str], tuple[str, ...]]] = {}
+    modules: tuple[str, ...] = ()  # kernel modules a VM loads at boot for this feature
+    check_kinds: dict[str, tuple[str, ...]] = {}  # `checks:` type -> required keys
+    verifications: tuple[str, ...] = ()  # `labkit verify KIND --feature KEY`
+    traffic: dict[str, str] = {}  # `labkit traffic --proto P` -> endpoint module
 
     def parse(self, block: LMap | None, nodes: dict[str, LMap], topo: Topology,
               p: Problems) -> Any:
         """Validate the lab-level block and per-node blocks; return the feature's config."""
+        raise NotImplementedError
 
-    def setup(self, lab: Lab, config: Any) -> None:
-        """Switch the feature on in a built lab; raise LabkitError on failure."""
+    def setup(self, lab: Lab, config: Any) -> dict[str, Any]:
+        """Switch the feature on for this host's nodes; returns what the state records."""
+        return {}
+
+    def wait_ready(self, lab: Lab, config: Any) -> None:
+        """Return once this host's part works (e.g. links up); LabkitError on timeout."""
+
+    def teardown(self, lab: Lab, config: Any) -> None:
+        """Undo what outlives the namespaces (keyrings, modules, files); before they go."""
 
     def status(self, lab: Lab, config: Any) -> dict[str, Any]:
-        """What `labkit status` shows for the feature."""
+        """What `labkit status` shows for the feature, for this host's nodes."""
+        return {}
 
     def run_check(self, lab: Lab, config: Any, check: Check) -> Verdict:
         """Run one of the feature's declared checks."""
+        raise NotImplementedError
+
+    def verify(self, lab: Lab, config: Any, kind: str, **options: Any) -> Verdict:
+        """One `labkit verify KIND` for this feature; options come from the command line."""
+        raise NotImplementedError
 
 
+@cache
 def get(key: str) -> Feature:
-    return importlib.import_module(FEATURES[key]).FEATURE
+    return importlib.import_module(FEATURES[key]).FEATURE  # type: ignore[no-any-return]
 
 
 def keys() -> list[str]:
     return list(FEATURES)
+
+
+def all_features() -> list[Feature]:
+    return [get(k) for k in FEATURES]
+
+
+def owner_of_check(kind: str) -> str | None:
+    """The feature that declares a check type, or None (core check types such as reach)."""
+    return next((k for k in FEATURES if kind in get(k).check_kinds), None)
+
+
+def check_kinds() -> dict[str, tuple[str, ...]]:
+    return {kind: req for f in all_features() for kind, req in f.check_kinds.items()}
+
+
+def verification_kinds() -> list[str]:
+    return sorted({kind for f in all_features() for kind in f.verifications})
+
+
+def with_verification(kind: str) -> list[str]:
+    return [k for k in FEATURES if kind in get(k).verifications]
+
+
+def traffic_protocols() -> dict[str, str]:
+    return {proto: mod for f in all_features() for proto, mod in f.traffic.items()}
+
+
+def modules(keys_: list[str] | None = None) -> list[str]:
+    """Kernel modules a VM loads at boot: for these features, or for all of them."""
+    out: list[str] = []
+    for key in keys_ if keys_ is not None else keys():
+        out += [m for m in get(key).modules if m not in out]
+    return out
+
+

@@ -7,6 +7,7 @@ the same call, so a bad file never leaves a half-built lab.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any
 
@@ -30,8 +31,9 @@ from labkit.topology.fields import (
 from labkit.topology.located import LList, LMap, load_text, read_text
 from labkit.topology.model import Check, Endpoint, Node, Route, Segment, Topology
 
-TOP_KEYS = ["name", "description", "addressing", "defaults", "nodes", "links", "lans", "checks"]
-NODE_KEYS = ["description", "sysctls", "routes", "forwarding", "interfaces"]
+TOP_KEYS = ["name", "description", "kernel", "addressing", "defaults", "nodes", "links", "lans",
+            "checks"]
+NODE_KEYS = ["description", "kernel", "sysctls", "routes", "forwarding", "interfaces"]
 DEFAULT_KEYS = ["sysctls", "routes", "forwarding"]
 SEGMENT_KEYS = ["endpoints", "ipv4", "ipv6", "mtu", "description"]
 IFACE_KEYS = ["ipv4", "ipv6", "mtu"]
@@ -68,6 +70,9 @@ def parse(doc: Any, path: str) -> Topology:
         topo.description = as_str(doc["description"], doc.val_loc("description"),
                                   "description", p) or ""
 
+    if "kernel" in doc:
+        topo.kernels = _parse_kernels(doc["kernel"], doc.val_loc("kernel"), topo.path, p)
+        topo.kernel_loc = doc.val_loc("kernel")
     defaults = as_map(doc.get("defaults"), doc.val_loc("defaults"), "defaults", p)
     if defaults is not None:
         check_keys(defaults, DEFAULT_KEYS, "defaults", p)
@@ -101,7 +106,7 @@ def parse(doc: Any, path: str) -> Topology:
         if key in doc or blocks:
             topo.features[key] = feature.parse(doc.get(key), blocks, topo, p)
     for check in topo.checks:
-        owner = next((k for k in feature_keys if check.kind in features.get(k).check_kinds), None)
+        owner = features.owner_of_check(check.kind)
         if owner is not None and owner not in topo.features:
             p.add(check.loc, f"check '{check.name}' is a {owner} check, but the lab has no "
                              f"`{owner}:` section.", f"Add `{owner}:` to the topology.")
@@ -139,6 +144,9 @@ def _parse_node(name: str, block: Any, nodes_map: LMap, defaults: LMap | None,
         return None
     check_keys(block, NODE_KEYS + feature_keys, f"node '{name}'", p)
     node = Node(name=name, loc=loc)
+    if "kernel" in block:
+        wish = _parse_kernels(block["kernel"], block.val_loc("kernel"), "", p, single=True)
+        node.kernel = wish[0] if wish else None
     if "description" in block:
         node.description = as_str(block["description"], block.val_loc("description"),
                                   f"node '{name}' description", p) or ""
@@ -155,6 +163,38 @@ def _parse_node(name: str, block: Any, nodes_map: LMap, defaults: LMap | None,
         if "routes" in source:
             node.routes = _parse_routes(source, where, p)
     return node
+
+
+def _parse_kernels(value: Any, loc: Loc, path: str, p: Problems,
+                   single: bool = False) -> list[str]:
+    """`kernel: debian-6.12`, `kernel: [debian-6.12, debian-6.1]`, `host`, `any`, or a path
+    to a bzImage or kernel build tree (relative to the topology file)."""
+    from labkit.hosts.vm import kernels
+
+    items = [value] if not isinstance(value, list) else list(value)
+    if single and len(items) != 1:
+        p.add(loc, "a node's kernel is one kernel name, not a list.",
+              "Write e.g. `kernel: debian-6.1`.")
+        return []
+    known = kernels.known_names()
+    out = []
+    for item in items:
+        text = as_str(item, loc, "kernel", p)
+        if text is None:
+            continue
+        if text in ("host", "any") or text in known:
+            out.append(text)
+        elif "/" in text:
+            base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+            out.append(os.path.normpath(os.path.join(base, text)))
+        else:
+            p.add(loc, f"unknown kernel '{text}'.",
+                  f"Use one of: host, any, {', '.join(known)}, or a path to a bzImage or a "
+                  f"kernel build tree. {suggest(text, known)}".strip())
+    if "any" in out and len(out) > 1:
+        p.add(loc, "kernel `any` cannot be combined with other kernels.",
+              "Write `kernel: any`, or list the kernels in order of preference.")
+    return [] if out == ["any"] else out
 
 
 def _parse_sysctls(block: LMap, where: str, p: Problems) -> dict[str, str]:
@@ -400,12 +440,13 @@ def _parse_checks(doc: LMap, topo: Topology, feature_keys: list[str], p: Problem
         if c is None:
             continue
         kind = str(c.get("type", "reach"))
-        kinds = ["reach", *(k for f in feature_keys for k in features.get(f).check_kinds)]
+        feature_kinds = features.check_kinds()
+        kinds = ["reach", *feature_kinds]
         if kind not in kinds:
             p.add(c.val_loc("type"), f"{where} has unknown type '{kind}'.",
                   f"Supported: {', '.join(kinds)}. {suggest(kind, kinds)}".strip())
             continue
-        required = ("from", "to") if kind in ("reach", "tipc_crossover") else ()
+        required = ("from", "to") if kind == "reach" else feature_kinds[kind]
         check_keys(c, CHECK_KEYS, where, p, required=required)
         if kind != "reach":
             for key in ("from", "to"):

@@ -71,6 +71,7 @@ class Node:
     interfaces: dict[str, Endpoint] = field(default_factory=dict)
     loopback: list[IPv4If | IPv6If] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=dict)
+    kernel: str | None = None  # this node's own kernel (a lab spanning kernels)
 
     def addresses(self, family: int | None = None) -> list[Addr]:
         """Every interface address of the node, loopback extras last; family 4 or 6."""
@@ -105,6 +106,10 @@ class Topology:
     checks: list[Check] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the YAML text it was parsed from
+    # Kernels the lab may run on, in order of preference: ["host"], ["debian-6.12", ...];
+    # empty = any kernel that has the features (the host's first).
+    kernels: list[str] = field(default_factory=list)
+    kernel_loc: Loc | None = None
 
     @property
     def segments(self) -> list[Segment]:

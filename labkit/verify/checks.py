@@ -48,6 +48,6 @@ def run_checks(lab: Lab) -> list[Verdict]:
         if check.kind == "reach":
             out.append(run_check(lab, check))
             continue
-        key = next(k for k in lab.topo.features if check.kind in features.get(k).check_kinds)
+        key = features.owner_of_check(check.kind)
         out.append(features.get(key).run_check(lab, lab.topo.features[key], check))
     return out

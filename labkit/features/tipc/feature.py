@@ -1,9 +1,12 @@
-"""TIPC as a lab feature: the `tipc:` topology block, its setup and its status."""
+"""TIPC as a lab feature: the `tipc:` topology block, its setup, status and verifications."""
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
+from labkit.errors import UsageError
+from labkit.features import Feature
 from labkit.features.tipc import config, setup, status
 
 if TYPE_CHECKING:
@@ -12,28 +15,50 @@ if TYPE_CHECKING:
     from labkit.verify.verdict import Verdict
 
 
-class TipcFeature:
+def _probe_tipc() -> str:
+    socket.socket(socket.AF_TIPC, socket.SOCK_RDM).close()
+    return "AF_TIPC sockets work"
+
+
+class TipcFeature(Feature):
     key = "tipc"
+    title = "TIPC clusters (bearers, crossover, encryption)"
     needs = ("tipc",)
-    check_kinds = ("tipc_crossover", "tipc_encryption")
+    probes = {"tipc": (_probe_tipc, ("CONFIG_TIPC",))}
+    # The module declares no net-pf-30 alias, so socket(AF_TIPC) cannot autoload it.
+    modules = ("tipc",)
+    check_kinds = {"tipc_crossover": ("from", "to"), "tipc_encryption": ()}
+    verifications = ("crossover", "encryption")
     parse = staticmethod(config.parse)
 
     def setup(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
         return setup.setup(lab, cfg)
 
+    def wait_ready(self, lab: Lab, cfg: config.TipcConfig) -> None:
+        setup.wait_links(lab, cfg)
+
     def status(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
         return status.status(lab, cfg)
 
-
     def run_check(self, lab: Lab, cfg: config.TipcConfig, check: Check) -> Verdict:
-        from labkit.features.tipc import verify
-
         if check.kind == "tipc_crossover":
-            v = verify.crossover(lab, cfg, check.params["from"], check.params["to"])
+            v = self.verify(lab, cfg, "crossover", src=check.params["from"],
+                            dst=check.params["to"])
         else:
-            v = verify.encryption(lab, cfg)
+            v = self.verify(lab, cfg, "encryption")
         v.name = check.name
         return v
+
+    def verify(self, lab: Lab, cfg: config.TipcConfig, kind: str, **options: Any) -> Verdict:
+        from labkit.features.tipc import verify
+
+        if kind == "crossover":
+            src, dst = options.get("src"), options.get("dst")
+            if not src or not dst:
+                raise UsageError("verify crossover needs the sending and receiving TIPC "
+                                 "nodes.", hint="Give --from NODE --to NODE.")
+            return verify.crossover(lab, cfg, src, dst, options.get("count") or 20)
+        return verify.encryption(lab, cfg, options.get("seconds") or 3.0)
 
 
 FEATURE = TipcFeature()

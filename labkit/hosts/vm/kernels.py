@@ -87,6 +87,11 @@ class Kernel:
         return asdict(self)
 
 
+def known_names() -> list[str]:
+    """Kernel names labkit can fetch or has cached (what `kernel:` and `--vm` accept)."""
+    return sorted(set(SERIES) | {k.name for k in list_cached() if "/" not in k.name})
+
+
 # -- resolving --kernel ------------------------------------------------------------------
 
 
