@@ -31,10 +31,10 @@ def run(
         argv = ["run", os.path.abspath(file)] + (["--json"] if json else [])
         result = vm_run(guest_labkit_argv(argv), kernel=vm)
         raise typer.Exit(result if isinstance(result, int) else result.returncode)
-    from labkit.hosts.doctor import require_features
+    from labkit.lab.placement import decide
 
     require_root()
-    require_features(lab.topo, file)
+    decide(lab.topo, "host")  # refuses a lab this kernel cannot run
     with progress(f"up {lab.name}") as bar:
         lab.up(progress=bar)  # outside the try: never remove a lab this run did not build
     try:

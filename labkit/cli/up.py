@@ -22,15 +22,15 @@ def up(
     made is removed. Remove the lab later with `labkit down NAME`.
     """
     from labkit.lab.lab import Lab
+    from labkit.lab.placement import decide
+
     lab = Lab.load(file)
-    if vm is not None:
+    require_root()
+    placement = decide(lab.topo, vm)
+    if not placement.local:
         from labkit.cli.vmlab import up_in_vm
 
-        raise typer.Exit(up_in_vm(lab, file, vm, json))
-    from labkit.hosts.doctor import require_features
-
-    require_root()
-    require_features(lab.topo, file)
+        raise typer.Exit(up_in_vm(lab, file, placement.vms[0].kernel, json))
     with progress(f"up {lab.name}") as bar:
         lab.up(progress=bar)
     if json:
