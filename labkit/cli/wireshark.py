@@ -99,20 +99,30 @@ def decrypt_cmd(
              "(per-node keys). A lab keeps its generated key in "
              "/run/labkit/labs/LAB.tipc.key (per-node: LAB.tipc.keys) while it is up.",
     ),
+    udp_port: list[int] = typer.Option(
+        [], "--udp-port", help="A UDP port a udp bearer used besides 6118 (repeatable).",
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Decrypt a capture (see DECRYPT_HELP)."""
+    from labkit.errors import UsageError
     from labkit.packets.wireshark.decrypt import decrypt_pcap
+    from labkit.packets.wireshark.frames import TIPC_UDP_PORT
     from labkit.packets.wireshark.tipc_crypto import load_keys
 
-    report = decrypt_pcap(source, output, load_keys(key_file))
+    bad = [p for p in udp_port if not 0 < p < 65536]
+    if bad:
+        raise UsageError(f"--udp-port {bad[0]} is not a UDP port.", hint="Ports are 1-65535.")
+    ports = tuple(dict.fromkeys([TIPC_UDP_PORT, *udp_port]))
+    report = decrypt_pcap(source, output, load_keys(key_file), ports)
     ok = not report.not_decrypted
     if json_out:
         emit_json(report.to_json())
         raise typer.Exit(0 if ok else 1)
     if report.v7_frames == 0:
         console.print(f"{source}: {report.frames} frames, none of them TIPC v7; {output} is "
-                      "an unchanged copy.", soft_wrap=True, markup=False)
+                      "an unchanged copy. (A udp bearer on a port other than 6118? Name it "
+                      "with --udp-port.)", soft_wrap=True, markup=False)
         return
     console.print(f"Decrypted {report.decrypted} of {report.v7_frames} TIPC v7 frames "
                   f"({report.frames} frames in all) into {output}.",

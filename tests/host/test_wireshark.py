@@ -356,6 +356,28 @@ def test_locate_behind_vlan_and_in_cooked_captures() -> None:
     assert frames.locate(frames.LINKTYPE_ETHERNET, b"\xff" * 12 + b"\x08\x06" + msg) is None
 
 
+def test_udp_bearer_on_another_port(tmp_path: Path) -> None:
+    """The udp fixture moved to port 7000: found only when --udp-port names it."""
+    cap = pcapfile.read(pcap("v7_known_udp"))
+    for rec in cap.records:
+        spot = frames.locate(cap.linktype, rec.data)
+        assert spot is not None and spot.udp is not None
+        data = bytearray(rec.data)
+        ports = struct.unpack_from("!HH", data, spot.udp)
+        struct.pack_into("!HH", data, spot.udp, *(7000 if p == 6118 else p for p in ports))
+        rec.data = bytes(data)
+    moved = tmp_path / "port7000.pcap"
+    pcapfile.write(str(moved), cap)
+    key = key_copy(tmp_path, "v7_known_udp")
+    out = str(tmp_path / "o.pcap")
+    plain = cli("wireshark", "decrypt", str(moved), out, "--key-file", key, "--json")
+    assert plain.returncode == 0 and json.loads(plain.stdout)["v7_frames"] == 0
+    found = cli("wireshark", "decrypt", str(moved), out, "--key-file", key, "--udp-port",
+                "7000", "--json")
+    report = json.loads(found.stdout)
+    assert found.returncode == 0 and report["decrypted"] == report["frames"] == len(cap.records)
+
+
 def test_key_file_errors_are_one_paragraph(tmp_path: Path) -> None:
     cases = {
         "open.key": ("00" * 20, 0o644, "readable by others"),

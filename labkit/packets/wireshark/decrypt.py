@@ -51,7 +51,8 @@ class Report:
         }
 
 
-def decrypt_pcap(source: str, output: str, keyset: KeySet) -> Report:
+def decrypt_pcap(source: str, output: str, keyset: KeySet,
+                 udp_ports: tuple[int, ...] = (frames.TIPC_UDP_PORT,)) -> Report:
     """Write output: source with every v7 frame the keys open replaced by its v2 message."""
     if os.path.abspath(source) == os.path.abspath(output):
         raise UsageError(f"the output {output} is the capture itself.",
@@ -72,7 +73,7 @@ def decrypt_pcap(source: str, output: str, keyset: KeySet) -> Report:
     spots: dict[int, frames.Spot] = {}
     peers = {node_addr(identity_bytes(i)) for i in keyset.identities}
     for i, rec in enumerate(pcap.records):
-        spot = frames.locate(pcap.linktype, rec.data)
+        spot = frames.locate(pcap.linktype, rec.data, udp_ports)
         if spot is None:
             continue
         eh = parse_ehdr(rec.data[spot.start:spot.end])

@@ -33,38 +33,42 @@ class Spot:
     udp: int | None = None
 
 
-def locate(linktype: int, frame: bytes) -> Spot | None:
-    """Where TIPC is in this frame, or None (not TIPC, or a link type not handled)."""
+def locate(linktype: int, frame: bytes,
+           udp_ports: tuple[int, ...] = (TIPC_UDP_PORT,)) -> Spot | None:
+    """Where TIPC is in this frame, or None (not TIPC, or a link type not handled).
+
+    UDP datagrams count when either port is one of udp_ports (a udp bearer may use
+    another port than 6118)."""
     try:
         if linktype == LINKTYPE_ETHERNET:
             off, proto = 12, struct.unpack_from("!H", frame, 12)[0]
             while proto in VLAN_TYPES:
                 off += 4
                 proto = struct.unpack_from("!H", frame, off)[0]
-            return _by_protocol(frame, proto, off + 2)
+            return _by_protocol(frame, proto, off + 2, udp_ports)
         if linktype == LINKTYPE_SLL:
-            return _by_protocol(frame, struct.unpack_from("!H", frame, 14)[0], 16)
+            return _by_protocol(frame, struct.unpack_from("!H", frame, 14)[0], 16, udp_ports)
         if linktype == LINKTYPE_SLL2:
-            return _by_protocol(frame, struct.unpack_from("!H", frame, 0)[0], 20)
+            return _by_protocol(frame, struct.unpack_from("!H", frame, 0)[0], 20, udp_ports)
         if linktype == LINKTYPE_RAW and frame:
             version = frame[0] >> 4
-            return _by_protocol(frame, ETH_P_IP if version == 4 else ETH_P_IPV6, 0)
+            return _by_protocol(frame, ETH_P_IP if version == 4 else ETH_P_IPV6, 0, udp_ports)
     except (struct.error, IndexError):  # shorter than its headers say
         return None
     return None
 
 
-def _by_protocol(frame: bytes, proto: int, off: int) -> Spot | None:
+def _by_protocol(frame: bytes, proto: int, off: int, ports: tuple[int, ...]) -> Spot | None:
     if proto == ETH_P_TIPC:
         return Spot(off, len(frame)) if len(frame) > off else None
     if proto == ETH_P_IP:
-        return _udp4(frame, off)
+        return _udp4(frame, off, ports)
     if proto == ETH_P_IPV6:
-        return _udp6(frame, off)
+        return _udp6(frame, off, ports)
     return None
 
 
-def _udp4(frame: bytes, ip: int) -> Spot | None:
+def _udp4(frame: bytes, ip: int, ports: tuple[int, ...]) -> Spot | None:
     vihl, = struct.unpack_from("!B", frame, ip)
     if vihl >> 4 != 4:
         return None
@@ -72,18 +76,19 @@ def _udp4(frame: bytes, ip: int) -> Spot | None:
     frag, proto = struct.unpack_from("!H", frame, ip + 6)[0], frame[ip + 9]
     if proto != IPPROTO_UDP or frag & 0x3FFF:  # not UDP, or a fragment
         return None
-    return _udp(frame, ip, 4, ip + ihl)
+    return _udp(frame, ip, 4, ip + ihl, ports)
 
 
-def _udp6(frame: bytes, ip: int) -> Spot | None:
+def _udp6(frame: bytes, ip: int, ports: tuple[int, ...]) -> Spot | None:
     if frame[ip] >> 4 != 6 or frame[ip + 6] != IPPROTO_UDP:
         return None
-    return _udp(frame, ip, 6, ip + 40)
+    return _udp(frame, ip, 6, ip + 40, ports)
 
 
-def _udp(frame: bytes, ip: int, version: int, udp: int) -> Spot | None:
+def _udp(frame: bytes, ip: int, version: int, udp: int,
+         ports: tuple[int, ...]) -> Spot | None:
     sport, dport, length = struct.unpack_from("!HHH", frame, udp)
-    if TIPC_UDP_PORT not in (sport, dport) or length < 8:
+    if (sport not in ports and dport not in ports) or length < 8:
         return None
     end = min(len(frame), udp + length)
     return Spot(udp + 8, end, ip, version, udp) if end > udp + 8 else None

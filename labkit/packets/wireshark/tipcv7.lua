@@ -185,3 +185,5 @@ end
 
 DissectorTable.get("ethertype"):add(ETH_P_TIPC, p)
 DissectorTable.get("udp.port"):add(TIPC_UDP_PORT, p)
+-- A udp bearer on another port: Analyze > Decode As... > UDP port > TIPCV7.
+DissectorTable.get("udp.port"):add_for_decode_as(p)
