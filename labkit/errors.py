@@ -67,6 +67,15 @@ class NotRootError(UsageError):
     """labkit changes network namespaces, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN."""
 
 
+class Interrupted(LabkitError):
+    """The user (Ctrl-C) or the system (SIGTERM) stopped an operation; what it had done
+    was undone, and the hint says so. The exit code is the shell's: 130, or 128+signal."""
+
+    def __init__(self, message: str, *, hint: str = "", code: int = 130) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = code
+
+
 class MissingFeatureError(UsageError):
     """The running kernel lacks something a lab needs; the hint names the command to use."""
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.forward import attach
 from labkit.cli.output import emit_json, info
-from labkit.errors import UsageError, require_root
+from labkit.errors import LabkitError, UsageError, require_root
 
 
 def capture(
     name: str = typer.Argument(..., help="Lab name."),
     node: str = typer.Argument(..., help="Node name."),
     iface: str = typer.Argument(..., help="Interface in the node, e.g. eth1 or lo."),
-    write: str = typer.Option(..., "-w", "--write", help="pcap file to write."),
+    write: str = typer.Option(..., "-w", "--write", help="pcap file to write, on this "
+                              "machine (also for a lab in a VM)."),
     count: int = typer.Option(100, "--count", "-c", min=1, max=1_000_000,
                               help="Stop after this many frames."),
     duration: float = typer.Option(10.0, "--duration", "-d", min=0.1, max=3600,
@@ -22,36 +26,63 @@ def capture(
 ) -> None:
     """Capture frames on IFACE of NODE into a pcap file (open it in Wireshark).
 
-    Stops at --count frames or --duration seconds, whichever comes first.
+    Stops at --count frames or --duration seconds, whichever comes first; Ctrl-C stops
+    it early and keeps what was seen.
     """
-    from labkit.packets.capture import PcapStream, open_socket
+    from labkit.packets.capture import PcapStream, open_socket, read_pcap
     from labkit.packets.capture import capture as run_capture
+
     require_root()
-    n = local_lab(name).node(node)
+    n = attach(name).node(node)
     try:
-        sock = open_socket(n.ns, iface)
+        out = open(write, "wb")  # noqa: SIM115
     except OSError as exc:
-        raise UsageError(f"cannot capture on {node}:{iface}: {exc.strerror}.",
-                         hint=f"List the node's interfaces with `labkit status {name}`."
-                         ) from None
-    try:
-        out = PcapStream(write)
-    except OSError as exc:
-        sock.close()
         raise UsageError(f"cannot write {write}: {exc.strerror}.",
-                         hint="Give a path in a directory that exists and is writable.") from None
-    try:
-        run_capture(n.ns, iface, count=count, duration=duration, sock=sock, on_frame=out)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C ends a capture early; what was seen is already in the file
-    finally:
-        sock.close()
-        out.close()
-    summary = {"file": write, "frames": out.frames, "node": node, "iface": iface}
+                         hint="Give a path in a directory that exists and is writable."
+                         ) from None
+    out.close()
+    if n.host.local:
+        try:
+            sock = open_socket(n.ns, iface)
+        except OSError as exc:
+            raise UsageError(f"cannot capture on {node}:{iface}: {exc.strerror}.",
+                             hint=f"List the node's interfaces with `labkit status {name}`."
+                             ) from None
+        stream = PcapStream(write)
+        try:
+            run_capture(n.ns, iface, count=count, duration=duration, sock=sock,
+                        on_frame=stream)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends a capture early; what was seen is already in the file
+        finally:
+            sock.close()
+            stream.close()
+        frames = stream.frames
+    else:
+        with open(write, "wb") as fh:
+            proc = n.popen([sys.executable, "-m", "labkit.packets.capture", iface,
+                            "--count", str(count), "--duration", str(duration)],
+                           stdout=fh, stderr=subprocess.PIPE)
+            try:
+                _, err = proc.communicate(timeout=duration + 120)
+            except KeyboardInterrupt:
+                proc.terminate()
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+        if proc.returncode not in (0, 130) and b"ready" not in err:
+            text = err.decode(errors="replace").strip().splitlines()
+            raise LabkitError(f"capture on {node}:{iface} failed: "
+                              f"{text[-1] if text else f'exit status {proc.returncode}'}.",
+                              hint=f"List the node's interfaces with `labkit status {name}`.")
+        with open(write, "rb") as fh:
+            frames = len(read_pcap(fh.read()))
+    summary = {"file": write, "frames": frames, "node": node, "iface": iface}
     if json:
         emit_json(summary)
     else:
-        info(f"{out.frames} frames from {node}:{iface} written to {write}")
+        info(f"{frames} frames from {node}:{iface} written to {write}")
 
 
 def register(app: typer.Typer) -> None:

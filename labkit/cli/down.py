@@ -1,4 +1,4 @@
-"""`labkit down NAME|FILE`: remove every trace of a lab."""
+"""`labkit down NAME|FILE`: remove every trace of a lab, wherever it ran."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from labkit.cli.output import console, emit_json
 from labkit.errors import UsageError, require_root
-from labkit.lab import teardown
+from labkit.lab.teardown import Removed
 
 
 def lab_name(name_or_file: str) -> str:
@@ -26,43 +26,48 @@ def lab_name(name_or_file: str) -> str:
     return name_or_file
 
 
+def describe(r: Removed) -> str:
+    """One sentence that says what was true and what was done."""
+    if not r.anything:
+        return f"lab '{r.lab}' was not up; nothing to remove."
+    parts = []
+    if r.vms:
+        parts.append(f"VM {', '.join(r.vms)} stopped")
+    if r.namespaces:
+        parts.append(f"{len(r.namespaces)} namespaces removed")
+    if r.processes:
+        parts.append(f"{len(r.processes)} processes stopped")
+    text = f"lab '{r.lab}' removed" + (f": {', '.join(parts)}" if parts else "")
+    if r.notes:
+        text += f" ({'; '.join(r.notes)})"
+    return text + "."
+
+
 def down(
     names: list[str] = typer.Argument(None, help="Lab names or topology files."),
     all_: bool = typer.Option(False, "--all", help="Remove every lab labkit made here."),
     json: bool = typer.Option(False, "--json", help="Print what was removed as JSON."),
 ) -> None:
-    """Remove labs: their processes, namespaces, links, bridges and state.
+    """Remove labs: their processes, namespaces, links, bridges, VMs, keys and state.
 
-    Works from the lab name alone, so a lab whose `up` was killed is still removed.
-    Removing a lab that is not there is not an error.
+    Works from the lab name alone, so a lab whose `up` was killed, or whose VM crashed,
+    is still removed. Removing a lab that is not there is not an error.
     """
+    from labkit.lab import teardown
+    from labkit.lab.lab import down as remove
+
     require_root()
     if all_:
         names = teardown.all_labs()
     elif not names:
         raise UsageError("name a lab to remove, or pass --all.",
                          hint="`labkit status` lists the labs that are up.")
-    from labkit.cli.forward import vm_of
-    from labkit.cli.vmlab import down_in_vm
-
     report = []
     for name in [lab_name(n) for n in names]:
-        vm = vm_of(name)
-        if vm:
-            down_in_vm(name, vm)
-            report.append({"lab": name, "vm": vm})
-            if not json:
-                console.print(f"lab '{name}' removed, and VM '{vm}' that held it stopped.")
-            continue
-        removed = teardown.down(name)
-        report.append({"lab": name, "namespaces": removed.namespaces,
-                       "processes": removed.processes})
+        removed = remove(name)
+        report.append(removed.to_json())
         if not json:
-            if removed.anything:
-                console.print(f"lab '{name}' removed: {len(removed.namespaces)} namespaces, "
-                              f"{len(removed.processes)} processes stopped.")
-            else:
-                console.print(f"lab '{name}' was not up; nothing to remove.")
+            console.print(describe(removed), soft_wrap=True)
     if json:
         emit_json(report)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.forward import attach
 from labkit.cli.output import strip_dashes
 from labkit.errors import UsageError, require_root
 
@@ -18,14 +19,25 @@ def exec_(
 ) -> None:
     """Run CMD in NODE's network namespace, e.g. `labkit exec pair a -- ip -br addr`.
 
-    The command's exit status becomes labkit's, so it works in scripts and tests.
+    The command's exit status becomes labkit's, so it works in scripts and tests. Piped
+    stdin reaches the command (`echo hi | labkit exec LAB NODE -- cat`), also in a VM.
     """
     require_root()
-    argv = local_lab(name).node(node).command(strip_dashes(cmd))
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        raise UsageError(f"cannot run {argv[0]}: {exc.strerror}.") from None
+    n = attach(name).node(node)
+    argv = strip_dashes(cmd)
+    if not argv:
+        raise UsageError("no command given.", hint="Put it after `--`, e.g. `-- ip addr`.")
+    if n.host.local:
+        full = n.command(argv)
+        try:
+            os.execvp(full[0], full)
+        except OSError as exc:
+            raise UsageError(f"cannot run {full[0]}: {exc.strerror}.") from None
+    from labkit.hosts.local import netns_exec
+    from labkit.hosts.vm import persistent
+
+    raise typer.Exit(persistent.exec_(n.host.name, netns_exec(n.ns, argv), cwd="/",
+                                      forward_stdin=not sys.stdin.isatty()))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,8 @@
-"""Labs that live in a VM: run the same labkit command line inside that VM.
+"""Finding the running lab a verb names, wherever it runs.
 
-`labkit up FILE --vm` records on the host that lab NAME lives in VM V; every later verb
-naming that lab calls forward() first, so the user never repeats where the lab lives.
+Verbs that work through the Python API (status, exec, shell, capture, verify, check...)
+attach to the lab and let it reach its nodes. Verbs whose work is not yet expressed
+through the API run their whole command line next to the lab's kernel (forward()).
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from labkit.lab import state
+from labkit.base.names import check_lab
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 
-def vm_of(lab: str) -> str | None:
-    st = state.load(lab)
-    if st is not None and st.host.get("kind") == "vm":
-        return str(st.host["vm"])
-    return None
+def attach(name: str) -> Lab:
+    """The running lab called NAME, local or in a VM."""
+    from labkit.lab.lab import Lab
+
+    return Lab.attach(check_lab(name))
 
 
 def guest_labkit_argv(args: list[str]) -> list[str]:
@@ -30,23 +31,18 @@ def guest_labkit_argv(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "labkit.cli.main", *args]
 
 
-def forward(lab: str, argv: list[str] | None = None) -> int | None:
-    """Run this command in the lab's VM and return its exit status; None for local labs."""
-    vm = vm_of(lab)
-    if vm is None:
-        return None
+def local_lab(name: str) -> Lab:
+    """The running lab for a verb that works on a local lab in-process: a lab in a single
+    VM gets the whole command line run there (this process exits with its status)."""
+    lab = attach(name)
+    if lab.placement.local:
+        return lab
+    if len(lab.placement.vms) != 1:
+        from labkit.errors import UsageError
+
+        raise UsageError(f"`labkit {sys.argv[1] if len(sys.argv) > 1 else ''}` does not "
+                         f"work yet on lab '{name}', which spans several kernels.")
     from labkit.hosts.vm import exec_ as vm_exec
 
-    args = sys.argv[1:] if argv is None else argv
-    return int(vm_exec(vm, guest_labkit_argv(args)))
-
-
-def local_lab(name: str) -> Lab:
-    """The running lab for a verb: a lab in a VM gets the whole command line run there
-    (and this process exits with its status); a local one is attached."""
-    rc = forward(name)
-    if rc is not None:
-        raise typer.Exit(rc)
-    from labkit.lab.lab import Lab
-
-    return Lab.attach(name)
+    raise typer.Exit(int(vm_exec(lab.placement.vms[0].vm, guest_labkit_argv(sys.argv[1:]),
+                                 cwd="/")))

@@ -2,45 +2,39 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from labkit.cli.check import report
-from labkit.cli.output import console, progress
-from labkit.errors import require_root
+from labkit.cli.output import console, info, progress
+from labkit.errors import UsageError, require_root
 
 
 def run(
     file: str = typer.Argument(..., help="Topology file."),
     vm: str = typer.Option(None, "--vm", metavar="KERNEL",
-                           help="Run the cycle inside a one-shot VM with this kernel."),
+                           help="Run the lab in a VM with this kernel."),
+    host: bool = typer.Option(False, "--host", help="Run it on this machine's kernel."),
     json: bool = typer.Option(False, "--json", help="Verdicts as JSON."),
 ) -> None:
-    """Bring the lab up, run its declared checks, and always bring it down again.
+    """Bring the lab up (here or in a VM, as `labkit up` decides), run its declared checks,
+    and always bring it down again.
 
     Exit code 0 when every check passed, 1 when one failed, 2 when none could run.
     """
     from labkit.lab.lab import Lab
-    from labkit.verify.checks import run_checks
+
+    if host and vm:
+        raise UsageError("--host and --vm exclude each other.")
     lab = Lab.load(file)
-    if vm is not None:
-        from labkit.cli.forward import guest_labkit_argv
-        from labkit.hosts.vm import run as vm_run
-
-        argv = ["run", os.path.abspath(file)] + (["--json"] if json else [])
-        result = vm_run(guest_labkit_argv(argv), kernel=vm)
-        raise typer.Exit(result if isinstance(result, int) else result.returncode)
-    from labkit.lab.placement import decide
-
     require_root()
-    decide(lab.topo, "host")  # refuses a lab this kernel cannot run
     with progress(f"up {lab.name}") as bar:
-        lab.up(progress=bar)  # outside the try: never remove a lab this run did not build
+        # outside the try: never remove a lab this run did not build
+        lab.up(on="host" if host else vm, progress=bar, say=info)
     try:
         if not json:
-            console.print(f"lab '{lab.name}' is up; running {len(lab.topo.checks)} checks")
-        code = report(run_checks(lab), json)
+            console.print(f"lab '{lab.name}' is up on {lab.placement.describe()}; running "
+                          f"{len(lab.topo.checks)} checks", soft_wrap=True)
+        code = report(lab.checks(), json)
     finally:
         lab.down()
         if not json:

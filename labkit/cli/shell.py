@@ -1,24 +1,22 @@
-"""`labkit shell NAME NODE`: an interactive shell inside a node."""
+"""`labkit shell NAME NODE`: an interactive shell inside a node (a real terminal in a VM)."""
 
 from __future__ import annotations
 
-import os
-
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.forward import attach
 from labkit.errors import require_root
 
 
 def shell(name: str = typer.Argument(..., help="Lab name."),
           node: str = typer.Argument(..., help="Node name.")) -> None:
-    """Open $SHELL (or bash) in NODE; the prompt shows lab and node. Exit it to return."""
+    """Open $SHELL (or bash) in NODE; the prompt shows lab and node. Exit it to return.
+
+    In a VM the shell runs on a pseudo-terminal there: job control, Ctrl-C and the
+    terminal's size work as over ssh.
+    """
     require_root()
-    n = local_lab(name).node(node)
-    sh = os.environ.get("SHELL", "/bin/bash")
-    os.environ["PS1"] = f"[{name}:{node}] \\w# "
-    argv = n.command([sh, "--norc", "-i"] if sh.endswith("bash") else [sh, "-i"])
-    os.execvp(argv[0], argv)
+    raise typer.Exit(attach(name).node(node).shell())
 
 
 def register(app: typer.Typer) -> None:

@@ -1,56 +1,71 @@
-"""`labkit status [NAME]`: what labs are up, and what is in them."""
+"""`labkit status [NAME]`: which labs exist and what is true about them; one lab's nodes."""
 
 from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.forward import attach
 from labkit.cli.output import console, emit_json
-from labkit.lab import state, teardown
 
 
 def status(
     name: str = typer.Argument(None, help="A lab name; without it, list every lab."),
     json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show labs (without NAME) or one lab's nodes, interfaces, addresses and state."""
+    """Show labs (without NAME) or one lab's nodes, interfaces, addresses and state.
+
+    A lab is up, building, interrupted (its `up` was killed: `labkit down` it), broken
+    (its VM is gone) or leftover (namespaces without a record).
+    """
+    from labkit.lab import state, teardown
+
     if name is None:
         labs = []
         for lab in teardown.all_labs():
-            st = state.load(lab)
-            labs.append({"name": lab, "status": st.status if st else "leftover",
-                         "host": st.host if st else {"kind": "local"},
+            spaces = teardown.lab_namespaces(lab)
+            cond = state.condition(lab, spaces)
+            st = cond.state
+            labs.append({"name": lab, "status": cond.word, "condition": cond.sentence,
+                         "where": st.placement.describe() if st else "this machine's kernel",
+                         "placement": st.placement.to_json() if st else None,
                          "topology": st.topology if st else None,
-                         "namespaces": len(teardown.lab_namespaces(lab))})
+                         "namespaces_here": len(spaces)})
         if json:
             emit_json(labs)
             return
         if not labs:
             console.print("no labs are up.")
         for lab in labs:
-            where = "" if lab["host"]["kind"] == "local" else f" in VM {lab['host'].get('vm')}"
-            console.print(f"{lab['name']:20} {lab['status']:9} {lab['namespaces']:4} namespaces"
-                          f"{where}  {lab['topology'] or ''}")
+            console.print(f"{lab['name']}  {lab['status']}  {lab['where']}  "
+                          f"{lab['topology'] or ''}".rstrip(), soft_wrap=True)
+            if lab["status"] != "up":
+                console.print(f"  {lab['condition']}", soft_wrap=True)
         return
-    from rich.table import Table
-
-    data = local_lab(name).status()
+    data = attach(name).status()
     if json:
         emit_json(data)
         return
-    table = Table(title=f"lab {name} ({data['status']})", show_lines=False)
-    for col in ("node", "interface", "state", "mtu", "addresses"):
-        table.add_column(col)
+    console.print(f"lab {name}: {data['status']} on {data['where']}", soft_wrap=True)
+    rows = []
     for node, info in data["nodes"].items():
         for i, link in enumerate(info["interfaces"]):
-            table.add_row(node if i == 0 else "", link["ifname"], link["state"],
-                          str(link["mtu"]), " ".join(link["addresses"]))
-    console.print(table)
+            rows.append((node if i == 0 else "", link["ifname"], str(link["state"]),
+                         str(link["mtu"]), " ".join(link["addresses"])))
+    _columns(("NODE", "INTERFACE", "STATE", "MTU", "ADDRESSES"), rows)
     for lan, info in data["lans"].items():
         console.print(f"LAN {lan}: {'up' if info['up'] else 'DOWN'}, members "
-                      f"{', '.join(m or '?' for m in info['members'])}")
+                      f"{', '.join(m or '?' for m in info['members'])}", soft_wrap=True)
     for proc in data["processes"]:
-        console.print(f"process {proc['pid']} on {proc['node']}: {' '.join(proc['cmd'])}")
+        console.print(f"process {proc['pid']} on {proc['node']}: {' '.join(proc['cmd'])}",
+                      soft_wrap=True)
+
+
+def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Aligned plain columns, never truncated or wrapped (pipes get whole values)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
+        console.print(line.rstrip(), soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

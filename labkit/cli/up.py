@@ -1,49 +1,58 @@
-"""`labkit up FILE`: build a lab from a topology file."""
+"""`labkit up FILE`: build a lab from a topology file, here or in a VM."""
 
 from __future__ import annotations
 
+import time
+
 import typer
 
-from labkit.cli.output import console, emit_json, progress
-from labkit.errors import require_root
+from labkit.cli.output import console, emit_json, info, progress
+from labkit.errors import UsageError, require_root
 from labkit.topology.summary import summarize
 
 
 def up(
     file: str = typer.Argument(..., help="Topology file, e.g. topologies/routed.yaml."),
     vm: str = typer.Option(
-        None, "--vm", help="Run the lab inside a VM with this kernel (e.g. debian-6.12), "
-        "for features the host kernel lacks. See `labkit doctor`.", metavar="KERNEL"),
+        None, "--vm", metavar="KERNEL",
+        help="Run the lab in a VM with this kernel (debian-6.12, debian-6.1, a bzImage or a "
+        "build tree), even if this machine's kernel could run it."),
+    host: bool = typer.Option(
+        False, "--host", help="Run the lab on this machine's kernel, or fail saying what it "
+        "lacks."),
     json: bool = typer.Option(False, "--json", help="Print the lab's status as JSON."),
 ) -> None:
     """Build the lab: namespaces, links, LAN bridges, addresses, routes, kernel features.
 
-    Validation happens first; if any step fails or you press Ctrl-C, everything already
-    made is removed. Remove the lab later with `labkit down NAME`.
+    Where: on this machine's kernel if it has every feature the lab uses, otherwise in a
+    VM with the first kernel that has them (the topology's `kernel:` may name it; the
+    kernel is fetched if it is not cached). One line says where the lab went. Validation
+    happens first; if any step fails or you press Ctrl-C, everything already made (VMs
+    included) is removed. Remove the lab later with `labkit down NAME`.
     """
     from labkit.lab.lab import Lab
-    from labkit.lab.placement import decide
 
+    if host and vm:
+        raise UsageError("--host and --vm exclude each other.",
+                         hint="--host: this machine's kernel; --vm KERNEL: a VM.")
     lab = Lab.load(file)
     require_root()
-    placement = decide(lab.topo, vm)
-    if not placement.local:
-        from labkit.cli.vmlab import up_in_vm
-
-        raise typer.Exit(up_in_vm(lab, file, placement.vms[0].kernel, json))
+    started = time.monotonic()
     with progress(f"up {lab.name}") as bar:
-        lab.up(progress=bar)
+        lab.up(on="host" if host else vm, progress=bar, say=info)
     if json:
         emit_json(lab.status())
         return
-    console.print(f"[green]lab '{lab.name}' is up[/] ({len(lab.nodes)} nodes).")
+    took = time.monotonic() - started
+    console.print(f"[green]lab '{lab.name}' is up[/] ({len(lab.nodes)} nodes, "
+                  f"{lab.placement.describe()}, {took:.1f} s).", soft_wrap=True)
     if lab.topo.description:
-        console.print(lab.topo.description.rstrip())
+        console.print(lab.topo.description.rstrip(), soft_wrap=True)
     for name, node in summarize(lab.topo)["nodes"].items():
         addrs = "  ".join(f"{i} {' '.join(a)}" for i, a in node["interfaces"].items())
-        console.print(f"  {name:12} {addrs}")
+        console.print(f"  {name:12} {addrs}", soft_wrap=True)
     console.print(f"Next: `labkit exec {lab.name} NODE -- CMD`, `labkit check {lab.name}`, "
-                  f"`labkit down {lab.name}`.")
+                  f"`labkit down {lab.name}`.", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

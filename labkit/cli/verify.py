@@ -1,56 +1,65 @@
-"""`labkit verify crossover|encryption NAME`: verdicts with exit codes 0 pass, 1 fail,
-2 could not run."""
+"""`labkit verify KIND NAME`: a verdict on what the kernel did, from a lab feature.
+
+Exit codes: 0 pass, 1 fail, 2 could not run. The kinds and the features that answer them
+come from the feature registry.
+"""
 
 from __future__ import annotations
 
-import enum
+from typing import Any
 
 import typer
 
+from labkit import features
 from labkit.cli.check import report
-from labkit.cli.forward import local_lab
+from labkit.cli.forward import attach
 
 app = typer.Typer(help="Verify what the kernel did (exit 0 pass, 1 fail, 2 could not run).",
                   no_args_is_help=True)
 
-
-class Feature(enum.StrEnum):
-    tipc = "tipc"
-
-
-@app.command()
-def crossover(
-    name: str = typer.Argument(..., help="Lab name."),
-    src: str = typer.Option(..., "--from", help="Sending TIPC node."),
-    dst: str = typer.Option(..., "--to", help="Receiving TIPC node."),
-    count: int = typer.Option(20, "--count", min=2, max=1000, help="Messages to send."),
-    json: bool = typer.Option(False, "--json", help="Verdict as JSON."),
-) -> None:
-    """TIPC user data between namespaces of one kernel goes socket to socket: send marked
-    messages, capture on the sender's bearers and the receiver's lo; pass when the marker
-    is on lo, never on a bearer, and the link counters did not grow with the data."""
-    from labkit.features.tipc.lab import config_of
-    from labkit.features.tipc.verify import crossover as run
-
-    lab = local_lab(name)
-    raise typer.Exit(report([run(lab, config_of(lab), src, dst, count)], json))
+_HELP = {
+    "crossover": "Traffic between nodes of one kernel goes socket to socket (TIPC): send "
+                 "marked messages, capture on the bearers and the receiver's lo; pass when the "
+                 "marker is on lo, never on a bearer, and link counters did not grow.",
+    "encryption": "Capture what crosses the lab's links and judge it: pass when the feature's "
+                  "traffic is encrypted and a marker sent through it never appears in clear.",
+    "throughput": "Measure throughput on the feature's path and compare it with a threshold "
+                  "(from the topology or --threshold).",
+}
 
 
-@app.command()
-def encryption(
-    name: str = typer.Argument(..., help="Lab name."),
-    feature: Feature = typer.Option(Feature.tipc, "--feature", help="Which traffic to judge."),
-    seconds: float = typer.Option(3.0, "--seconds", min=0.5, max=60,
-                                  help="How long to capture on the bearers."),
-    json: bool = typer.Option(False, "--json", help="Verdict as JSON."),
-) -> None:
-    """Capture on every bearer: pass when every TIPC frame is TIPCv7 (encrypted) and a
-    marker sent through the lab never appears in clear; fail on any version-2 frame."""
-    from labkit.features.tipc.lab import config_of
-    from labkit.features.tipc.verify import encryption as run
+def _make(kind: str) -> None:
+    owners = features.with_verification(kind)
 
-    lab = local_lab(name)
-    raise typer.Exit(report([run(lab, config_of(lab), seconds)], json))
+    def command(
+        name: str = typer.Argument(..., help="Lab name."),
+        feature: str = typer.Option(None, "--feature",
+                                    help=f"Which feature's traffic: {', '.join(owners)} "
+                                    "(default: the lab's only one that can)."),
+        src: str = typer.Option(None, "--from", help="Sending node, where it matters."),
+        dst: str = typer.Option(None, "--to", help="Receiving node, where it matters."),
+        pair: str = typer.Option(None, "--pair", help="Proxy pair or flow, where it matters."),
+        count: int = typer.Option(None, "--count", min=1, max=100000,
+                                  help="Messages to send."),
+        seconds: float = typer.Option(None, "--seconds", min=0.1, max=600,
+                                      help="How long to capture or measure."),
+        threshold: float = typer.Option(None, "--threshold",
+                                        help="Pass/fail threshold (throughput: MB/s)."),
+        json: bool = typer.Option(False, "--json", help="Verdict as JSON."),
+    ) -> None:
+        options: dict[str, Any] = {k: v for k, v in {
+            "src": src, "dst": dst, "pair": pair, "count": count, "seconds": seconds,
+            "threshold": threshold}.items() if v is not None}
+        verdict = attach(name).verify(kind, feature, **options)
+        raise typer.Exit(report([verdict], json))
+
+    command.__doc__ = _HELP.get(kind, f"The {kind} verification.") + \
+        f" Features that answer it: {', '.join(owners)}."
+    app.command(kind)(command)
+
+
+for _kind in features.verification_kinds():
+    _make(_kind)
 
 
 def register(root: typer.Typer) -> None:

@@ -34,6 +34,7 @@ class Builder:
     topo: Topology
     state: LabState
     progress: Progress = lambda done, total, what: None
+    here: set[str] | None = None  # nodes placed in this kernel (None: all of them)
     sockets: dict[str, IPRoute] = field(default_factory=dict)
     fds: dict[str, int] = field(default_factory=dict)
     _done: int = 0
@@ -92,36 +93,18 @@ class Builder:
         return self.fds[ns]
 
     def _lans(self) -> None:
+        """Every LAN as bridges in the lab's LAN namespace (see labkit.lab.lan)."""
         if not self.topo.lans:
             return
+        from labkit.lab.lan import LanBuilder
+
         lan_ns = names.lan_ns(self.topo.name)
-        ipr = self.sockets[lan_ns]
         # The switch namespace needs no IPv6 of its own: no link-local chatter on ports.
         with netns.entered(lan_ns), contextlib.suppress(FileNotFoundError):
             for key in ("all", "default"):  # absent when the kernel runs without IPv6
                 _write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
-        port = 0
-        for lan in self.topo.lans.values():
-            try:
-                ipr.link("add", ifname=lan.name, kind="bridge", br_stp_state=0,
-                         br_forward_delay=0)
-                br = ipr.link_lookup(ifname=lan.name)[0]
-                ipr.link("set", index=br, state="up")
-            except Exception as exc:
-                raise kernel_error(exc, f"create bridge {lan.name}", lan.loc) from exc
-            for ep in lan.endpoints:
-                port += 1
-                pname = names.lan_port(port)
-                try:
-                    ipr.link("add", ifname=pname, kind="veth", master=br,
-                             peer={"ifname": ep.iface, "net_ns_fd": self._fd(self.ns(ep.node))})
-                    # The alias tells `status` and captures which node a port serves.
-                    ipr.link("set", ifname=pname, state="up", ifalias=ep.label,
-                             **({"mtu": ep.mtu} if ep.mtu else {}))
-                except Exception as exc:
-                    raise kernel_error(exc, f"attach {ep.label} to LAN {lan.name}",
-                                       ep.loc) from exc
-                self.step("LAN ports")
+        LanBuilder(lan_ns, self.sockets[lan_ns], self.ns, lambda node: self._fd(self.ns(node)),
+                   self.step).build(list(self.topo.lans.values()))
         self.step("bridges")
 
     def _links(self) -> None:

@@ -67,7 +67,7 @@ def lab_status(lab: Lab) -> dict[str, Any]:
         "name": lab.name,
         "status": st.status if st else "down",
         "topology": st.topology if st else lab.topo.path,
-        "host": st.host if st else {"kind": "local"},
+        "placement": (st.placement if st else lab.placement).to_json(),
         "description": lab.topo.description,
         "nodes": nodes,
         "lans": lans,

@@ -1,11 +1,17 @@
-"""The Python API: a Lab made from a topology, and its Nodes.
+"""The Python API: a Lab made from a topology, and its Nodes, wherever the lab runs.
 
-    with Lab.load("topologies/pair.yaml") as lab:
+    with Lab.load("topologies/pair.yaml") as lab:        # up (here or in a VM), then down
         lab.node("a").run(["ip", "-j", "addr"])
 
-The CLI and the notebook widgets are thin layers over this class. `up` is atomic in
-effect: if any step fails (or the process is interrupted), everything already made is
-removed before the error propagates.
+A lab runs on this machine's kernel or in VMs with named kernels (see
+labkit.lab.placement): `up()` decides, `up(on="host")` or `up(on="debian-6.12")` forces.
+Every node is reached through its host (labkit.hosts), so run/popen/call, status, checks
+and verifications work the same for both; what cannot cross into a VM (a socket handed to
+this process, entering the namespace) says so. The CLI and the notebook widgets are thin
+layers over this class.
+
+`up` is atomic in effect: if any step fails, or the process is interrupted, everything
+already made (namespaces, VMs, keys) is removed before the error propagates.
 """
 
 from __future__ import annotations
@@ -14,21 +20,27 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from labkit import features
 from labkit.base import netns
-from labkit.base.rtnl import opened
-from labkit.errors import LabkitError, UsageError, require_root
+from labkit.base.names import check_lab
+from labkit.errors import Interrupted, LabkitError, UsageError, require_root
+from labkit.hosts.host import LabHost, Progress
+from labkit.hosts.local import LocalHost
 from labkit.lab import names, state, teardown
-from labkit.lab.build import Builder, Progress
+from labkit.lab.placement import Placement, VmPart
+from labkit.lab.teardown import Removed
 from labkit.topology import loader
 from labkit.topology.model import Topology
+from labkit.verify.verdict import Verdict
+
+_LOCAL = LocalHost()
 
 
 class Node:
-    """One namespace of a running lab."""
+    """One node (network namespace) of a lab."""
 
     def __init__(self, lab: Lab, name: str) -> None:
         self.lab = lab
@@ -42,50 +54,93 @@ class Node:
     def spec(self) -> Any:
         return self.lab.topo.nodes[self.name]
 
-    def command(self, cmd: Sequence[str]) -> list[str]:
-        """The argv that runs cmd inside the node, with its own /sys, like `ip netns exec`."""
-        return ["ip", "netns", "exec", self.ns, *cmd]
+    @property
+    def host(self) -> LabHost:
+        return self.lab.host_of(self.name)
 
     def run(self, cmd: Sequence[str], *, check: bool = False, timeout: float | None = 60,
             capture: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """Run a command in the node and wait for it (bounded by timeout)."""
-        return subprocess.run(self.command(cmd), check=check, timeout=timeout, text=True,
-                              capture_output=capture, input=input)
+        return self.host.run(self.ns, cmd, timeout=timeout, input=input, capture=capture,
+                             check=check)
 
     def popen(self, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen:
-        """A background process in the node; `down` stops it (and anything else in there)."""
-        kwargs.setdefault("start_new_session", True)
-        proc = subprocess.Popen(self.command(cmd), **kwargs)
-        self.lab._track(proc.pid, self.name, cmd)
+        """A background process in the node; `down` stops it (and anything else in there).
+
+        For a node in a VM, the Popen is a local relay whose pipes, exit status and kill()
+        are the remote command's.
+        """
+        proc = self.host.popen(self.ns, cmd, **kwargs)
+        if self.host.local:
+            self.lab._track(proc.pid, self.name, cmd)
         return proc
+
+    def call(self, fn: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a @remote function next to the node's kernel: fn(lab, node_name, *args)."""
+        from labkit.hosts.rpc import path_of
+
+        path = fn if isinstance(fn, str) else path_of(fn)
+        return self.host.call(self.lab, path, self.name, *args, **kwargs)
+
+    def command(self, cmd: Sequence[str]) -> list[str]:
+        """The argv that runs cmd inside a local node (like `ip netns exec`)."""
+        self._local_only("a command line for this machine")
+        from labkit.hosts.local import netns_exec
+
+        return netns_exec(self.ns, cmd)
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
                proto: int = 0) -> socket.socket:
         """A socket that lives in the node's namespace, usable from this process."""
+        self._local_only("a socket")
         return netns.socket_in(self.ns, family, type, proto)
 
     def entered(self) -> Any:
         """Context manager moving the current thread into the node (for raw kernel APIs)."""
+        self._local_only("entering its namespace")
         return netns.entered(self.ns)
+
+    def shell(self, cmd: Sequence[str] | None = None) -> int:
+        """An interactive shell (or cmd) in the node, on this terminal."""
+        sh = os.environ.get("SHELL", "/bin/bash")
+        argv = list(cmd) if cmd else ([sh, "--norc", "-i"] if sh.endswith("bash") else [sh, "-i"])
+        return self.host.shell(self.ns, argv, {"PS1": f"[{self.lab.name}:{self.name}] \\w# "})
 
     def addresses(self, family: int | None = None) -> list[str]:
         return [str(a) for a in self.spec.addresses(family)]
 
     def links(self) -> list[dict[str, Any]]:
         """Interfaces and addresses as the kernel reports them now."""
-        from labkit.lab.inspect import node_links
+        if self.host.local:
+            from labkit.lab.inspect import node_links
 
-        return node_links(self.ns)
+            return node_links(self.ns)
+        return self.call("labkit.lab.ops:node_links")  # type: ignore[no-any-return]
+
+    def _local_only(self, what: str) -> None:
+        if not self.host.local:
+            raise UsageError(
+                f"node {self.name} of lab '{self.lab.name}' runs in VM {self.host.name}: "
+                f"{what} cannot cross into it from this process.",
+                hint="Use node.run(), node.popen() or node.call() (a @remote function run "
+                     "next to the VM's kernel), or the labkit verbs, which do.")
 
 
 class Lab:
-    """A lab: its topology, and (once up) its namespaces in the kernel."""
+    """A lab: its topology, where it runs, and (once up) its nodes in the kernel."""
 
-    def __init__(self, topo: Topology, *, attached: bool = False) -> None:
+    def __init__(self, topo: Topology, *, placement: Placement | None = None,
+                 here: Sequence[str] | None = None, attached: bool = False) -> None:
         self.topo = topo
         self.name = topo.name
+        self.placement = placement or Placement()
+        self.here_nodes: set[str] | None = set(here) if here is not None else None
         self.nodes = {n: Node(self, n) for n in topo.nodes}
         self._attached = attached  # found running: a `with` block must not remove it
+        self._hosts: dict[str, LabHost] = {}
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.name} on {self.placement.describe()}>"
 
     @classmethod
     def load(cls, path: str) -> Lab:
@@ -94,18 +149,21 @@ class Lab:
 
     @classmethod
     def attach(cls, name: str) -> Lab:
-        """A lab that is already up, found by name (its state file keeps the topology)."""
-        st = state.load(name)
-        if st is None or st.status != "up":
-            raise UsageError(f"lab '{name}' is not up.",
-                             hint="`labkit status` lists the labs that are.")
-        if st.host.get("kind") != "local":
-            raise UsageError(f"lab '{name}' runs in VM '{st.host.get('vm')}'.",
-                             hint="Use the labkit CLI, which forwards to the VM, or the API "
-                                  "inside the VM.")
+        """A lab that is up, found by name, wherever it runs."""
+        check_lab(name)
+        spaces = _local_namespaces(name)
+        cond = state.condition(name, spaces)
+        if cond.word != "up" or cond.state is None:
+            hint = {"down": "`labkit status` lists the labs that are up.",
+                    "building": "Wait for its `up` to finish."}.get(cond.word, "")
+            raise UsageError(cond.sentence, hint=hint)
+        return cls.from_state(cond.state, attached=True)
+
+    @classmethod
+    def from_state(cls, st: state.LabState, attached: bool = True) -> Lab:
         topo = (loader.loads(st.topology_text, st.topology) if st.topology_text
                 else loader.load(st.topology))
-        return cls(topo, attached=True)
+        return cls(topo, placement=st.placement, here=st.here, attached=attached)
 
     def node(self, name: str) -> Node:
         try:
@@ -114,55 +172,164 @@ class Lab:
             raise UsageError(f"lab '{self.name}' has no node '{name}'.",
                              hint=f"Its nodes: {', '.join(self.nodes)}.") from None
 
-    # -- lifecycle -------------------------------------------------------------------
-    def is_up(self) -> bool:
-        st = state.load(self.name)
-        return st is not None and st.status == "up"
+    def feature_config(self, key: str) -> Any:
+        config = self.topo.features.get(key)
+        if config is None:
+            raise UsageError(f"lab '{self.name}' has no {key} (no `{key}:` in "
+                             f"{self.topo.path}).",
+                             hint="`labkit doctor` lists the features labkit knows.")
+        return config
 
-    def up(self, progress: Progress | None = None) -> Lab:
+    # -- where nodes are -------------------------------------------------------------
+    def here(self, node: str) -> bool:
+        """True if the node lives in the kernel this process drives (feature setup uses it
+        to touch only its own nodes in a lab spread over kernels)."""
+        if self.here_nodes is not None:
+            return node in self.here_nodes
+        return self.placement.local
+
+    def host_of(self, node: str) -> LabHost:
+        if self.here(node):
+            return _LOCAL
+        part = self.placement.vm_of(node) or (self.placement.vms[0]
+                                               if len(self.placement.vms) == 1 else None)
+        if part is None:
+            raise UsageError(f"node {node} of lab '{self.name}' is not placed anywhere.")
+        return self._vm_host(part)
+
+    @property
+    def hosts(self) -> list[LabHost]:
+        if self.placement.local:
+            return [_LOCAL]
+        return [self._vm_host(p) for p in self.placement.vms]
+
+    def _vm_host(self, part: VmPart) -> LabHost:
+        host = self._hosts.get(part.vm)
+        if host is None:
+            from labkit.hosts.vmhost import VmHost
+
+            host = VmHost(part.vm, part.kernel, features.modules(sorted(self.topo.features)))
+            self._hosts[part.vm] = host
+        return host
+
+    def call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        """A lab-wide @remote operation, run next to the lab's kernel."""
+        hosts = self.hosts
+        if len(hosts) > 1:
+            raise UsageError(f"lab '{self.name}' spans {len(hosts)} kernels; "
+                             f"{fn.split(':')[-1]} runs per node there.",
+                             hint="Use node.call() on the nodes you need.")
+        return hosts[0].call(self, fn, *args, **kwargs)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def up(self, on: str | None = None, progress: Progress | None = None,
+           say: Callable[[str], None] | None = None) -> Lab:
+        """Build the lab: here if this kernel has its features, else in a VM.
+
+        on: None (decide), "host", or a kernel name such as "debian-6.12". progress gets
+        (done, total, what); say gets one-line announcements (placement, downloads).
+        """
+        from labkit.lab.placement import decide
+
         require_root()
+        if self._attached:
+            raise UsageError(f"lab '{self.name}' is already up.",
+                             hint=f"Bring it down first with `labkit down {self.name}`.")
+        announce = say or (lambda text: None)
+        self.placement = decide(self.topo, on, fetch=_fetcher(announce))
+        if not self.placement.local:
+            announce(f"lab '{self.name}' runs {self.placement.reason}: "
+                     f"{self.placement.describe()}")
         with state.locked(self.name):
-            existing = teardown.lab_namespaces(self.name)
-            st = state.load(self.name)
-            if existing or st is not None:
-                what = "up" if st and st.status == "up" else "partly built (a failed or killed up)"
-                raise UsageError(
-                    f"a lab named '{self.name}' is already {what}.",
-                    hint=f"Bring it down first with `labkit down {self.name}`, or rename "
-                         f"this lab (name: in {self.topo.path}).")
+            self._refuse_existing()
             st = state.LabState(name=self.name, topology=os.path.abspath(self.topo.path),
-                                topology_text=self.topo.source)
-            builder = Builder(self.topo, st, progress or (lambda d, t, w: None))
+                                topology_text=self.topo.source, placement=self.placement)
+            st.mark_builder()
+            st.save()  # intent first: a SIGKILL from here on leaves a record
             try:
-                builder.run()
-                for key, config in self.topo.features.items():
-                    if progress:
-                        progress(1, 1, key)
-                    st.features[key] = features.get(key).setup(self, config) or {}
-                st.status = "up"
+                if self.placement.local:
+                    from labkit.lab import deploy
+
+                    deploy.build_here(self, st, progress)
+                    deploy.wait_here(self)
+                else:
+                    self._up_in_vms(progress)
+                st = state.load(self.name) or st  # features may have added to the record
+                st.status, st.builder = "up", {}
                 st.save()
             except BaseException as exc:
-                teardown.remove(self.name)
-                if isinstance(exc, LabkitError):
-                    raise
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                raise LabkitError(f"bringing up lab '{self.name}' failed: {exc}.",
-                                  hint="Everything it had made was removed.") from exc
+                raise self._rolled_back(exc) from exc
+        self._attached = True
         return self
 
-    def down(self) -> teardown.Removed:
+    def _refuse_existing(self) -> None:
+        cond = state.condition(self.name, _local_namespaces(self.name))
+        if cond.word == "down":
+            return
+        what = {"up": f"a lab named '{self.name}' is already up"
+                      + (f" ({cond.state.placement.describe()})" if cond.state else "") + ".",
+                "building": cond.sentence, "interrupted": cond.sentence,
+                "broken": cond.sentence, "leftover": cond.sentence}[cond.word]
+        raise UsageError(what, hint=f"Bring it down first with `labkit down {self.name}`, or "
+                                    f"rename this lab (name: in {self.topo.path}).")
+
+    def _up_in_vms(self, progress: Progress | None) -> None:
+        several = len(self.placement.vms) > 1
+        hosts = [self._vm_host(part) for part in self.placement.vms]
+        for host in hosts:
+            host.start(progress)
+        for part, host in zip(self.placement.vms, hosts, strict=True):
+            if progress:
+                progress(2, 3, f"building the lab in VM {part.vm}")
+            host.call(None, "labkit.lab.deploy:guest_up", self.topo.source,
+                      os.path.abspath(self.topo.path), list(part.nodes) if several else None,
+                      self.placement.to_json())
+        for host in hosts:
+            if progress:
+                progress(3, 3, f"waiting for features in VM {host.name}")
+            host.call(self.name, "labkit.lab.deploy:guest_wait")
+
+    def _rolled_back(self, exc: BaseException) -> BaseException:
+        """Remove everything the failed `up` made; the error to raise, saying so."""
+        notes = []
+        try:
+            removed = self._remove()
+            where = f" and its VM {', '.join(removed.vms)}" if removed.vms else ""
+        except Exception as cleanup:  # say it, but never hide the original error
+            where = ""
+            notes.append(f" Cleaning up also failed ({cleanup}); run `labkit down "
+                         f"{self.name}`.")
+        gone = f"Everything it had made{where} was removed." if not notes else ""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            code = 130 if isinstance(exc, KeyboardInterrupt) else int(exc.code or 1)
+            return Interrupted(f"`up` of lab '{self.name}' was interrupted.",
+                               hint=gone + "".join(notes), code=code)
+        if isinstance(exc, LabkitError):
+            exc.hint = " ".join(x for x in (exc.hint, gone, *notes) if x)
+            return exc
+        return LabkitError(f"bringing up lab '{self.name}' failed: {exc}.",
+                           hint=gone + "".join(notes))
+
+    def down(self) -> Removed:
+        """Remove the lab wherever it runs: namespaces, processes, VMs, keys, record."""
         require_root()
-        return teardown.down(self.name)
+        with state.locked(self.name):
+            removed = self._remove()
+        self._attached = False
+        return removed
+
+    def _remove(self) -> Removed:
+        return remove(self.name, self)
 
     def __enter__(self) -> Lab:
         """Build the lab (refused if one of that name is up); an attached lab is only used."""
-        if not self._attached:
+        self._owned = not self._attached
+        if self._owned:
             self.up()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._attached:
+        if getattr(self, "_owned", False):
             self.down()
 
     # -- processes -------------------------------------------------------------------
@@ -175,12 +342,144 @@ class Lab:
                                  "started": time.time()})
             st.save()
 
+    # -- views -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        from labkit.lab.inspect import lab_status
+        """Nodes, interfaces, LANs, processes and features as the kernel(s) show them."""
+        parts = [h.call(self, "labkit.lab.ops:status") for h in self.hosts]
+        out = parts[0]
+        for more in parts[1:]:
+            out["nodes"].update({n: v for n, v in more["nodes"].items() if v["present"]})
+            out["lans"].update(more["lans"])
+        cond = state.condition(self.name, _local_namespaces(self.name))
+        out["status"] = cond.word
+        out["condition"] = cond.sentence
+        out["placement"] = self.placement.to_json()
+        out["where"] = self.placement.describe()
+        return out
 
-        return lab_status(self)
+    def feature_status(self, key: str) -> dict[str, Any]:
+        self.feature_config(key)
+        parts = [h.call(self, "labkit.lab.ops:feature_status", key) for h in self.hosts]
+        out = parts[0]
+        for more in parts[1:]:
+            out.setdefault("nodes", {}).update(more.get("nodes", {}))
+        return out
 
-    def iproute(self, node: str) -> Any:
-        """An rtnetlink socket in a node (context manager), for direct pyroute2 use."""
-        return opened(self.node(node).ns)
+    def verify(self, kind: str, feature: str | None = None, **options: Any) -> Verdict:
+        """One verification (`labkit verify KIND`): pass, fail, or could not run."""
+        key = self._verifying_feature(kind, feature)
+        data = self.call("labkit.lab.ops:feature_verify", key, kind, options)
+        return Verdict(**data)
 
+    def checks(self) -> list[Verdict]:
+        """The checks the topology declares, netlab style."""
+        return [Verdict(**d) for d in self.call("labkit.lab.ops:run_checks")]
+
+    def _verifying_feature(self, kind: str, feature: str | None) -> str:
+        able = [k for k in features.with_verification(kind) if k in self.topo.features]
+        if feature is not None:
+            if feature not in features.keys():
+                raise UsageError(f"there is no feature '{feature}'.",
+                                 hint=f"Features: {', '.join(features.keys())}.")
+            self.feature_config(feature)
+            if feature not in able:
+                raise UsageError(f"feature {feature} has no `{kind}` verification.",
+                                 hint=f"Features of lab '{self.name}' that have one: "
+                                      f"{', '.join(able) or 'none'}.")
+            return feature
+        if len(able) == 1:
+            return able[0]
+        if not able:
+            raise UsageError(f"lab '{self.name}' has no feature with a `{kind}` "
+                             "verification.", hint=f"Its features: "
+                             f"{', '.join(self.topo.features) or 'none'}.")
+        raise UsageError(f"several features of lab '{self.name}' can verify {kind}: "
+                         f"{', '.join(able)}.", hint="Choose one with --feature.")
+
+
+def _local_namespaces(name: str) -> list[str]:
+    return netns.list_names(names.lab_prefix(name))
+
+
+def _fetcher(say: Callable[[str], None]) -> Callable[[str], None]:
+    def fetch(kernel: str) -> None:
+        from labkit.hosts.vm import kernels
+
+        if kernel not in kernels.SERIES:
+            return
+        say(f"kernel {kernel} is not cached yet: fetching it (about 100 MB)")
+        kernels.fetch(kernel, progress=lambda text: say(f"{kernel}: {text}"))
+
+    return fetch
+
+
+def remove(name: str, lab: Lab | None = None) -> Removed:
+    """Remove a lab by name wherever it ran (the caller holds its lock): its VMs with what
+    they held, its local namespaces and processes, its keys and record. Says what was true
+    (a VM that had crashed, a lab that was only partly built)."""
+    from labkit.lab import deploy
+
+    st = state.load(name)
+    placement = lab.placement if lab is not None and st is None else (
+        st.placement if st else Placement())
+    out = Removed(name)
+    if st is not None and st.status == "building" and not st.builder_alive:
+        out.notes.append("it was only partly built (its `up` had been interrupted)")
+    if not placement.local:
+        from labkit.hosts.vm import persistent
+
+        vms = {v.name: v for v in persistent.list_vms()}
+        for part in placement.vms:
+            info = vms.get(part.vm)
+            host = lab._vm_host(part) if lab is not None else None
+            if info is None:
+                continue
+            if info.status == "running" and host is not None:
+                try:
+                    out.merge(Removed(**host.call(None, "labkit.lab.deploy:guest_down",
+                                                  name, timeout=120)))
+                except LabkitError as exc:
+                    out.notes.append(f"the lab inside VM {part.vm} could not be taken down "
+                                     f"cleanly ({exc.message}); the VM is stopped anyway")
+            elif info.status != "running":
+                out.notes.append(f"its VM {part.vm} {_VM_WORDS.get(info.status, info.status)}")
+            if host is not None:
+                host.stop()
+            else:
+                persistent.stop(part.vm)
+            out.vms.append(part.vm)
+    # A local lab's features undo what outlives namespaces; anything named like the lab in
+    # this kernel goes either way (a VM lab has nothing here unless something went wrong).
+    local = deploy.remove_here(name) if placement.local else teardown.remove(name)
+    out.merge(local)
+    out.record = out.record or local.record or st is not None
+    state.remove(name)
+    return out
+
+
+_VM_WORDS = {"crashed": "had crashed", "stopped": "had been stopped",
+             "failed": "had failed to start", "booting": "was still booting"}
+
+
+def down(name: str) -> Removed:
+    """`labkit down NAME`: the lab's own Lab.down, or a sweep by name if no record is left."""
+    require_root()
+    check_lab(name)
+    st = state.load(name)
+    if st is not None and st.topology_text:
+        try:
+            lab = Lab.from_state(st)
+        except LabkitError:
+            lab = None
+    else:
+        lab = None
+    with state.locked(name):
+        if lab is None:
+            lab = _record_less(name, st)
+        return remove(name, lab)
+
+
+def _record_less(name: str, st: state.LabState | None) -> Lab:
+    """A stand-in Lab for removing by name when the topology text is gone."""
+    topo = Topology(name=name, path="", loc=None)  # type: ignore[arg-type]
+    return Lab(topo, placement=st.placement if st else Placement())

@@ -1,14 +1,22 @@
-"""How lab-owned kernel objects are named, so cleanup can find them from the name alone.
+"""How lab-owned kernel objects are named, so cleanup can find them from the name alone,
+and the one check every lab or node name passes before it reaches a path or a namespace.
 
 A node's namespace is `lk-<lab>.<node>`. Lab and node names cannot contain '.', so the
 prefix `lk-<lab>.` belongs to exactly one lab: `labkit down NAME` after a SIGKILL finds
-every namespace of that lab, and never one of another lab.
+every namespace of that lab, and never one of another lab. Names typed on the command line
+are checked exactly like a topology's `name:` (no '/', no '..'), since they become file
+names under the state directory (see labkit.base.names).
 """
 
 from __future__ import annotations
 
+from labkit.base.names import check_lab, check_node
+
 PREFIX = "lk-"
 LAN_NS = "_lans"  # node names start with a letter or digit, so this never collides
+
+__all__ = ["LAN_NS", "PREFIX", "check_lab", "check_node", "lab_of", "lab_prefix", "lan_ns",
+           "lan_port", "node_ns"]
 
 
 def lab_prefix(lab: str) -> str:

@@ -1,8 +1,11 @@
-"""The per-lab state file: what was made, where the lab runs, which processes it owns.
+"""The per-lab state file: what was made, where the lab runs, which processes it owns, and
+the one state machine every verb reads to say what is true about a lab.
 
-Written before the first namespace is created (status "building"), so even a SIGKILL
-mid-`up` leaves a record; namespaces are also found by name prefix, so a lost state file
-still cannot hide a leftover. Mode 0600: feature sections may hold key material.
+Written before the first namespace or VM is created (status "building", with the pid of
+the process building it), so even a SIGKILL mid-`up` leaves a record; namespaces are also
+found by name prefix, so a lost state file still cannot hide a leftover. Mode 0600:
+feature sections may hold key material. Every name is checked (labkit.base.names) before
+it becomes a path here.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from labkit.base import procs
+from labkit.base.files import private_dir, write_private
+from labkit.base.names import check_lab
+from labkit.base.wait import Timeout, wait_until
 from labkit.errors import NotRootError, UsageError
+from labkit.lab.placement import Placement
 
 STATE_DIR = os.environ.get("LABKIT_STATE_DIR", "/run/labkit/labs")
 
@@ -27,25 +35,33 @@ class LabState:
     name: str
     topology: str = ""
     topology_text: str = ""  # what was built, even if the file changes or goes away
-    status: str = "building"  # building | up | failed
+    status: str = "building"  # building | up
     created: float = field(default_factory=time.time)
+    builder: dict[str, int] = field(default_factory=dict)  # {"pid", "starttime"} of `up`
     namespaces: list[str] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
-    host: dict[str, Any] = field(default_factory=lambda: {"kind": "local"})
+    placement: Placement = field(default_factory=Placement)
+    here: list[str] | None = None  # in a VM of a lab spanning kernels: this kernel's nodes
     features: dict[str, Any] = field(default_factory=dict)
 
     def save(self) -> None:
-        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-        path = state_path(self.name)
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(self), fh, indent=1)
-        os.replace(tmp, path)
+        private_dir(STATE_DIR)
+        data = asdict(self)
+        data["placement"] = self.placement.to_json()
+        write_private(state_path(self.name), json.dumps(data, indent=1), atomic=True)
+
+    def mark_builder(self) -> None:
+        """Record that this process is building the lab (a dead builder = interrupted up)."""
+        self.builder = {"pid": os.getpid(), "starttime": procs.starttime(os.getpid()) or 0}
+
+    @property
+    def builder_alive(self) -> bool:
+        pid = self.builder.get("pid")
+        return bool(pid) and procs.alive(int(pid), self.builder.get("starttime"))
 
 
 def state_path(name: str) -> str:
-    return os.path.join(STATE_DIR, f"{name}.json")
+    return os.path.join(STATE_DIR, f"{check_lab(name)}.json")
 
 
 def _not_root() -> NotRootError:
@@ -62,12 +78,16 @@ def load(name: str) -> LabState | None:
     except PermissionError:
         raise _not_root() from None
     known = LabState.__dataclass_fields__
-    return LabState(**{k: v for k, v in data.items() if k in known})
+    fields = {k: v for k, v in data.items() if k in known}
+    # labkit 0.1 kept the placement as {"kind": "vm", "vm": ..., "kernel": ...} in "host"
+    fields["placement"] = Placement.from_json(data.get("placement", data.get("host")))
+    return LabState(**fields)
 
 
 def remove(name: str) -> None:
     """Remove the state file and every file named after the lab (keys, captures), not the
     lock, which the caller still holds."""
+    check_lab(name)
     try:
         entries = os.listdir(STATE_DIR)
     except FileNotFoundError:
@@ -80,8 +100,8 @@ def remove(name: str) -> None:
 
 def secret_path(name: str, what: str) -> str:
     """Where a lab keeps a secret (mode 0600, removed at down)."""
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    return os.path.join(STATE_DIR, f"{name}.{what}")
+    private_dir(STATE_DIR)
+    return os.path.join(STATE_DIR, f"{check_lab(name)}.{what}")
 
 
 def names() -> list[str]:
@@ -95,24 +115,19 @@ def names() -> list[str]:
 
 @contextlib.contextmanager
 def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
-    """One lifecycle operation per lab at a time; a killed holder releases it at once."""
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    path = os.path.join(STATE_DIR, f"{name}.lock")
-    deadline = time.monotonic() + timeout
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """One lifecycle operation per lab at a time, wherever the lab runs; a killed holder
+    releases it at once."""
+    path = os.path.join(private_dir(STATE_DIR), f"{check_lab(name)}.lock")
+
+    def take() -> int | None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            if time.monotonic() > deadline:
-                raise UsageError(
-                    f"lab '{name}' is busy: another labkit process is bringing it up or "
-                    "down.", hint="Wait for it to finish, or stop that process.") from None
-            time.sleep(0.1)
-            continue
+            return None
         # The holder before us may have removed the file: a lock on an unlinked inode
         # excludes nobody, so take the lock again on the file that is there now.
         try:
@@ -120,14 +135,66 @@ def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
         except FileNotFoundError:
             current = -1
         if current == os.fstat(fd).st_ino:
-            break
+            return fd
         os.close(fd)
+        return None
+
+    try:
+        fd = wait_until(take, timeout, f"lab '{name}' to be free", interval=0.1)
+    except Timeout:
+        raise UsageError(
+            f"lab '{name}' is busy: another labkit process is bringing it up or down.",
+            hint="Wait for it to finish, or stop that process.") from None
     try:
         try:
             yield
         finally:
             if not os.path.exists(state_path(name)):  # no lab left: no lock file either
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(STATE_DIR, f"{name}.lock"))
+                    os.unlink(path)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What is true about a lab right now, in one word and one sentence for the user."""
+
+    name: str
+    word: str  # down | up | building | interrupted | broken | leftover
+    sentence: str
+    state: LabState | None = None
+
+
+def condition(name: str, namespaces: list[str] | None = None) -> Condition:
+    """The lab's condition from its record, its builder and (for VM labs) its VMs.
+
+    `namespaces`: the lab's namespaces in this kernel, if the caller already listed them.
+    """
+    st = load(name)
+    spaces = namespaces if namespaces is not None else []
+    if st is None:
+        if spaces:
+            return Condition(name, "leftover", f"lab '{name}' has {len(spaces)} leftover "
+                             "namespaces and no record; `labkit down` removes them.")
+        return Condition(name, "down", f"lab '{name}' is not up.")
+    if st.status == "building":
+        if st.builder_alive:
+            return Condition(name, "building", f"lab '{name}' is being built by labkit "
+                             f"process {st.builder['pid']}.", st)
+        return Condition(name, "interrupted", f"lab '{name}' is partly built: the `up` that "
+                         "built it was interrupted. Remove it with `labkit down "
+                         f"{name}`.", st)
+    if not st.placement.local:
+        from labkit.hosts.vm import persistent
+
+        vms = {v.name: v for v in persistent.list_vms()}
+        gone = [p.vm for p in st.placement.vms
+                if p.vm not in vms or vms[p.vm].status != "running"]
+        if gone:
+            what = ", ".join(f"{vm} ({vms[vm].status if vm in vms else 'gone'})"
+                             for vm in gone)
+            return Condition(name, "broken", f"lab '{name}' is broken: its VM {what} is not "
+                             f"running, and the lab went with it. `labkit down {name}` "
+                             "removes what is left.", st)
+    return Condition(name, "up", f"lab '{name}' is up on {st.placement.describe()}.", st)

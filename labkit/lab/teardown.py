@@ -5,7 +5,8 @@ lab whose `up` was killed at any point still goes away; running it twice is harm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from labkit.base import netns, procs
 from labkit.lab import names, state
@@ -13,13 +14,26 @@ from labkit.lab import names, state
 
 @dataclass
 class Removed:
+    """What `down` took away, wherever the lab ran."""
+
     lab: str
     namespaces: list[str] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
+    vms: list[str] = field(default_factory=list)  # VMs stopped with the lab
+    record: bool = False  # a state file was there
+    notes: list[str] = field(default_factory=list)  # things worth saying (a crashed VM...)
 
     @property
     def anything(self) -> bool:
-        return bool(self.namespaces or self.processes)
+        return bool(self.namespaces or self.processes or self.vms or self.record)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def merge(self, other: Removed) -> None:
+        self.namespaces += other.namespaces
+        self.processes += other.processes
+        self.notes += other.notes
 
 
 def lab_namespaces(lab: str) -> list[str]:
@@ -41,13 +55,16 @@ def remove(lab: str) -> Removed:
             break
         out.processes += procs.stop(pids)
     out.namespaces = [ns for ns in spaces if netns.delete(ns)]
+    out.record = state.load(lab) is not None
     state.remove(lab)
     return out
 
 
 def down(lab: str) -> Removed:
-    with state.locked(lab):
-        return remove(lab)
+    """Remove a lab wherever it runs (VMs included): labkit.lab.lab.down."""
+    from labkit.lab.lab import down as remove_lab
+
+    return remove_lab(lab)
 
 
 def all_labs() -> list[str]:

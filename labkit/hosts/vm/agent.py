@@ -14,12 +14,17 @@ if the guest's Python cannot import labkit.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import pty
 import queue
 import selectors
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from typing import Any
@@ -89,11 +94,21 @@ class Session(threading.Thread):
         self.proc: subprocess.Popen[bytes] | None = None
         self.stdin_q: queue.Queue[bytes | None] = queue.Queue()
         self.pending_signal: int | None = None
+        self.master_fd: int | None = None  # pty sessions
         self.done = threading.Event()
 
     # -- called from the reader thread ------------------------------------------------
     def feed_stdin(self, data: bytes | None) -> None:
         self.stdin_q.put(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The host's terminal changed size: tell the pty (the kernel sends SIGWINCH)."""
+        if self.master_fd is not None:
+            try:
+                fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ,
+                            struct.pack("HHHH", rows, cols, 0, 0))
+            except OSError:
+                pass
 
     def send_signal(self, sig: int) -> None:
         if self.proc is None:
@@ -124,6 +139,10 @@ class Session(threading.Thread):
 
     def _run(self) -> int:
         req = self.request
+        if req.get("connect"):
+            return self._relay(str(req["connect"]))
+        if req.get("pty"):
+            return self._run_pty(req)
         argv = [str(a) for a in req["argv"]]
         cwd = req.get("cwd") or "/"
         env = req.get("env")
@@ -154,6 +173,91 @@ class Session(threading.Thread):
         self._pump_output(proc)
         code = proc.wait()
         self.stdin_q.put(None)  # release the stdin thread if the host never sent EOF
+        return 128 - code if code < 0 else code
+
+    def _relay(self, path: str) -> int:
+        """Join the channel to a unix socket in the guest (labkit's guest daemon): a fast
+        path for calls that would otherwise start a Python process per request."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            raise _SessionError(f"cannot connect to {path} in the VM: {exc.strerror}") from None
+
+        def pump_in() -> None:
+            while True:
+                data = self.stdin_q.get()
+                try:
+                    if data is None:
+                        sock.shutdown(socket.SHUT_WR)
+                        return
+                    sock.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=pump_in, daemon=True).start()
+        try:
+            while True:
+                data = sock.recv(wire.CHUNK)
+                if not data:
+                    return 0
+                self._out(wire.STDOUT, data)
+        except OSError:
+            return 1
+        finally:
+            self.stdin_q.put(None)
+            sock.close()
+
+    def _run_pty(self, req: dict[str, Any]) -> int:
+        """An interactive command on a pseudo-terminal: a real shell (job control, line
+        editing, the host's terminal size); output and input are one stream."""
+        argv = [str(a) for a in req["argv"]]
+        size = req.get("pty") or {}
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack(
+            "HHHH", int(size.get("rows", 24)), int(size.get("cols", 80)), 0, 0))
+
+        def controlling_tty() -> None:  # runs in the child after setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        env = dict(req.get("env") or os.environ)
+        env.setdefault("TERM", "xterm-256color")
+        try:
+            proc = subprocess.Popen(argv, cwd=req.get("cwd") or "/", env=env, stdin=slave,
+                                    stdout=slave, stderr=slave, start_new_session=True,
+                                    preexec_fn=controlling_tty, close_fds=True)
+        except OSError as exc:
+            os.close(master)
+            os.close(slave)
+            self._out(wire.STDERR, f"labkit vm: {argv[0]}: {exc.strerror}\n".encode())
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        os.close(slave)
+        self.proc, self.master_fd = proc, master
+
+        def pump_in() -> None:
+            while True:
+                data = self.stdin_q.get()
+                if data is None:
+                    return
+                try:
+                    os.write(master, data)
+                except OSError:
+                    return
+
+        threading.Thread(target=pump_in, daemon=True).start()
+        while True:
+            try:
+                data = os.read(master, wire.CHUNK)
+            except OSError:  # EIO: the last process holding the slave side is gone
+                break
+            if not data:
+                break
+            self._out(wire.STDOUT, data)
+        code = proc.wait()
+        self.stdin_q.put(None)
+        os.close(master)
+        self.master_fd = None
         return 128 - code if code < 0 else code
 
     def _pump_stdin(self, pipe: Any) -> None:
@@ -299,6 +403,9 @@ def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
             session.feed_stdin(None)
         elif kind == wire.SIGNAL:
             session.send_signal(int(wire.load_json(payload)["signal"]))
+        elif kind == wire.RESIZE:
+            size = wire.load_json(payload) or {}
+            session.resize(int(size.get("rows", 24)), int(size.get("cols", 80)))
     for session in sessions.values():
         session.send_signal(signal.SIGKILL)
     for session in sessions.values():

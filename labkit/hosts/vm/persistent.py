@@ -28,9 +28,16 @@ from typing import Any, Literal, overload
 from labkit.base import procs
 from labkit.base.files import write_private
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts.vm import boot, paths
+from labkit.hosts.vm import boot, paths, wire
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
-from labkit.hosts.vm.session import Completed, make_request, run_session, streams_are_same
+from labkit.hosts.vm.session import (
+    Completed,
+    VmGone,
+    make_request,
+    run_pty_session,
+    run_session,
+    streams_are_same,
+)
 from labkit.hosts.vm.vng import vng_argv, vng_env
 
 DEFAULT_NAME = "default"
@@ -229,31 +236,10 @@ def exec_(
 ) -> int | Completed:
     """Run `cmd` as root in the running VM `name`: its exit status, or with capture=True a
     Completed with status, stdout and stderr. Several exec_ calls may run at once."""
-    state = _dir(name)
-    info = _require(state, name)
-    if info.status != "running":
-        what = {
-            "crashed": "has crashed", "failed": "failed to start", "stopped": "was stopped",
-            "booting": "is still booting",
-        }.get(info.status, f"is {info.status}")
-        reason = info.reason.strip().splitlines()[0].rstrip(".") if info.reason.strip() else ""
-        raise LabkitError(
-            f"The VM {name} {what}" + (f": {reason}." if reason else "."),
-            hint=f"Clean it up with `labkit vm stop {name}`, then `labkit vm start {name}`."
-            if info.status != "booting" else "Wait for `labkit vm start` to finish.",
-        )
     if merge_stderr is None:
         merge_stderr = not capture and streams_are_same()
     request = make_request(list(cmd), cwd=cwd, env=env, merge_stderr=merge_stderr, vm_name=name)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(state / "ctl.sock"))
-    except OSError as exc:
-        sock.close()
-        raise LabkitError(
-            f"Cannot reach the VM {name} ({exc.strerror}).",
-            hint=f"It may just have crashed: see `labkit vm list`, then `labkit vm stop {name}`.",
-        ) from exc
+    sock = _control(name)
     try:
         result = run_session(
             sock, request, capture=capture, stdin_data=stdin,
@@ -262,6 +248,105 @@ def exec_(
     finally:
         sock.close()
     return result if capture else result.code
+
+
+def exec_pty(name: str, cmd: Sequence[str], *, cwd: str | None = None,
+             env: dict[str, str] | None = None) -> int:
+    """Run an interactive command on a pseudo-terminal in the VM, from this terminal."""
+    request = make_request(list(cmd), cwd=cwd or "/", env=env, vm_name=name)
+    sock = _control(name)
+    try:
+        return run_pty_session(sock, request)
+    finally:
+        sock.close()
+
+
+def connect(name: str, path: str) -> Relay:
+    """A byte stream to the unix socket `path` inside the running VM `name`."""
+    sock = _control(name)
+    try:
+        sock.sendall(wire.pack_json(wire.OPEN, 1, {"connect": path}))
+    except OSError as exc:
+        sock.close()
+        raise LabkitError(f"Cannot reach the VM {name} ({exc.strerror}).") from exc
+    return Relay(sock, name)
+
+
+class Relay:
+    """The host end of a relayed channel: bytes in as STDIN frames, out as STDOUT frames."""
+
+    def __init__(self, sock: socket.socket, vm: str) -> None:
+        self.sock, self.vm = sock, vm
+        self.reader = wire.FrameReader()
+        self.buf = bytearray()
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        for frame in wire.pack_chunks(wire.STDIN, 1, data):
+            self.sock.sendall(frame)
+
+    def readline(self, timeout: float | None = None) -> bytes:
+        """One line (with its newline); b"" if the far end closed first."""
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            if self.closed:
+                out, self.buf = bytes(self.buf), bytearray()
+                return out
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise LabkitError(f"The VM {self.vm} did not answer within {timeout:g} s.",
+                                  hint=f"See `labkit vm list`; its console log is in "
+                                  f"{_dir(self.vm) / 'console.log'}.") from None
+            if not data:
+                raise VmGone(f"The VM {self.vm} went away (it crashed or was stopped).")
+            for kind, _chan, payload in self.reader.feed(data):
+                if kind == wire.STDOUT:
+                    self.buf += payload
+                elif kind == wire.EXIT:
+                    reply = wire.load_json(payload) or {}
+                    if "error" in reply:
+                        raise LabkitError(f"The VM {self.vm} refused the connection: "
+                                          f"{reply['error']}.")
+                    self.closed = True
+        end = self.buf.index(b"\n") + 1
+        line, self.buf = bytes(self.buf[:end]), self.buf[end:]
+        return line
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _control(name: str) -> socket.socket:
+    """A connection to a running VM's supervisor, or a clear error saying what the VM is."""
+    state = _dir(name)
+    info = _require(state, name)
+    if info.status != "running":
+        what = {
+            "crashed": "has crashed", "failed": "failed to start", "stopped": "was stopped",
+            "booting": "is still booting",
+        }.get(info.status, f"is {info.status}")
+        reason = info.reason.strip().splitlines()[0].rstrip(".") if info.reason.strip() else ""
+        raise VmDown(
+            f"The VM {name} {what}" + (f": {reason}." if reason else "."),
+            hint=f"Clean it up with `labkit vm stop {name}`, then `labkit vm start {name}`."
+            if info.status != "booting" else "Wait for `labkit vm start` to finish.",
+        )
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(state / "ctl.sock"))
+    except OSError as exc:
+        sock.close()
+        raise VmDown(
+            f"Cannot reach the VM {name} ({exc.strerror}).",
+            hint=f"It may just have crashed: see `labkit vm list`, then `labkit vm stop {name}`.",
+        ) from exc
+    return sock
+
+
+class VmDown(LabkitError):
+    """The VM is not running (crashed, stopped, failed, still booting)."""
 
 
 # -- stop, list --------------------------------------------------------------------------

@@ -171,3 +171,72 @@ def _forward_stdin(send: Any, chan: int) -> None:
         send(wire.pack(wire.STDIN_EOF, chan))
     except OSError:
         pass
+
+
+def run_pty_session(sock: socket.socket, request: dict[str, Any], *, chan: int = 1) -> int:
+    """An interactive command on a pseudo-terminal in the guest, driven from this terminal.
+
+    The local terminal goes raw (keys, Ctrl-C and Ctrl-Z travel as bytes to the guest's
+    pty, as with ssh); its size follows SIGWINCH. Restored whatever happens.
+    """
+    import shutil
+    import termios
+    import tty
+
+    send_lock = threading.Lock()
+
+    def send(frame: bytes) -> None:
+        with send_lock:
+            sock.sendall(frame)
+
+    def size() -> dict[str, int]:
+        cols, rows = shutil.get_terminal_size((80, 24))
+        return {"rows": rows, "cols": cols}
+
+    request = dict(request, pty=size(), stdin=True, merge_stderr=True)
+    send(wire.pack_json(wire.OPEN, chan, request))
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+    old_winch = signal.signal(signal.SIGWINCH,
+                              lambda *_: send(wire.pack_json(wire.RESIZE, chan, size())))
+    stop = threading.Event()
+
+    def pump_keys() -> None:
+        import select
+
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            data = os.read(fd, 4096)
+            if not data:
+                send(wire.pack(wire.STDIN_EOF, chan))
+                return
+            send(wire.pack(wire.STDIN, chan, data))
+
+    try:
+        if saved is not None:
+            tty.setraw(fd)
+        threading.Thread(target=pump_keys, daemon=True).start()
+        reader = wire.FrameReader()
+        out = sys.stdout.buffer
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise VmGone("The VM went away while the shell was open.")
+            for kind, fchan, payload in reader.feed(data):
+                if fchan != chan:
+                    continue
+                if kind in (wire.STDOUT, wire.STDERR):
+                    out.write(payload)
+                    out.flush()
+                elif kind == wire.EXIT:
+                    reply = wire.load_json(payload) or {}
+                    if "error" in reply:
+                        raise LabkitError(f"The VM could not start the shell: {reply['error']}.")
+                    return int(reply["code"])
+    finally:
+        stop.set()
+        signal.signal(signal.SIGWINCH, old_winch)
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)

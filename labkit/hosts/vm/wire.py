@@ -27,15 +27,19 @@ STDOUT = 2
 STDERR = 3
 EXIT = 4  # payload JSON {"code": int} or {"error": str}
 # host -> guest
-OPEN = 10  # payload JSON request {"argv", "cwd", "env", "merge_stderr", "stdin"}
+# payload JSON request {"argv", "cwd", "env", "merge_stderr", "stdin"[, "pty": {rows, cols}]}
+# or {"connect": PATH}: relay the channel to a unix socket in the guest (STDIN in, STDOUT out)
+OPEN = 10
 STDIN = 11
 STDIN_EOF = 12
 SIGNAL = 13  # payload JSON {"signal": int}
 SHUTDOWN = 14  # channel 0: power the VM off
+RESIZE = 15  # payload JSON {"rows", "cols"}: the host terminal changed size (pty sessions)
 
 NAMES = {
     HELLO: "HELLO", STDOUT: "STDOUT", STDERR: "STDERR", EXIT: "EXIT", OPEN: "OPEN",
     STDIN: "STDIN", STDIN_EOF: "STDIN_EOF", SIGNAL: "SIGNAL", SHUTDOWN: "SHUTDOWN",
+    RESIZE: "RESIZE",
 }
 
 Frame = tuple[int, int, bytes]

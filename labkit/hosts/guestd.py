@@ -1,0 +1,127 @@
+"""labkit's daemon inside a lab VM: runs @remote functions for the host, one JSON line in,
+one JSON line out, on a unix socket the VM's agent relays to.
+
+Why a daemon: under TCG emulation, importing labkit, pyroute2 and scapy takes seconds, so
+a Python process per request would make every `labkit tipc status` slow. The daemon
+imports them once at start (and the features' modules, so a handshake upcall never waits
+for an import), then serves each connection in a thread.
+
+Started by the host (VmHost.start) as `python -m labkit.hosts.guestd --detach`: the
+foreground process returns "ready" once the socket accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+PRELOAD = ("pyroute2", "labkit.lab.lab", "labkit.lab.deploy", "labkit.lab.ops",
+           "labkit.verify.checks")
+
+
+def preload() -> None:
+    from labkit import features
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    for f in features.all_features():
+        importlib.import_module(type(f).__module__)
+
+
+def handle(line: bytes) -> bytes:
+    from labkit.hosts import rpc
+
+    try:
+        req = json.loads(line)
+        fn = rpc.resolve(str(req["fn"]))
+        args: list[Any] = list(req.get("args") or [])
+        if rpc.takes_lab(fn):
+            from labkit.lab.lab import Lab
+
+            args.insert(0, Lab.attach(str(req["lab"])))
+        result = fn(*args, **(req.get("kwargs") or {}))
+        reply: dict[str, Any] = {"ok": result}
+    except BaseException as exc:  # every failure goes back to the host as a value
+        if not _is_labkit_error(exc):
+            traceback.print_exc(file=sys.stderr)
+        reply = {"error": rpc.encode_error(exc)}
+    try:
+        return json.dumps(reply, default=str).encode() + b"\n"
+    except (TypeError, ValueError) as exc:
+        return json.dumps({"error": rpc.encode_error(exc)}).encode() + b"\n"
+
+
+def _is_labkit_error(exc: BaseException) -> bool:
+    from labkit.errors import LabkitError
+
+    return isinstance(exc, LabkitError)
+
+
+def serve_conn(conn: socket.socket) -> None:
+    with conn, conn.makefile("rb") as reader:
+        for line in reader:
+            conn.sendall(handle(line))
+
+
+def serve(path: str, ready_fd: int | None) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o600)
+    srv.listen(16)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="labkit.hosts.guestd")
+    ap.add_argument("--socket", default="/run/labkit/guestd.sock")
+    ap.add_argument("--detach", action="store_true",
+                    help="run in the background; print 'ready' once serving")
+    ap.add_argument("--log", default="/run/labkit/guestd.log")
+    args = ap.parse_args(argv)
+    if not args.detach:
+        preload()
+        serve(args.socket, None)
+        return 0
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:  # the foreground: report when the daemon serves
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as fh:
+            answer = fh.read()
+        sys.stdout.write(answer.decode() or "failed\n")
+        return 0 if answer.startswith(b"ready") else 1
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.makedirs(os.path.dirname(args.log), mode=0o700, exist_ok=True)
+    log = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        preload()
+        serve(args.socket, write_fd)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

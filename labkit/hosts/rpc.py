@@ -1,0 +1,84 @@
+"""Calls that run next to a lab's kernel: which functions may be called, and how calls,
+results and errors travel as JSON lines.
+
+A lab in a VM is driven from the host: argument checking and presentation stay here,
+kernel-facing work runs in the VM's guest daemon (labkit.hosts.guestd). Only functions
+marked @remote can be called that way, and only JSON crosses: a guest (whose labs may
+replay untrusted packets) can never make the host run code. For a local lab the same
+functions are called in-process, so both paths run the same code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from labkit import errors
+from labkit.errors import LabkitError, Loc
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+REMOTE: set[str] = set()
+
+
+def remote(fn: F) -> F:
+    """Allow fn to be called next to the kernel by its path "module:name".
+
+    fn(lab, *args) gets the lab as seen from that kernel (labkit.lab.lab.Lab) when
+    `lab` is its first parameter's name; arguments and result are JSON values.
+    """
+    REMOTE.add(f"{fn.__module__}:{fn.__qualname__}")
+    return fn
+
+
+def path_of(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    if not module.startswith("labkit.") or not name:
+        raise LabkitError(f"refusing to call {path!r} in the VM: not a labkit function.")
+    mod = importlib.import_module(module)
+    if path not in REMOTE:
+        raise LabkitError(f"refusing to call {path!r} in the VM: it is not marked @remote.")
+    fn = mod
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    return fn  # type: ignore[return-value]
+
+
+def takes_lab(fn: Callable[..., Any]) -> bool:
+    code = getattr(fn, "__code__", None)
+    return bool(code and code.co_argcount and code.co_varnames[0] == "lab")
+
+
+def request(fn: str, lab: str | None, args: list[Any], kwargs: dict[str, Any]) -> bytes:
+    return json.dumps({"fn": fn, "lab": lab, "args": args, "kwargs": kwargs}).encode() + b"\n"
+
+
+def encode_error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, LabkitError):
+        loc = exc.loc
+        return {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint,
+                "exit_code": exc.exit_code,
+                "loc": [loc.file, loc.line, loc.col] if loc else None}
+    return {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}", "hint": "",
+            "exit_code": 1, "loc": None}
+
+
+def decode_error(data: dict[str, Any], where: str) -> LabkitError:
+    """The guest's error as the same LabkitError subclass here (so exit codes match)."""
+    cls = getattr(errors, str(data.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, LabkitError)) or \
+            cls is errors.TopologyError:
+        cls = errors.UsageError if data.get("exit_code") == 2 else LabkitError
+    loc = Loc(*data["loc"]) if data.get("loc") else None
+    message = str(data.get("message", "unknown error"))
+    if data.get("type") == "InternalError":
+        message = f"labkit failed {where}: {message}. This is a labkit bug"
+    exc = cls.__new__(cls)
+    LabkitError.__init__(exc, message, hint=str(data.get("hint", "")), loc=loc)
+    return exc

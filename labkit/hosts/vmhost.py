@@ -1,0 +1,138 @@
+"""A kernel in a persistent VM: the VM, its guest daemon, and the calls that reach them.
+
+Commands (Node.run/popen, `labkit exec`) go straight to the VM's agent, which starts them
+in the node's namespace: no Python starts in the guest for them. Kernel-facing Python
+(building the lab, netlink status, verifications) runs in the guest daemon, which
+imported labkit once at boot, through a relayed channel: one JSON line each way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from labkit.errors import LabkitError
+from labkit.hosts import rpc
+from labkit.hosts.host import Progress
+from labkit.hosts.local import netns_exec
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
+
+GUESTD_SOCKET = "/run/labkit/guestd.sock"
+DEFAULT_MEMORY = "2G"
+
+
+class VmHost:
+    local = False
+
+    def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
+                 memory: str | None = None) -> None:
+        self.name, self.vm, self.kernel = vm, vm, kernel
+        self.modules = list(modules)
+        self.memory = memory or DEFAULT_MEMORY
+        self._relay: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<VmHost {self.vm} ({self.kernel})>"
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self, progress: Progress | None = None) -> None:
+        """Boot the VM and start the guest daemon; returns when both answer."""
+        from labkit.hosts.vm import persistent
+
+        say = progress or (lambda d, t, w: None)
+        say(0, 3, f"booting VM {self.vm} ({self.kernel})")
+        persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
+                         modules=self.modules)
+        say(1, 3, f"starting labkit in VM {self.vm}")
+        res = persistent.exec_(self.vm, [sys.executable, "-m", "labkit.hosts.guestd",
+                                         "--detach", "--socket", GUESTD_SOCKET],
+                               capture=True, timeout=300)
+        if res.code != 0 or b"ready" not in res.stdout:
+            detail = (res.err or res.out).strip().splitlines()[-3:]
+            raise LabkitError(f"labkit's daemon did not start in VM {self.vm}: "
+                              f"{' / '.join(detail) or f'exit status {res.code}'}.",
+                              hint=f"The VM's console log is in "
+                                   f"{persistent.paths.state_dir() / self.vm}/console.log.")
+        say(2, 3, f"VM {self.vm} ready")
+
+    def stop(self) -> None:
+        from labkit.errors import UsageError
+        from labkit.hosts.vm import persistent
+
+        self.close()
+        try:
+            persistent.stop(self.vm)
+        except UsageError:  # already gone
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._relay is not None:
+                self._relay.close()
+                self._relay = None
+
+    # -- calls ------------------------------------------------------------------------
+    def call(self, lab: Lab | str | None, fn: str, *args: Any, timeout: float = 600,
+             **kwargs: Any) -> Any:
+        from labkit.hosts.vm import persistent
+
+        lab_name = lab if isinstance(lab, str) or lab is None else lab.name
+        line = rpc.request(fn, lab_name, list(args), kwargs)
+        with self._lock:
+            if self._relay is None:
+                self._relay = persistent.connect(self.vm, GUESTD_SOCKET)
+            try:
+                self._relay.send(line)
+                reply = self._relay.readline(timeout)
+            except BaseException:
+                self._relay.close()  # a half-read reply must never be read by the next call
+                self._relay = None
+                raise
+        if not reply:
+            self.close()
+            raise LabkitError(f"labkit's daemon in VM {self.vm} closed the connection "
+                              f"during {fn.split(':')[-1]}.",
+                              hint="See `labkit vm list`; `labkit down` cleans up.")
+        data = json.loads(reply)
+        if "error" in data:
+            raise rpc.decode_error(data["error"], f"in VM {self.vm}")
+        return data.get("ok")
+
+    def run(self, ns: str, cmd: Sequence[str], *, timeout: float | None = 60,
+            input: str | None = None, capture: bool = True,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+        from labkit.hosts.vm import persistent
+
+        argv = netns_exec(ns, cmd)
+        stdin = input.encode() if input is not None else None
+        if capture:
+            res = persistent.exec_(self.vm, argv, capture=True, stdin=stdin, timeout=timeout,
+                                   cwd="/")
+            done = subprocess.CompletedProcess(list(cmd), res.code, res.out, res.err)
+        else:
+            code = persistent.exec_(self.vm, argv, stdin=stdin, timeout=timeout, cwd="/")
+            done = subprocess.CompletedProcess(list(cmd), code, None, None)
+        if check:
+            done.check_returncode()
+        return done
+
+    def popen(self, ns: str, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """A local relay process stands for the command in the VM: its pipes carry the
+        command's, its exit status is the command's, killing it kills the command."""
+        kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)  # never read the caller's own stdin
+        argv = [sys.executable, "-m", "labkit.hosts.vm.relay", self.vm, "--",
+                *netns_exec(ns, cmd)]
+        return subprocess.Popen(argv, **kwargs)
+
+    def shell(self, ns: str, cmd: Sequence[str], env: dict[str, str]) -> int:
+        from labkit.hosts.vm import persistent
+
+        return persistent.exec_pty(self.vm, netns_exec(ns, cmd), env=env)

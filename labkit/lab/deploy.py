@@ -1,0 +1,101 @@
+"""A lab's life next to its kernel: build this kernel's part, switch features on, wait for
+them, and take it all down again.
+
+On a local lab Lab.up calls these in-process (it already holds the lab's lock and state);
+in a VM the guest daemon calls the guest_* wrappers, which keep the guest's own lock and
+state, so that a lab in a VM is built by exactly the code that builds a local one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from labkit import features
+from labkit.errors import LabkitError
+from labkit.hosts.rpc import remote
+from labkit.lab import state, teardown
+from labkit.lab.build import Builder, Progress
+from labkit.lab.placement import Placement
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
+
+
+def _quiet(done: int, total: int, what: str) -> None:
+    pass
+
+
+def build_here(lab: Lab, st: state.LabState, progress: Progress | None = None) -> None:
+    """Namespaces, links, addresses, routes, then each feature's setup, for the nodes
+    placed in this kernel. The caller removes everything if this raises."""
+    progress = progress or _quiet
+    Builder(lab.topo, st, progress, here=lab.here_nodes).run()
+    for key, config in lab.topo.features.items():
+        progress(1, 1, key)
+        st.features[key] = features.get(key).setup(lab, config) or {}
+        st.save()
+
+
+def wait_here(lab: Lab) -> None:
+    for key, config in lab.topo.features.items():
+        features.get(key).wait_ready(lab, config)
+
+
+def remove_here(name: str) -> teardown.Removed:
+    """Feature teardown hooks (keyrings, modules...), then processes and namespaces; the
+    caller holds the lock. Works from the record, from namespace names, or both."""
+    st = state.load(name)
+    problems: list[str] = []
+    if st is not None and st.topology_text:
+        from labkit.lab.lab import Lab
+
+        with contextlib.suppress(LabkitError):
+            lab = Lab.from_state(st)
+            for key, config in lab.topo.features.items():
+                try:
+                    features.get(key).teardown(lab, config)
+                except Exception as exc:  # teardown goes on: the namespaces must go
+                    problems.append(f"{key}: {exc}")
+    removed = teardown.remove(name)
+    removed.notes += problems
+    return removed
+
+
+# -- in a VM: called by the guest daemon ---------------------------------------------------
+
+
+@remote
+def guest_up(topo_text: str, path: str, here: list[str] | None,
+             placement: dict[str, Any]) -> dict[str, Any]:
+    """Build this VM's part of a lab (not waiting for features: see guest_wait)."""
+    from labkit.lab.lab import Lab
+    from labkit.topology import loader
+
+    topo = loader.loads(topo_text, path)
+    lab = Lab(topo, placement=Placement.from_json(placement), here=here)
+    with state.locked(topo.name):
+        st = state.LabState(name=topo.name, topology=path, topology_text=topo_text,
+                            placement=Placement(), here=here)
+        st.mark_builder()
+        st.save()
+        try:
+            build_here(lab, st)
+        except BaseException:
+            remove_here(topo.name)
+            raise
+        st.status, st.builder = "up", {}
+        st.save()
+    return {"namespaces": st.namespaces, "features": st.features}
+
+
+@remote
+def guest_wait(lab: Lab) -> None:
+    wait_here(lab)
+
+
+@remote
+def guest_down(name: str) -> dict[str, Any]:
+    with state.locked(name):
+        removed = remove_here(name)
+    return removed.to_json()
