@@ -15,19 +15,25 @@ def inject(
     frame: str = typer.Option(..., "--frame", help="ghost_discovery (a node that does not "
                               "exist), wrong_netid, short_hsize, size_mismatch, bad_version."),
     count: int = typer.Option(3, "--count", min=1, max=100, help="Frames to send."),
+    window: float = typer.Option(2.0, "--window", min=0.1, max=60,
+                                 help="Seconds to watch for an effect (less once every "
+                                      "node on the segment shows one)."),
     json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Inject crafted TIPC frames (scapy) and report how the TIPC view of the nodes on the
-    same segment changed: new peers, new links. A wrong net id must change nothing."""
+    """Inject crafted TIPC frames (scapy) under a fresh node identity and report how the
+    TIPC view of the nodes on the same segment changed: new peers, new links. A wrong net
+    id or a malformed header must change nothing."""
     from labkit.features.tipc.inject import inject as run
     from labkit.features.tipc.lab import config_of
 
     lab = local_lab(name)
-    result = run(lab, config_of(lab), node, iface, frame, count)
+    result = run(lab, config_of(lab), node, iface, frame, count, window)
     if json:
         emit_json(result)
         return
-    console.print(f"sent {count} {frame} frames from {node}:{iface} (src {result['src_mac']})")
+    console.print(f"sent {count} {frame} frames from {node}:{iface} as node "
+                  f"{result['identity']} (src {result['src_mac']}), watched up to "
+                  f"{result['window_s']:g} s")
     for n, change in result["changes"].items():
         what = ", ".join([*(f"new peer {p}" for p in change["new_peers"]),
                           *(f"new link {k}" for k in change["new_links_up"])])

@@ -1,53 +1,75 @@
 """The process that sends or receives measured traffic inside a node.
 
-Run as `python -m labkit.traffic.agent serve|send ...`. It uses only the standard
-library (no pyroute2) so it starts fast even in an emulated VM, and it is bounded: a
-sender stops at --duration seconds or --max-messages, a server at --timeout seconds.
-Results are one JSON line on stdout; a server prints {"ready": true} once it listens.
-
-TIPC services are addressed by name: type 18888, instance = the port given.
+Run as `python -m labkit.traffic.agent serve|send --proto P ...`. TCP is built in; any
+other protocol is an endpoint module a feature provides (`--endpoint MODULE`, which
+`labkit.traffic.meter` looks up in the feature registry) with the interface documented
+in labkit/features/tipc/endpoint.py. The agent uses only the standard library so it
+starts fast even in an emulated VM, and it is bounded: a sender stops at --duration
+seconds or --max-messages, a server at --timeout seconds. Results are one JSON line on
+stdout; a server prints {"ready": true} once it listens.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import os
 import socket
 import sys
 import time
+from types import ModuleType
+from typing import Any
 
-AF_TIPC = socket.AF_TIPC
-TIPC_ADDR_NAMESEQ = socket.TIPC_ADDR_NAMESEQ
-TIPC_ADDR_NAME = socket.TIPC_ADDR_NAME
-SERVICE_TYPE = 18888
-END = b"\x00"  # RDM end-of-run message; data messages are always longer
-SOCK_TYPES = {"stream": socket.SOCK_STREAM, "rdm": socket.SOCK_RDM,
-              "seqpacket": socket.SOCK_SEQPACKET}
+from labkit.base.wait import wait_until
+from labkit.errors import LabkitError
+
+END = b"\x00"  # end-of-run datagram; data messages are always longer
 
 
-def _emit(obj: dict) -> None:
+class Tcp:
+    """The built-in endpoint: one TCP stream to --address --port."""
+
+    SOCKETS = {"stream": socket.SOCK_STREAM}
+    CONNECTIONLESS: frozenset[str] = frozenset()
+    NOT_YET = frozenset({errno.ECONNREFUSED})  # the server is not listening yet
+
+    @staticmethod
+    def check(kind: str, size: int) -> None:
+        """Nothing to check: a stream carries any size."""
+
+    @staticmethod
+    def listen(kind: str, port: int, address: str) -> socket.socket:
+        s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        s.listen(1)
+        return s
+
+    @staticmethod
+    def sender(kind: str, port: int, address: str) -> tuple[socket.socket, Any]:
+        s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        try:
+            s.connect((address, port))
+        except OSError:
+            s.close()
+            raise
+        return s, None
+
+
+def endpoint(name: str) -> Any:
+    """The endpoint implementation: built-in TCP, or a feature's module by name."""
+    return Tcp if not name else importlib.import_module(name)
+
+
+def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
 
-def _server_socket(args: argparse.Namespace) -> socket.socket:
-    if args.proto == "tipc":
-        s = socket.socket(AF_TIPC, SOCK_TYPES[args.socket])
-        s.bind((TIPC_ADDR_NAMESEQ, SERVICE_TYPE, args.port, args.port))
-    else:
-        family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((args.address, args.port))
-    if args.proto == "tcp" or args.socket != "rdm":
-        s.listen(1)
-    return s
-
-
-def serve(args: argparse.Namespace) -> int:
-    srv = _server_socket(args)
+def serve(ep: ModuleType | type, args: argparse.Namespace) -> int:
+    srv = ep.listen(args.socket, args.port, args.address)
     srv.settimeout(args.timeout)
     _emit({"ready": True})
     total = messages = 0
@@ -55,12 +77,13 @@ def serve(args: argparse.Namespace) -> int:
     first = last = None
     deadline = time.monotonic() + args.timeout
     error = None
+    datagrams = args.socket in ep.CONNECTIONLESS
     try:
-        conn = srv if (args.proto == "tipc" and args.socket == "rdm") else srv.accept()[0]
+        conn = srv if datagrams else srv.accept()[0]
         conn.settimeout(max(0.1, deadline - time.monotonic()))
         while time.monotonic() < deadline:
             data = conn.recv(1 << 17)
-            if not data or (conn is srv and data == END):
+            if not data or (datagrams and data == END):
                 break
             now = time.monotonic()
             first = first or now
@@ -79,64 +102,48 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connect(args: argparse.Namespace, deadline: float) -> socket.socket:
-    """Connect, retrying while the service is not yet known (name table not synced)."""
-    while True:
-        if args.proto == "tipc":
-            s = socket.socket(AF_TIPC, SOCK_TYPES[args.socket])
-            addr: tuple = (TIPC_ADDR_NAME, SERVICE_TYPE, args.port, 0)
-        else:
-            family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
-            s = socket.socket(family, socket.SOCK_STREAM)
-            addr = (args.address, args.port)
-        if args.proto == "tipc" and args.socket == "rdm":
-            return s  # connectionless: send() retries the first message instead
+def _until_known(ep: Any, action: Any, timeout: float, what: str) -> Any:
+    """Run action() until it stops failing with "not known here yet", bounded."""
+
+    def attempt() -> Any:
         try:
-            s.connect(addr)
-            return s
+            return action() or True
         except OSError as exc:
-            s.close()
-            if exc.errno not in (errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.ENOENT) or \
-                    time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            if exc.errno in ep.NOT_YET:
+                return None
+            raise
+
+    return wait_until(attempt, timeout, what)
 
 
-def send(args: argparse.Namespace) -> int:
+def send(ep: ModuleType | type, args: argparse.Namespace) -> int:
     payload = bytearray(os.urandom(16) * (args.size // 16 + 1))[: args.size]
     if args.marker:
         marker = bytes.fromhex(args.marker)
         payload[: len(marker)] = marker
     payload = bytes(payload)
     start = time.monotonic()
-    s = _connect(args, start + args.connect_timeout)
-    rdm = args.proto == "tipc" and args.socket == "rdm"
-    addr = (TIPC_ADDR_NAME, SERVICE_TYPE, args.port, 0)
+    s, dest = _until_known(ep, lambda: ep.sender(args.socket, args.port, args.address),
+                           args.connect_timeout, f"the {args.proto} server to accept")
     total = messages = 0
-    t0 = time.monotonic()
     try:
-        while rdm:  # the first message waits until the service is in our name table
-            try:
-                s.sendto(payload, addr)
-                total, messages = len(payload), 1
-                break
-            except OSError as exc:
-                if exc.errno != errno.EHOSTUNREACH or time.monotonic() > start + \
-                        args.connect_timeout:
-                    raise
-                time.sleep(0.05)
+        if dest is not None:  # datagrams: the first one waits until the peer is known here
+            _until_known(ep, lambda: s.sendto(payload, dest),
+                         max(0.0, start + args.connect_timeout - time.monotonic()),
+                         f"the {args.proto} server to be known")
+            total, messages = len(payload), 1
         t0 = time.monotonic()
         deadline = t0 + args.duration
         while messages < args.max_messages and time.monotonic() < deadline:
-            if rdm:
-                s.sendto(payload, addr)
+            if dest is not None:
+                s.sendto(payload, dest)
             else:
                 s.sendall(payload)
             total += len(payload)
             messages += 1
         seconds = time.monotonic() - t0
-        if rdm:
-            s.sendto(END, addr)
+        if dest is not None:
+            s.sendto(END, dest)
     finally:
         s.close()
     _emit({"role": "client", "bytes": total, "messages": messages, "seconds": seconds,
@@ -147,10 +154,11 @@ def send(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="labkit.traffic.agent")
     ap.add_argument("role", choices=["serve", "send"])
-    ap.add_argument("--proto", choices=["tipc", "tcp"], required=True)
-    ap.add_argument("--socket", choices=list(SOCK_TYPES), default="stream")
+    ap.add_argument("--proto", required=True, help="tcp, or the protocol of --endpoint")
+    ap.add_argument("--endpoint", default="", help="module implementing --proto (not tcp)")
+    ap.add_argument("--socket", default="stream", help="socket kind the endpoint offers")
     ap.add_argument("--address", default="", help="tcp: the server's address")
-    ap.add_argument("--port", type=int, default=5201, help="tcp port or TIPC instance")
+    ap.add_argument("--port", type=int, default=5201, help="tcp port or service instance")
     ap.add_argument("--size", type=int, default=65536)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--max-messages", type=int, default=10_000_000)
@@ -158,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connect-timeout", type=float, default=15.0)
     ap.add_argument("--marker", default="", help="hex bytes put at the start of each message")
     args = ap.parse_args(argv)
-    return serve(args) if args.role == "serve" else send(args)
+    ep = endpoint(args.endpoint)
+    try:
+        ep.check(args.socket, args.size)
+        return serve(ep, args) if args.role == "serve" else send(ep, args)
+    except LabkitError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from labkit.base import netns
 from labkit.errors import LabkitError, MissingFeatureError, UsageError
-from labkit.features.tipc import netlink as tn
+from labkit.features.tipc import client, identity, uapi
+from labkit.features.tipc import messages as msgs
+from labkit.features.tipc.attributes import tipcmsg
 
 FAMILY = 0x1D  # any genl family id: the kernel assigns it at module load
 SEQ, PID = 7, 4242
@@ -27,7 +29,7 @@ DUMP = NLM_F_REQUEST | NLM_F_DUMP
 NESTED = 1 << 15
 
 # uapi numbers, spelled out independently of the module under test
-NL_BEARER_DISABLE, NL_BEARER_ENABLE, NL_BEARER_GET = 2, 3, 4
+NL_BEARER_ENABLE, NL_BEARER_GET = 3, 4
 NL_LINK_GET, NL_NODE_GET, NL_NET_GET, NL_NET_SET, NL_NAME_TABLE_GET = 8, 13, 14, 15, 16
 NL_BEARER_ADD, NL_KEY_SET, NL_KEY_FLUSH = 21, 23, 24
 NLA_BEARER, NLA_NODE, NLA_NET = 1, 6, 7
@@ -56,8 +58,8 @@ def message(cmd: int, *attrs: bytes, flags: int = ACK) -> bytes:
     return struct.pack("=IHHII", 16 + len(body), FAMILY, flags, SEQ, PID) + body
 
 
-def wire(msg: tn.tipcmsg, flags: int = ACK) -> bytes:
-    return tn.encode(msg, FAMILY, flags, SEQ, PID)
+def wire(msg: tipcmsg, flags: int = ACK) -> bytes:
+    return msgs.encode(msg, FAMILY, flags, SEQ, PID)
 
 
 def sockaddr_in(ip: str, port: int) -> bytes:
@@ -84,25 +86,25 @@ def test_net_set_id_and_name_identity() -> None:
         nest(NLA_NET, attr(NET_ID, u32(4711)), attr(NET_NODEID, node_id[:8]),
              attr(NET_NODEID_W1, node_id[8:])),
     )
-    assert wire(tn.build_net_set(4711, "nodeA")) == expected
+    assert wire(msgs.build_net_set(4711, "nodeA")) == expected
 
 
 def test_net_set_hex_identity_and_id_only() -> None:
     raw = bytes.fromhex("00112233445566778899aabbccddeeff")
-    assert wire(tn.build_net_set(None, "00112233445566778899aabbccddeeff")) == message(
+    assert wire(msgs.build_net_set(None, "00112233445566778899aabbccddeeff")) == message(
         NL_NET_SET, nest(NLA_NET, attr(NET_NODEID, raw[:8]), attr(NET_NODEID_W1, raw[8:])))
-    assert wire(tn.build_net_set(1)) == message(NL_NET_SET, nest(NLA_NET, attr(NET_ID, u32(1))))
+    assert wire(msgs.build_net_set(1)) == message(NL_NET_SET, nest(NLA_NET, attr(NET_ID, u32(1))))
 
 
 @pytest.mark.parametrize("bad", [0, 10000, -1])
 def test_net_id_range_is_checked_before_the_kernel(bad: int) -> None:
     with pytest.raises(UsageError, match="1..9999"):
-        tn.build_net_set(bad)
+        msgs.build_net_set(bad)
 
 
 def test_net_set_needs_something() -> None:
     with pytest.raises(UsageError):
-        tn.build_net_set()
+        msgs.build_net_set()
 
 
 # -- identities -------------------------------------------------------------------------
@@ -119,24 +121,24 @@ def test_net_set_needs_something() -> None:
     ],
 )
 def test_node_id_reading(text: str, raw: bytes) -> None:
-    assert tn.node_id_bytes(text) == raw.ljust(16, b"\0")
+    assert identity.node_id_bytes(text) == raw.ljust(16, b"\0")
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 33, "g" * 17, "\0" * 4, b"\0" * 16,
                                  b"x" * 17])
 def test_node_id_rejects(bad: str | bytes) -> None:
     with pytest.raises(UsageError):
-        tn.node_id_bytes(bad)
+        identity.node_id_bytes(bad)
 
 
 def test_node_id_printing_and_hash() -> None:
-    assert tn.node_id_str(b"nodeA".ljust(16, b"\0")) == "nodeA"
-    assert tn.node_id_str(bytes.fromhex("0a0b0c") + bytes(13)) == "0a0b0c"
+    assert identity.node_id_str(b"nodeA".ljust(16, b"\0")) == "nodeA"
+    assert identity.node_id_str(bytes.fromhex("0a0b0c") + bytes(13)) == "0a0b0c"
     # hash128to32, as the 6.12 kernel printed it (`tipc node get identity`: 2f6f6465)
-    assert tn.node_hash(b"nodeA") == 0x2F6F6465
-    assert tn.node_hash(b"keyA") == 1801812289  # "Node number set to 1801812289"
+    assert identity.node_hash(b"nodeA") == 0x2F6F6465
+    assert identity.node_hash(b"keyA") == 1801812289  # "Node number set to 1801812289"
     # words that XOR to zero fall back to OR
-    assert tn.node_hash(b"abcdabcd") == struct.unpack("!I", b"abcd")[0]
+    assert identity.node_hash(b"abcdabcd") == struct.unpack("!I", b"abcd")[0]
 
 
 # -- BEARER_ENABLE / ADD / DISABLE ------------------------------------------------------
@@ -148,21 +150,22 @@ def test_bearer_enable_eth_with_priority() -> None:
         nest(NLA_BEARER, nest(BEARER_PROP, attr(PROP_PRIO, u32(20))),
              attr(BEARER_NAME, b"eth:veth0\0")),
     )
-    assert wire(tn.build_bearer_enable_eth("veth0", priority=20)) == expected
+    assert wire(msgs.build_bearer_enable_eth("veth0", priority=20)) == expected
 
 
 def test_bearer_enable_eth_plain_and_domain() -> None:
-    assert wire(tn.build_bearer_enable_eth("va")) == message(
+    assert wire(msgs.build_bearer_enable_eth("va")) == message(
         NL_BEARER_ENABLE, nest(NLA_BEARER, attr(BEARER_NAME, b"eth:va\0")))
-    assert wire(tn.build_bearer_enable_eth("va", domain=0x1001001)) == message(
+    assert wire(msgs.build_bearer_enable_eth("va", domain=0x1001001)) == message(
         NL_BEARER_ENABLE,
         nest(NLA_BEARER, attr(BEARER_DOMAIN, u32(0x1001001)), attr(BEARER_NAME, b"eth:va\0")))
 
 
 def test_bearer_enable_udp_ipv4_default_multicast() -> None:
-    remote = tn.default_udp_remote(4711)
+    remote = msgs.default_udp_remote(4711)
     assert remote == ("228.0.18.103", 6118)  # 4711 = 0x1267
-    msg = tn.build_bearer_enable_udp("u1", tn.sockaddr("10.0.0.1", 6118), tn.sockaddr(*remote))
+    msg = msgs.build_bearer_enable_udp("u1", msgs.sockaddr("10.0.0.1", 6118),
+                                       msgs.sockaddr(*remote))
     expected = message(
         NL_BEARER_ENABLE,
         nest(NLA_BEARER, attr(BEARER_NAME, b"udp:u1\0"),
@@ -173,10 +176,10 @@ def test_bearer_enable_udp_ipv4_default_multicast() -> None:
 
 
 def test_bearer_enable_udp_ipv6_with_priority() -> None:
-    remote = tn.default_udp_remote(4711, ipv6=True)
+    remote = msgs.default_udp_remote(4711, ipv6=True)
     assert remote == ("ff02::4711", 6118)  # iproute2 formats the net id as the last group
-    msg = tn.build_bearer_enable_udp(
-        "udp:six", tn.sockaddr("fe80::1", 6000, scope_id=3), tn.sockaddr(*remote), priority=5)
+    msg = msgs.build_bearer_enable_udp(
+        "udp:six", msgs.sockaddr("fe80::1", 6000, scope_id=3), msgs.sockaddr(*remote), priority=5)
     expected = message(
         NL_BEARER_ENABLE,
         nest(NLA_BEARER, nest(BEARER_PROP, attr(PROP_PRIO, u32(5))),
@@ -189,28 +192,28 @@ def test_bearer_enable_udp_ipv6_with_priority() -> None:
 
 def test_udp_families_must_match() -> None:
     with pytest.raises(UsageError, match="IPv4 or both IPv6"):
-        tn.build_bearer_enable_udp("u", tn.sockaddr("10.0.0.1", 1), tn.sockaddr("ff02::1", 1))
+        msgs.build_bearer_enable_udp("u", msgs.sockaddr("10.0.0.1", 1), msgs.sockaddr("ff02::1", 1))
 
 
-def test_bearer_add_and_disable() -> None:
-    assert wire(tn.build_bearer_add("u1", tn.sockaddr("10.0.0.2", 6118))) == message(
+def test_bearer_add() -> None:
+    assert wire(msgs.build_bearer_add("u1", msgs.sockaddr("10.0.0.2", 6118))) == message(
         NL_BEARER_ADD,
         nest(NLA_BEARER, attr(BEARER_NAME, b"udp:u1\0"),
              nest(BEARER_UDP_OPTS, attr(UDP_REMOTE, sockaddr_in("10.0.0.2", 6118)))))
-    assert wire(tn.build_bearer_disable("eth:va")) == message(
-        NL_BEARER_DISABLE, nest(NLA_BEARER, attr(BEARER_NAME, b"eth:va\0")))
 
 
 @pytest.mark.parametrize("bad", ["eth:", "noprefix", "eth:" + "x" * 16, ":x"])
 def test_bearer_names_are_checked(bad: str) -> None:
     with pytest.raises(UsageError):
-        tn.build_bearer_disable(bad)
+        msgs.check_bearer_name(bad)
+    with pytest.raises(UsageError):
+        msgs.build_bearer_enable_eth("x" * 16)
 
 
 @pytest.mark.parametrize("prio", [-1, 32])
 def test_priority_range(prio: int) -> None:
     with pytest.raises(UsageError):
-        tn.build_bearer_enable_eth("va", priority=prio)
+        msgs.build_bearer_enable_eth("va", priority=prio)
 
 
 # -- KEY_SET / KEY_FLUSH ----------------------------------------------------------------
@@ -219,58 +222,58 @@ KEY = bytes(range(16)) + b"SALT"  # AES-128 key + 4-byte salt
 
 
 def test_aead_key_struct() -> None:
-    blob = tn.aead_key(KEY)
+    blob = msgs.aead_key(KEY)
     assert bytes(blob) == aead(KEY)
     assert len(blob) == 32 + 4 + 20
     assert struct.unpack_from("=I", blob, 32)[0] == 20
 
 
 def test_key_set_cluster_key() -> None:
-    assert wire(tn.build_key_set(KEY)) == message(
+    assert wire(msgs.build_key_set(KEY)) == message(
         NL_KEY_SET, nest(NLA_NODE, attr(NODE_KEY, aead(KEY))))
 
 
 def test_key_set_master_key() -> None:
-    assert wire(tn.build_key_set(KEY, master=True)) == message(
+    assert wire(msgs.build_key_set(KEY, master=True)) == message(
         NL_KEY_SET, nest(NLA_NODE, attr(NODE_KEY, aead(KEY)), attr(NODE_KEY_MASTER)))
 
 
 def test_key_set_per_node_key_and_rekeying() -> None:
     key256 = os.urandom(36)
-    assert wire(tn.build_key_set(key256, node_id="nodeB", rekeying=60)) == message(
+    assert wire(msgs.build_key_set(key256, node_id="nodeB", rekeying=60)) == message(
         NL_KEY_SET,
         nest(NLA_NODE, attr(NODE_KEY, aead(key256)),
              attr(NODE_ID, b"nodeB".ljust(16, b"\0")), attr(NODE_REKEYING, u32(60))))
 
 
 def test_key_set_rekeying_only_and_now() -> None:
-    assert wire(tn.build_key_set(None, rekeying="now")) == message(
+    assert wire(msgs.build_key_set(None, rekeying="now")) == message(
         NL_KEY_SET, nest(NLA_NODE, attr(NODE_REKEYING, u32(0xFFFFFFFF))))
-    assert wire(tn.build_key_set(None, rekeying=0)) == message(
+    assert wire(msgs.build_key_set(None, rekeying=0)) == message(
         NL_KEY_SET, nest(NLA_NODE, attr(NODE_REKEYING, u32(0))))
 
 
 @pytest.mark.parametrize("size", [0, 16, 19, 21, 32, 37])
 def test_key_length_is_checked(size: int) -> None:
     with pytest.raises(UsageError, match="20, 28 or 36"):
-        tn.build_key_set(bytes(size))
+        msgs.build_key_set(bytes(size))
 
 
 def test_key_set_refuses_nonsense() -> None:
     with pytest.raises(UsageError, match="master"):
-        tn.build_key_set(KEY, master=True, node_id="nodeB")
+        msgs.build_key_set(KEY, master=True, node_id="nodeB")
     with pytest.raises(UsageError):
-        tn.build_key_set(None)
+        msgs.build_key_set(None)
     with pytest.raises(UsageError):
-        tn.build_key_set(KEY, alg="x" * 32)
+        msgs.build_key_set(KEY, alg="x" * 32)
     with pytest.raises(UsageError):
-        tn.build_key_set(None, rekeying="soon")
+        msgs.build_key_set(None, rekeying="soon")
 
 
 def test_key_flush_and_dumps_have_no_attributes() -> None:
-    assert wire(tn.build_simple(NL_KEY_FLUSH)) == message(NL_KEY_FLUSH)
+    assert wire(msgs.build_simple(NL_KEY_FLUSH)) == message(NL_KEY_FLUSH)
     for cmd in (NL_BEARER_GET, NL_LINK_GET, NL_NODE_GET, NL_NET_GET, NL_NAME_TABLE_GET):
-        assert wire(tn.build_simple(cmd), DUMP) == message(cmd, flags=DUMP)
+        assert wire(msgs.build_simple(cmd), DUMP) == message(cmd, flags=DUMP)
 
 
 # -- secrets ----------------------------------------------------------------------------
@@ -278,22 +281,22 @@ def test_key_flush_and_dumps_have_no_attributes() -> None:
 
 def test_key_never_shows_in_reprs() -> None:
     key = os.urandom(20)
-    msg = tn.build_key_set(key, master=True)
+    msg = msgs.build_key_set(key, master=True)
     wire(msg)
-    for text in (repr(msg), str(msg), repr(tn.aead_key(key)), str(tn.aead_key(key))):
+    for text in (repr(msg), str(msg), repr(msgs.aead_key(key)), str(msgs.aead_key(key))):
         assert key.hex() not in text and repr(key) not in text and "secret" in text
 
 
 def test_kernel_errors_carry_text_not_request() -> None:
     exc = NetlinkError(errno.EPERM, "not found own node identity (set id?)")
-    err = tn.tipc_error(exc, tn.TIPC_NL_KEY_SET, "lk-x.a")
+    err = client.tipc_error(exc, uapi.TIPC_NL_KEY_SET, "lk-x.a")
     assert "KEY_SET" in err.message and "lk-x.a" in err.message
     assert "not found own node identity" in err.message
     assert "set_net" in err.hint
-    err = tn.tipc_error(NetlinkError(errno.EPERM), tn.TIPC_NL_NET_SET, None)
+    err = client.tipc_error(NetlinkError(errno.EPERM), uapi.TIPC_NL_NET_SET, None)
     assert "before enabling bearers" in err.hint
-    err = tn.tipc_error(NetlinkError(tn.ENOTSUPP, "not supported yet the algorithm"),
-                        tn.TIPC_NL_KEY_SET, None)
+    err = client.tipc_error(NetlinkError(client.ENOTSUPP, "not supported yet the algorithm"),
+                        uapi.TIPC_NL_KEY_SET, None)
     assert "gcm(aes)" in err.hint and "not supported" in err.message
 
 
@@ -307,27 +310,27 @@ def nlmsgerr(code: int, echoed: bytes, text: bytes | None, capped: bool) -> byte
 
 def test_error_replies_drop_the_echoed_request() -> None:
     key = os.urandom(20)
-    request = wire(tn.build_key_set(key))
+    request = wire(msgs.build_key_set(key))
     for capped in (True, False):
-        msg = tn.parse_error(nlmsgerr(errno.EPERM, request, b"no identity", capped))
+        msg = msgs.parse_error(nlmsgerr(errno.EPERM, request, b"no identity", capped))
         error = msg["header"]["error"]
         assert isinstance(error, NetlinkError) and error.code == errno.EPERM
         assert error.args[1] == "no identity"
         assert key not in bytes(msg.data)
-    ack = tn.parse_error(nlmsgerr(0, request, None, capped=True))
+    ack = msgs.parse_error(nlmsgerr(0, request, None, capped=True))
     assert ack["header"]["error"] is None
 
 
 # -- replies ----------------------------------------------------------------------------
 
 
-def reply(attrs: list) -> tn.tipcmsg:
-    msg = tn.tipcmsg()
+def reply(attrs: list) -> tipcmsg:
+    msg = tipcmsg()
     msg["cmd"] = 0
     msg["version"] = 1
     msg["attrs"] = attrs
     msg.encode()
-    parsed = tn.tipcmsg(msg.data)
+    parsed = tipcmsg(msg.data)
     parsed.decode()
     return parsed
 
@@ -343,7 +346,7 @@ def test_parse_link_reply() -> None:
         ("TIPC_NLA_LINK_STATS", {"attrs": [("TIPC_NLA_STATS_RETRANSMITTED", 3),
                                            ("TIPC_NLA_STATS_TX_ACKS", 1)]}),
     ]})])
-    link = tn.parse_link(msg)
+    link = msgs.parse_link(msg)
     assert link is not None
     assert link["name"] == "nodeA:va-nodeB:vb"
     assert (link["up"], link["active"], link["broadcast"]) == (True, True, False)
@@ -353,7 +356,7 @@ def test_parse_link_reply() -> None:
 
 
 def test_parse_bearer_net_and_publication_replies() -> None:
-    bearer = tn.parse_bearer(reply([("TIPC_NLA_BEARER", {"attrs": [
+    bearer = msgs.parse_bearer(reply([("TIPC_NLA_BEARER", {"attrs": [
         ("TIPC_NLA_BEARER_NAME", "udp:u1"),
         ("TIPC_NLA_BEARER_PROP", {"attrs": [("TIPC_NLA_PROP_PRIO", 10),
                                             ("TIPC_NLA_PROP_MTU", 14000)]}),
@@ -367,11 +370,11 @@ def test_parse_bearer_net_and_publication_replies() -> None:
                               "multi_remote": True}}
     raw = b"nodeA".ljust(16, b"\0")
     w0, w1 = struct.unpack("=QQ", raw)
-    net = tn.parse_net(reply([("TIPC_NLA_NET", {"attrs": [
+    net = msgs.parse_net(reply([("TIPC_NLA_NET", {"attrs": [
         ("TIPC_NLA_NET_ID", 4711), ("TIPC_NLA_NET_NODEID", w0),
         ("TIPC_NLA_NET_NODEID_W1", w1)]})]))
     assert net == {"net_id": 4711, "node_id": raw, "identity": "nodeA", "hash": 0x2F6F6465}
-    publ = tn.parse_publication(reply([("TIPC_NLA_NAME_TABLE", {"attrs": [
+    publ = msgs.parse_publication(reply([("TIPC_NLA_NAME_TABLE", {"attrs": [
         ("TIPC_NLA_NAME_TABLE_PUBL", {"attrs": [
             ("TIPC_NLA_PUBL_TYPE", 18888), ("TIPC_NLA_PUBL_LOWER", 1),
             ("TIPC_NLA_PUBL_UPPER", 5), ("TIPC_NLA_PUBL_SCOPE", 2),
@@ -382,11 +385,11 @@ def test_parse_bearer_net_and_publication_replies() -> None:
 
 
 def test_sockaddr_round_trip() -> None:
-    assert tn.parse_sockaddr(tn.sockaddr("192.0.2.1", 1)) == ("192.0.2.1", 1)
-    assert tn.parse_sockaddr(tn.sockaddr("2001:db8::1", 65535)) == ("2001:db8::1", 65535)
-    assert tn.parse_sockaddr(b"\x01") == ("", 0)
+    assert msgs.parse_sockaddr(msgs.sockaddr("192.0.2.1", 1)) == ("192.0.2.1", 1)
+    assert msgs.parse_sockaddr(msgs.sockaddr("2001:db8::1", 65535)) == ("2001:db8::1", 65535)
+    assert msgs.parse_sockaddr(b"\x01") == ("", 0)
     with pytest.raises(UsageError):
-        tn.sockaddr("10.0.0.1", 70000)
+        msgs.sockaddr("10.0.0.1", 70000)
 
 
 # -- opening ----------------------------------------------------------------------------
@@ -395,7 +398,7 @@ def test_sockaddr_round_trip() -> None:
 def test_missing_namespace_is_an_error_not_created() -> None:
     name = "lk-tqhost.nosuchns"
     with pytest.raises(LabkitError, match="no network namespace"):
-        tn.TipcNetlink(name).open()
+        client.TipcNetlink(name).open()
     assert not netns.exists(name)
 
 
@@ -403,11 +406,56 @@ def test_missing_tipc_is_a_missing_feature() -> None:
     if os.path.isdir("/sys/module/tipc"):  # checked at run time: other tests load it
         pytest.skip("this kernel has TIPC")
     with pytest.raises(MissingFeatureError, match="modprobe tipc"):
-        tn.TipcNetlink().open()
+        client.TipcNetlink().open()
 
 
 def test_closed_client_says_so() -> None:
-    client = tn.TipcNetlink("lk-x.a")
-    assert "closed" in repr(client)
+    nl = client.TipcNetlink("lk-x.a")
+    assert "closed" in repr(nl)
     with pytest.raises(RuntimeError, match="not open"):
-        client.links()
+        nl.links()
+
+
+# -- the exchange, against this kernel's nlctrl family (no TIPC needed) -------------------
+
+
+def _getfamily(name: str | None) -> object:
+    from pyroute2.netlink import CTRL_CMD_GETFAMILY, ctrlmsg
+
+    msg = ctrlmsg()
+    msg["cmd"] = CTRL_CMD_GETFAMILY
+    msg["version"] = 1
+    msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", name)] if name else []
+    return msg
+
+
+def test_exchange_acks_dumps_and_refusals() -> None:
+    from pyroute2.netlink import GENL_ID_CTRL, ctrlmsg
+
+    sock = client._open_raw(None)
+    try:
+        one = client.exchange(sock, _getfamily("nlctrl"), GENL_ID_CTRL, ACK, ctrlmsg, 1)
+        assert [r.get_attr("CTRL_ATTR_FAMILY_ID") for r in one] == [GENL_ID_CTRL]
+        every = client.exchange(sock, _getfamily(None), GENL_ID_CTRL, DUMP, ctrlmsg, 2)
+        names = {r.get_attr("CTRL_ATTR_FAMILY_NAME") for r in every}
+        assert "nlctrl" in names and len(names) == len(every) > 1
+        with pytest.raises(NetlinkError) as info:
+            client.exchange(sock, _getfamily("no-such-family"), GENL_ID_CTRL, ACK, ctrlmsg, 3)
+        assert info.value.code == errno.ENOENT
+    finally:
+        sock.close()
+
+
+def test_dump_end_carries_its_errno() -> None:
+    done = struct.pack("=IHHIIi", 20, 3, 0x2, SEQ, PID, 0)
+    assert msgs.parse_done(done)["header"]["error"] is None
+    failed = struct.pack("=IHHIIi", 20, 3, 0x2, SEQ, PID, -errno.EINTR)
+    assert msgs.parse_done(failed)["header"]["error"].code == errno.EINTR
+
+
+def test_rekeying_range_is_the_kernels() -> None:
+    assert msgs.rekeying_value(uapi.REKEYING_MAX) == uapi.REKEYING_MAX == 71582
+    assert uapi.REKEYING_MAX * 60 * 1000 < 2**32 <= (uapi.REKEYING_MAX + 1) * 60 * 1000
+    for bad in (uapi.REKEYING_MAX + 1, -1, True):
+        with pytest.raises(UsageError, match=str(uapi.REKEYING_MAX)):
+            msgs.rekeying_value(bad)

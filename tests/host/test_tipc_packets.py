@@ -19,7 +19,9 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw, raw
 from scapy.utils import rdpcap
 
-from labkit.packets import tipc as T
+from labkit.features.tipc import layers as T
+from labkit.features.tipc import uapi
+from labkit.features.tipc.identity import node_hash
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "tipc"
 PCAPS = ("v2_eth_cluster", "v2_bcast_data", "crossover_lo", "udp_bearer", "inject_ghost",
@@ -70,15 +72,15 @@ def test_v2_cluster_formation() -> None:
         assert c.capabilities == T.TIPC_NODE_CAPABILITIES
         assert c.media_type == 1 and c.media_mac == eth.src  # the sender's own MAC
         assert c.node_id.rstrip(b"\0") in (b"nodeA", b"nodeB")
-        assert c.prev_node == T.node_addr(c.node_id)  # trial address = hash of the id
+        assert c.prev_node == node_hash(c.node_id)  # trial address = hash of the id
     resp = [c for c in configs if c.mtype == 1]
-    assert all(c.dest_domain == T.node_addr(b"nodeA" if c.node_id.startswith(b"nodeB")
+    assert all(c.dest_domain == node_hash(b"nodeA" if c.node_id.startswith(b"nodeB")
                                             else b"nodeB") for c in resp)
     protos = of("v2_eth_cluster", T.TIPCLinkProtocol)
     assert {p.mtype for p in protos} == {0, 1, 2}  # STATE, RESET, ACTIVATE
     for p in protos:
         assert p.hsize == 10 and p.size in (44, 56)
-        assert {p.orig_node, p.dest_node} == {T.node_addr("nodeA"), T.node_addr("nodeB")}
+        assert {p.orig_node, p.dest_node} == {node_hash("nodeA"), node_hash("nodeB")}
     reset = next(p for p in protos if p.mtype == 1)
     assert reset.max_pkt_words * 4 == 1500
     assert bytes(reset.payload).rstrip(b"\0") in (b"va", b"vb")  # the sender's bearer
@@ -89,7 +91,7 @@ def test_name_distribution_bulk_and_single() -> None:
     items = [(d.mtype, i.type, i.lower, i.upper) for d in distr for i in d.items]
     from_b = {t for m, t, lo, up in items if m == 0 and 30000 <= t < 30012}
     assert from_b == set(range(30000, 30012))  # the 12 bindings made before link-up
-    assert (0, 0, T.node_addr("nodeB"), T.node_addr("nodeB")) in items  # node binding
+    assert (0, 0, node_hash("nodeB"), node_hash("nodeB")) in items  # node binding
     assert (0, 31000, 5, 5) in items and (1, 31000, 5, 5) in items  # publish, withdraw
     for d in distr:
         assert d.size == 40 + 20 * len(d.items)
@@ -118,7 +120,7 @@ def test_crossover_data_on_lo() -> None:
     by_mark = {bytes(d.payload)[:13]: d for d in data if bytes(d.payload)}
     named = by_mark[b"MARKER-NAMED-"]
     assert (named.mtype, named.hsize, named.name_type, named.name_instance) == (2, 10, 18888, 1)
-    assert named.orig_node == T.node_addr("dataA") and named.dest_node == T.node_addr("dataB")
+    assert named.orig_node == node_hash("dataA") and named.dest_node == node_hash("dataB")
     mcast = by_mark[b"MARKER-MCAST-"]
     assert (mcast.mtype, mcast.hsize, mcast.name_upper) == (1, 11, 5)
     direct = by_mark[b"MARKER-DIRECT"]
@@ -170,7 +172,7 @@ def test_encrypted_clusters(name: str, master: int) -> None:
             assert x.node_id.rstrip(b"\0") in (b"keyA", b"keyB", b"clA", b"clB")
             assert len(x.ciphertext) == 76 and frame_len == 28 + 76 + 16
         else:
-            assert x.addr in {T.node_addr(i) for i in ("keyA", "keyB", "clA", "clB")}
+            assert x.addr in {node_hash(i) for i in ("keyA", "keyB", "clA", "clB")}
             assert frame_len == 16 + len(x.ciphertext) + 16
         assert x.seqno > 0
     if master:
@@ -248,7 +250,7 @@ def test_v7_build() -> None:
 
 def test_layers_bind_to_ethertype_and_udp_port() -> None:
     frame = Ether(src="02:00:00:00:00:01") / T.TIPCLinkConfig(net_id=1, node_id=b"n1")
-    assert frame.type == T.ETH_P_TIPC
+    assert frame.type == uapi.ETH_P_TIPC
     assert isinstance(Ether(raw(frame))[T.TIPC], T.TIPCLinkConfig)
     for sport, dport in ((6118, 40000), (40000, 6118)):
         pkt = IP(raw(IP() / UDP(sport=sport, dport=dport) / T.TIPCData(mtype=0)))
@@ -258,10 +260,11 @@ def test_layers_bind_to_ethertype_and_udp_port() -> None:
 
 
 def test_crafted_frames() -> None:
-    frames_ = T.crafted("02:00:00:00:00:02", 4711)
+    mac, ident = "02:00:00:00:00:02", "ghost-1234"
+    frames_ = {kind: T.crafted(kind, mac, 4711, ident) for kind in T.FRAME_KINDS}
     ghost = frames_["ghost_discovery"][T.TIPCLinkConfig]
-    assert ghost.net_id == 4711 and ghost.node_id.rstrip(b"\0") == b"ghost"
-    assert ghost.prev_node == T.node_addr("ghost") and ghost.media_mac == "02:00:00:00:00:02"
+    assert ghost.net_id == 4711 and ghost.node_id.rstrip(b"\0") == ident.encode()
+    assert ghost.prev_node == node_hash(ident) and ghost.media_mac == mac
     assert Ether(raw(frames_["wrong_netid"]))[T.TIPC].net_id == 4712
     words = {k: int.from_bytes(raw(v)[14:18], "big") for k, v in frames_.items()}
     assert (words["short_hsize"] >> 21) & 0xF == 5
@@ -269,7 +272,21 @@ def test_crafted_frames() -> None:
     assert words["bad_version"] >> 29 == 3
     assert (words["ghost_discovery"] >> 21) & 0xF == 15
     assert words["ghost_discovery"] & 0x1FFFF == 76
-    assert T.crafted("02:00:00:00:00:02", 9999)["wrong_netid"][T.TIPC].net_id == 1
+    assert T.crafted("wrong_netid", mac, uapi.NET_ID_MAX, ident)[T.TIPC].net_id == 1
+    # every kind is the ghost discovery under the same identity but for its one defect
+    for kind, frame in frames_.items():
+        assert frame[T.TIPC].node_id.rstrip(b"\0") == ident.encode(), kind
+    with pytest.raises(ValueError):
+        T.crafted("nonsense", mac, 4711, ident)
+
+
+def test_dissection_uses_scapys_public_api_only() -> None:
+    """No layer replaces scapy's dissection loop (a private copy drifts from upstream):
+    truncation is handled by fields (ConditionalField), the documented extension point."""
+    for cls in (*T.ALL_LAYERS, T.TIPCNameItem):
+        assert "do_dissect" not in vars(cls) and not any(
+            "do_dissect" in vars(base) for base in cls.__mro__
+            if base.__module__.startswith("labkit")), cls
 
 
 # -- robustness -----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.features.tipc.verify import judge_crossover, tipc_payload
+from labkit.features.tipc.verdicts import judge_crossover
 
 GOOD = {"messages_sent": 20, "messages_delivered": 20, "marker_frames_on_receiver_lo": 20,
         "marker_frames_on_bearers": {"n1:eth1": 0, "n2:eth1": 0}, "link_tx_packets_delta": 1}
@@ -25,14 +25,3 @@ def test_crossover_fails_without_lo_clone_or_with_link_growth() -> None:
 
 def test_crossover_cannot_judge_lost_messages() -> None:
     assert judge_crossover("x", "n2", {**GOOD, "messages_delivered": 3}).outcome == "error"
-
-
-def test_tipc_payload_finds_ethernet_and_udp_bearers() -> None:
-    eth = bytes(12) + b"\x88\xca" + b"\x40" + bytes(40)
-    assert tipc_payload(eth)[0] >> 5 == 2
-    ip = bytes([0x45]) + bytes(8) + bytes([17]) + bytes(10)  # IPv4, proto UDP, ihl 5
-    udp = (6118).to_bytes(2, "big") * 2 + bytes(4) + b"\xe0" + bytes(30)
-    frame = bytes(12) + b"\x08\x00" + ip + udp
-    assert tipc_payload(frame)[0] >> 5 == 7
-    assert tipc_payload(bytes(12) + b"\x08\x06" + bytes(28)) is None
-    assert tipc_payload(b"\x00\x01") is None

@@ -1,21 +1,8 @@
-"""TIPC: the TIPCv2 netlink client (netlink.py); topology support builds on it."""
+"""TIPC: clusters of lab nodes over eth and udp bearers, their keys, and their checks.
 
-from labkit.features.tipc.netlink import (
-    Secret,
-    TipcNetlink,
-    aead_key,
-    default_udp_remote,
-    node_hash,
-    node_id_bytes,
-    node_id_str,
-)
-
-__all__ = [
-    "Secret",
-    "TipcNetlink",
-    "aead_key",
-    "default_udp_remote",
-    "node_hash",
-    "node_id_bytes",
-    "node_id_str",
-]
+One module per job: uapi (kernel numbers and limits) and identity (node ids, keys) are
+the single source of every TIPC fact; attributes, messages and client speak the TIPCv2
+netlink family; layers are the scapy dissectors; config, setup, status, verify, verdicts,
+inject and endpoint are what labs use. This package imports nothing itself, so the
+traffic endpoint loads without pyroute2 or scapy.
+"""

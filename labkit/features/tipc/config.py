@@ -21,10 +21,23 @@ that name each other (or share a LAN with the default multicast remote).
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.errors import Loc
+from labkit.features.tipc import keys
+from labkit.features.tipc.identity import KEY_BITS, NAME_CHARS_TEXT, either, is_name
+from labkit.features.tipc.uapi import (
+    MAX_BEARERS,
+    NET_ID_MAX,
+    NET_ID_MIN,
+    NODE_ID_LEN,
+    REKEYING_MAX,
+    TIPC_MAX_IF_NAME,
+    TIPC_MAX_LINK_PRI,
+    UDP_PORT,
+)
 from labkit.topology.fields import (
     Problems,
     as_int,
@@ -42,8 +55,7 @@ NODE_KEYS = ["identity", "bearers"]
 BEARER_KEYS = ["media", "dev", "name", "local", "remote", "port", "priority"]
 ENC_KEYS = ["mode", "key_file", "key_bits", "rekeying"]
 MODES = ["master", "cluster", "per-node"]
-UDP_PORT = 6118
-ID_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:@")
+LINK_TIMEOUT_MAX = 600  # s: labkit's own bound on how long `up` waits for links
 
 
 @dataclass
@@ -108,10 +120,11 @@ def parse(block: LMap | None, nodes: dict[str, Any], topo: Topology, p: Problems
         check_keys(lab, LAB_KEYS, "tipc", p)
         if "net_id" in lab:
             cfg.net_id = as_int(lab["net_id"], lab.val_loc("net_id"), "tipc net_id", p,
-                                1, 9999999) or cfg.net_id
+                                NET_ID_MIN, NET_ID_MAX) or cfg.net_id
         if "link_timeout" in lab:
             cfg.link_timeout = as_int(lab["link_timeout"], lab.val_loc("link_timeout"),
-                                      "tipc link_timeout", p, 1, 600) or cfg.link_timeout
+                                      "tipc link_timeout", p, 1, LINK_TIMEOUT_MAX) \
+                or cfg.link_timeout
         if "encryption" in lab and lab["encryption"] not in (None, False):
             cfg.encryption = _parse_encryption(lab, topo, p)
     for node_name, raw in nodes.items():
@@ -121,11 +134,11 @@ def parse(block: LMap | None, nodes: dict[str, Any], topo: Topology, p: Problems
             continue
         check_keys(m, NODE_KEYS, f"tipc of node '{node_name}'", p)
         identity = str(m.get("identity", node_name))
-        if len(identity) > 16 or not set(identity) <= ID_CHARS:
+        if not is_name(identity):
             p.add(m.val_loc("identity") if "identity" in m else loc,
                   f"TIPC identity '{identity}' of node '{node_name}' is not valid.",
-                  "Use up to 16 characters from [0-9A-Za-z-_.:@]; set `identity:` if the "
-                  "node name is longer.")
+                  f"Use up to {NODE_ID_LEN} characters from {NAME_CHARS_TEXT}; set "
+                  "`identity:` if the node name is longer.")
         tn = TipcNode(name=node_name, identity=identity, loc=loc)
         items = as_list(m.get("bearers"), m.val_loc("bearers"),
                         f"tipc bearers of node '{node_name}'", p)
@@ -140,9 +153,10 @@ def parse(block: LMap | None, nodes: dict[str, Any], topo: Topology, p: Problems
         if not tn.bearers and "bearers" not in m:
             p.add(loc, f"TIPC node '{node_name}' has no bearers.",
                   "Add `bearers: [eth1]` (or a udp bearer) so it can reach the cluster.")
-        if len(tn.bearers) > 3:
-            p.add(loc, f"TIPC node '{node_name}' has {len(tn.bearers)} bearers; the kernel "
-                       "allows at most 3.", "Remove some bearers.")
+        if items is not None and len(items) > MAX_BEARERS:
+            p.add(items.item_loc(MAX_BEARERS),
+                  f"TIPC node '{node_name}' has {len(items)} bearers; the kernel allows at "
+                  f"most {MAX_BEARERS}.", "Remove some bearers.")
         cfg.nodes[node_name] = tn
     seen: dict[str, str] = {}
     for tn in cfg.nodes.values():
@@ -168,19 +182,24 @@ def _parse_encryption(lab: LMap, topo: Topology, p: Problems) -> Encryption | No
     if enc.mode not in MODES:
         p.add(m.val_loc("mode"), f"tipc encryption mode '{enc.mode}' is not supported.",
               f"Use one of: {', '.join(MODES)}. {suggest(enc.mode, MODES)}".strip())
+    bits_ok = True
     if "key_bits" in m:
         bits = m["key_bits"]
-        if bits not in (128, 192, 256):
-            p.add(m.val_loc("key_bits"), "tipc encryption key_bits must be 128, 192 or 256.")
+        if isinstance(bits, bool) or bits not in KEY_BITS:
+            bits_ok = False
+            p.add(m.val_loc("key_bits"), f"tipc encryption key_bits must be "
+                  f"{either(KEY_BITS)}, not {bits!r}.")
         else:
             enc.key_bits = bits
     if "key_file" in m:
-        import os
-
         path = as_str(m["key_file"], m.val_loc("key_file"), "tipc encryption key_file", p)
         if path:
             base = os.path.dirname(os.path.abspath(topo.path))
             enc.key_file = path if os.path.isabs(path) else os.path.join(base, path)
+        if enc.key_file and bits_ok and enc.mode != "per-node":
+            found, hint = keys.problems(enc.key_file, enc.key_bits)
+            for text in found:
+                p.add(m.val_loc("key_file"), text[0].upper() + text[1:], hint)
     if enc.key_file and enc.mode == "per-node":
         p.add(m.val_loc("key_file"), "key_file works with mode master or cluster; per-node "
                                      "keys are generated, one per node.",
@@ -191,7 +210,7 @@ def _parse_encryption(lab: LMap, topo: Topology, p: Problems) -> Encryption | No
             enc.rekeying = 0
         else:
             enc.rekeying = as_int(value, m.val_loc("rekeying"), "tipc rekeying (minutes)", p,
-                                  0, 10080)
+                                  0, REKEYING_MAX)
     return enc
 
 
@@ -215,7 +234,7 @@ def _parse_bearer(item: Any, loc: Loc, node: str, topo: Topology, p: Problems) -
     bearer = Bearer(media=media, loc=loc)
     if "priority" in item_map:
         bearer.priority = as_int(item_map["priority"], vloc("priority"), "bearer priority",
-                                 p, 0, 31)
+                                 p, 0, TIPC_MAX_LINK_PRI)
     if media == "eth":
         dev = str(item_map.get("dev", ""))
         if dev not in spec.interfaces:
@@ -227,9 +246,10 @@ def _parse_bearer(item: Any, loc: Loc, node: str, topo: Topology, p: Problems) -
         bearer.dev = dev
         return bearer
     bearer.name = str(item_map.get("name", f"udp{len(spec.interfaces)}-{int(loc.line)}"))
-    if len(bearer.name) > 15 or not bearer.name.replace("-", "").replace("_", "").isalnum():
+    if len(bearer.name) >= TIPC_MAX_IF_NAME or \
+            not bearer.name.replace("-", "").replace("_", "").isalnum():
         p.add(vloc("name"), f"udp bearer name '{bearer.name}' of node '{node}' is not valid.",
-              "Use up to 15 letters, digits, '-' or '_'.")
+              f"Use up to {TIPC_MAX_IF_NAME - 1} letters, digits, '-' or '_'.")
         return None
     if "port" in item_map:
         bearer.port = as_int(item_map["port"], vloc("port"), "udp bearer port", p,

@@ -1,4 +1,9 @@
-"""TIPC as a lab feature: the `tipc:` topology block, its setup, status and verifications."""
+"""TIPC as a lab feature: the `tipc:` topology block, its setup, status and verifications.
+
+Only config (validation) is imported up front: the registry loads this module for every
+topology and every CLI start, so the netlink client (pyroute2) and the scapy layers load
+when a method needs them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import UsageError
 from labkit.features import Feature
-from labkit.features.tipc import config, setup, status
+from labkit.features.tipc import config
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -29,15 +34,22 @@ class TipcFeature(Feature):
     modules = ("tipc",)
     check_kinds = {"tipc_crossover": ("from", "to"), "tipc_encryption": ()}
     verifications = ("crossover", "encryption")
+    traffic = {"tipc": "labkit.features.tipc.endpoint"}
     parse = staticmethod(config.parse)
 
     def setup(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
+        from labkit.features.tipc import setup
+
         return setup.setup(lab, cfg)
 
     def wait_ready(self, lab: Lab, cfg: config.TipcConfig) -> None:
+        from labkit.features.tipc import setup
+
         setup.wait_links(lab, cfg)
 
     def status(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
+        from labkit.features.tipc import status
+
         return status.status(lab, cfg)
 
     def run_check(self, lab: Lab, cfg: config.TipcConfig, check: Check) -> Verdict:

@@ -1,27 +1,30 @@
 """Send crafted TIPC frames from a node's interface and report what the kernel made of them.
 
-The frames come from labkit.packets.tipc.crafted(); the report compares the TIPC view
-(peers, links) of every node on the same segment before and after, so a lab can show
-that a wrong net id is ignored while a ghost discovery creates a peer whose link never
-comes up.
+The frames come from layers.crafted(), each injection under a fresh node identity that no
+node has seen before, so any effect can be pinned on this injection: the report compares
+the TIPC view (peers, links) of every TIPC node on the same segment before and after. A
+ghost discovery creates a peer (whose link never comes up); a wrong net id or a malformed
+header must change nothing, which is observed for a named, bounded window.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
+from labkit.base.wait import poll
 from labkit.errors import UsageError
+from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import TipcConfig
-from labkit.features.tipc.netlink import TipcNetlink
-from labkit.packets.tipc import crafted
+from labkit.features.tipc.layers import FRAME_KINDS, crafted
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
-KINDS = ("ghost_discovery", "wrong_netid", "short_hsize", "size_mismatch", "bad_version")
+MAX_FRAMES = 100
+OBSERVE_WINDOW = 2.0  # s to watch for an effect (a kernel answers a discovery within ms)
 
 
 def _view(lab: Lab, nodes: list[str]) -> dict[str, Any]:
@@ -34,12 +37,26 @@ def _view(lab: Lab, nodes: list[str]) -> dict[str, Any]:
     return out
 
 
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return {n: {"new_peers": sorted(set(after[n]["peers"]) - set(before[n]["peers"])),
+                "new_links_up": sorted(set(after[n]["links_up"]) - set(before[n]["links_up"]))}
+            for n in before}
+
+
+def fresh_identity() -> str:
+    """A node identity no lab node has (labkit never names a node like this)."""
+    return "ghost-" + secrets.token_hex(5)
+
+
 def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: int = 3,
-           settle: float = 2.0) -> dict[str, Any]:
-    if kind not in KINDS:
-        raise UsageError(f"unknown frame kind '{kind}'.", hint=f"Use one of: {', '.join(KINDS)}.")
-    if not 1 <= count <= 100:
-        raise UsageError("--count must be between 1 and 100.")
+           window: float = OBSERVE_WINDOW) -> dict[str, Any]:
+    """Send `count` frames of `kind`, then watch the segment's TIPC nodes for up to
+    `window` seconds; the watch ends early once every one of them shows a change."""
+    if kind not in FRAME_KINDS:
+        raise UsageError(f"unknown frame kind '{kind}'.",
+                         hint=f"Use one of: {', '.join(FRAME_KINDS)}.")
+    if not 1 <= count <= MAX_FRAMES:
+        raise UsageError(f"--count must be between 1 and {MAX_FRAMES}.")
     spec = lab.topo.nodes[lab.node(node).name]
     if iface not in spec.interfaces:
         raise UsageError(f"node {node} has no interface {iface}.",
@@ -48,7 +65,8 @@ def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: i
     watchers = [n for n in cfg.nodes if n != node and any(
         ep.segment == segment for ep in lab.topo.nodes[n].interfaces.values())]
     mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))  # a host that does not exist
-    frame = bytes(crafted(mac, cfg.net_id)[kind])
+    identity = fresh_identity()
+    frame = bytes(crafted(kind, mac, cfg.net_id, identity))
     before = _view(lab, watchers)
     sock = lab.node(node).socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
@@ -56,15 +74,17 @@ def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: i
             sock.bind((iface, 0))
         for _ in range(count):
             sock.send(frame)
-            time.sleep(0.05)
     finally:
         sock.close()
-    time.sleep(settle)
+
+    def changed() -> dict[str, Any] | None:
+        diff = _changes(before, _view(lab, watchers))
+        seen = all(c["new_peers"] or c["new_links_up"] for c in diff.values())
+        return diff if watchers and seen else None
+
+    poll(changed, window, interval=0.1)
     after = _view(lab, watchers)
-    changes = {n: {"new_peers": sorted(set(after[n]["peers"]) - set(before[n]["peers"])),
-                   "new_links_up": sorted(set(after[n]["links_up"])
-                                          - set(before[n]["links_up"]))}
-               for n in watchers}
-    return {"kind": kind, "from": f"{node}:{iface}", "src_mac": mac, "frames": count,
-            "frame_bytes": len(frame), "watchers": watchers, "before": before,
-            "after": after, "changes": changes}
+    return {"kind": kind, "from": f"{node}:{iface}", "src_mac": mac, "identity": identity,
+            "frames": count, "frame_bytes": len(frame), "watchers": watchers,
+            "window_s": window, "before": before, "after": after,
+            "changes": _changes(before, after)}

@@ -1,7 +1,7 @@
 """scapy layers for TIPC on the wire: the v2 header and the v7 encryption header.
 
 Layout from net/tipc/msg.h and net/tipc/crypto.h. One entry layer, TIPC, is bound to
-ethertype 0x88CA and UDP port 6118; it looks at the version bits (byte 0 >> 5) and, for
+the TIPC ethertype and UDP port (uapi); it looks at the version bits (byte 0 >> 5) and, for
 v2, the user field, and becomes the matching class: TIPCData (users 0-3), TIPCLinkConfig
 (13, discovery), TIPCLinkProtocol (7), TIPCNameDistr (11), TIPCBundler (6),
 TIPCFragmenter (12), TIPCTunnel (10), plain TIPC for other internal users, or TIPCv7
@@ -9,7 +9,9 @@ TIPCFragmenter (12), TIPCTunnel (10), plain TIPC for other internal users, or TI
 
 Captures come from labs and from crafted frames, so dissection must never raise: every
 layer stops at the first field the bytes cannot fill, marks itself truncated and leaves
-the rest as Raw. crafted() builds the frames labs inject (a discovery from a node that does
+the rest as Raw. That is done with scapy's public field API only (each field wrapped in a
+ConditionalField that stops instead of raising), not by overriding its dissection loop.
+crafted() builds the frames labs inject (FRAME_KINDS: a discovery from a node that does
 not exist, one with a wrong net id, malformed headers).
 """
 
@@ -41,11 +43,16 @@ from scapy.layers.inet import UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw, bind_bottom_up, bind_top_down
 
-ETH_P_TIPC = 0x88CA
-TIPC_UDP_PORT = 6118
-TIPC_VERSION = 2
-TIPC_EVERSION = 7
-NODE_ID_LEN = 16
+from labkit.features.tipc.identity import node_hash, node_id_bytes, node_id_str
+from labkit.features.tipc.uapi import (
+    ETH_P_TIPC,
+    NET_ID_MAX,
+    NODE_ID_LEN,
+    TIPC_EVERSION,
+    TIPC_VERSION,
+    UDP_PORT,
+)
+
 TAG_LEN = 16
 
 # Users (msg.h). 0-3 are data importances; 4 and 15 are in-kernel pseudo users.
@@ -93,38 +100,37 @@ def _word0_fields(user: int) -> list[Field[Any, Any]]:
     ]
 
 
-class _Robust:
-    """Dissection that stops, instead of raising, where the bytes run out or make no sense.
+class _Stops(ConditionalField):
+    """A field that ends dissection where the bytes cannot fill it, instead of raising.
 
-    A layer that stopped early has .truncated = True; whatever it could not read becomes
-    its Raw payload.
+    The packet is marked truncated; the fields after it are skipped (their condition is
+    "not truncated") and the bytes left over become the Raw payload. Built packets are
+    never truncated, so building is unchanged.
     """
 
-    truncated = False
+    def __init__(self, fld: Field[Any, Any]) -> None:
+        super().__init__(fld, lambda pkt: not pkt.truncated)
 
-    def do_dissect(self, s: bytes) -> bytes:
-        raw = s
-        self.raw_packet_cache_fields = {}  # type: ignore[attr-defined]
-        for f in self.fields_desc:  # type: ignore[attr-defined]
-            try:
-                s2, fval = f.getfield(self, s)
-            except Exception:
-                self.truncated = True
-                break
-            s = s2
-            if f.isconditional and fval is None:
-                continue
-            if (f.islist or f.holds_packets or f.ismutable) and fval is not None:
-                self.raw_packet_cache_fields[f.name] = (  # type: ignore[attr-defined]
-                    self._raw_packet_cache_field_value(f, fval, copy=True)  # type: ignore[attr-defined]
-                )
-            self.fields[f.name] = fval  # type: ignore[attr-defined]
-        if isinstance(s, tuple):  # stopped inside a bit group: drop the partial byte
-            self.truncated = True
-            s = s[0][1:] if s[0] else b""
-        self.raw_packet_cache = raw[: len(raw) - len(s)]  # type: ignore[attr-defined]
-        self.explicit = 1  # type: ignore[attr-defined]
-        return s
+    def getfield(self, pkt: Packet, s: Any) -> tuple[Any, Any]:
+        if pkt.truncated:
+            return s, None
+        try:
+            return self.fld.getfield(pkt, s)
+        except Exception:
+            pkt.truncated = True
+            if isinstance(s, tuple):  # stopped inside a bit group: drop the partial byte
+                s = s[0][1:] if s[0] else b""
+            return s, None
+
+
+def _stopping(fields: list[Field[Any, Any]]) -> list[Field[Any, Any]]:
+    return [_Stops(f) for f in fields]
+
+
+class _Robust:
+    """Layers whose dissection stops instead of raising (see _Stops); .truncated says so."""
+
+    truncated = False
 
 
 class TIPC(_Robust, Packet):
@@ -138,12 +144,12 @@ class TIPC(_Robust, Packet):
     match_subclass = True
     _fixed_hlen = 8
     _data_fields: tuple[str, ...] = ()
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(BCAST_PROTOCOL),
         BitField("mtype", 0, 3),
         BitField("w1", 0, 29),
         StrLenField("hdr_words", b"", length_from=lambda p: max(0, p._hlen() - 8)),
-    ]
+    ])
 
     @classmethod
     def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
@@ -224,7 +230,7 @@ class TIPCData(TIPC):
 
     name = "TIPC data"
     _fixed_hlen = SHORT_H_SIZE
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(0),
         BitEnumField("mtype", 2, 3, DATA_MTYPES),
         BitField("errcode", 0, 4),
@@ -246,7 +252,7 @@ class TIPCData(TIPC):
             StrLenField("hdr_extra", b"", length_from=lambda p: _hs(p) - MCAST_H_SIZE),
             lambda p: _hs(p) > MCAST_H_SIZE,
         ),
-    ]
+    ])
 
     def _default_hlen(self) -> int:
         return _DATA_HSIZE.get(self.mtype, BASIC_H_SIZE)
@@ -284,7 +290,7 @@ class TIPCLinkConfig(TIPC):
     name = "TIPC link config"
     _fixed_hlen = MAX_H_SIZE
     _data_fields = ("node_id",)
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(LINK_CONFIG),
         BitEnumField("mtype", 0, 3, DSC_MTYPES),
         BitField("w1_rsvd", 0, 1),
@@ -301,7 +307,7 @@ class TIPCLinkConfig(TIPC):
             XShortEnumField("udp_proto", 0x0800, {0x0800: "IPv4", 0x86DD: "IPv6"}),
             lambda p: _media(p) == 3,
         ),
-        ConditionalField(ShortField("udp_port", TIPC_UDP_PORT), lambda p: _media(p) == 3),
+        ConditionalField(ShortField("udp_port", UDP_PORT), lambda p: _media(p) == 3),
         ConditionalField(IPField("udp_ipv4", "0.0.0.0"), lambda p: _udp(p, 0x0800)),
         ConditionalField(StrFixedLenField("udp_pad4", b"", 20), lambda p: _udp(p, 0x0800)),
         ConditionalField(IP6Field("udp_ipv6", "::"), lambda p: _udp(p, 0x86DD)),
@@ -313,23 +319,14 @@ class TIPCLinkConfig(TIPC):
         XIntField("peer_hash", 0),  # hash_mix(init_net) ^ hash_mix(net) ^ random
         XIntField("sugg_addr", 0),
         StrFixedLenField("node_id", b"", NODE_ID_LEN),
-    ]
+    ])
 
     def _default_hlen(self) -> int:
         return MAX_H_SIZE
 
     def mysummary(self) -> str:
         mtype = DSC_MTYPES.get(self.mtype, str(self.mtype))
-        return f"TIPC {mtype} node={_node_id_text(self.node_id)} net={self.net_id}"
-
-
-def _node_id_text(raw: bytes | None) -> str:
-    raw = (raw or b"").rstrip(b"\0")
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return raw.hex()
-    return text if text.isprintable() else raw.hex()
+        return f"TIPC {mtype} node={node_id_str(self.node_id or b'')} net={self.net_id}"
 
 
 # -- link protocol ----------------------------------------------------------------------
@@ -340,7 +337,7 @@ class TIPCLinkProtocol(TIPC):
 
     name = "TIPC link protocol"
     _fixed_hlen = INT_H_SIZE
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(LINK_PROTOCOL),
         BitEnumField("mtype", 0, 3, LINK_MTYPES),
         BitField("seq_gap", 0, 13),
@@ -369,7 +366,7 @@ class TIPCLinkProtocol(TIPC):
             StrLenField("hdr_extra", b"", length_from=lambda p: _hs(p) - INT_H_SIZE),
             lambda p: _hs(p) > INT_H_SIZE,
         ),
-    ]
+    ])
 
     def mysummary(self) -> str:
         mtype = LINK_MTYPES.get(self.mtype, str(self.mtype))
@@ -383,13 +380,13 @@ class TIPCNameItem(_Robust, Packet):
     """struct distr_item: one binding published or withdrawn (5 big-endian words)."""
 
     name = "TIPC name item"
-    fields_desc = [
+    fields_desc = _stopping([
         IntField("type", 0),
         IntField("lower", 0),
         IntField("upper", 0),
         IntField("port", 0),
         IntField("key", 0),
-    ]
+    ])
 
     def extract_padding(self, s: bytes) -> tuple[bytes, bytes]:
         return b"", s
@@ -401,7 +398,7 @@ class TIPCNameDistr(TIPC):
     name = "TIPC name distributor"
     _fixed_hlen = INT_H_SIZE
     _data_fields = ("items",)
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(NAME_DISTRIBUTOR),
         BitEnumField("mtype", 0, 3, NAME_MTYPES),
         BitField("w1", 0, 29),
@@ -422,7 +419,7 @@ class TIPCNameDistr(TIPC):
             "items", [], TIPCNameItem,
             length_from=lambda p: _items_len(p),
         ),
-    ]
+    ])
 
     def mysummary(self) -> str:
         mtype = NAME_MTYPES.get(self.mtype, str(self.mtype))
@@ -470,7 +467,7 @@ class TIPCBundler(TIPC):
     name = "TIPC bundler"
     _fixed_hlen = INT_H_SIZE
     _data_fields = ("msgs",)
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(MSG_BUNDLER),
         BitField("mtype", 0, 3),
         BitField("w1", 0, 29),
@@ -490,7 +487,7 @@ class TIPCBundler(TIPC):
             lambda p: _hs(p) > INT_H_SIZE,
         ),
         _BundleField("msgs", [], TIPC, length_from=lambda p: _items_len(p)),
-    ]
+    ])
 
     def post_build(self, pkt: bytes, pay: bytes) -> bytes:
         if self.msgcnt is None and len(pkt) >= 40:
@@ -503,7 +500,7 @@ class TIPCFragmenter(TIPC):
 
     name = "TIPC fragmenter"
     _fixed_hlen = INT_H_SIZE
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(MSG_FRAGMENTER),
         BitEnumField("mtype", 0, 3, FRAG_MTYPES),
         BitField("w1", 0, 29),
@@ -522,7 +519,7 @@ class TIPCFragmenter(TIPC):
             StrLenField("hdr_extra", b"", length_from=lambda p: _hs(p) - INT_H_SIZE),
             lambda p: _hs(p) > INT_H_SIZE,
         ),
-    ]
+    ])
 
 
 class TIPCTunnel(TIPC):
@@ -530,12 +527,12 @@ class TIPCTunnel(TIPC):
 
     name = "TIPC tunnel"
     _fixed_hlen = INT_H_SIZE
-    fields_desc = [
+    fields_desc = _stopping([
         *_word0_fields(TUNNEL_PROTOCOL),
         BitEnumField("mtype", 0, 3, TUNNEL_MTYPES),
         BitField("w1", 0, 29),
         StrLenField("hdr_words", b"\0" * 32, length_from=lambda p: max(0, _hs(p) - 8)),
-    ]
+    ])
 
     def guess_payload_class(self, payload: bytes) -> type[Packet]:
         return TIPC
@@ -565,7 +562,7 @@ class TIPCv7(_Robust, Packet):
 
     name = "TIPCv7"
     match_subclass = True
-    fields_desc = [
+    fields_desc = _stopping([
         BitField("version", TIPC_EVERSION, 3),
         BitEnumField("user", 0, 4, USERS),
         BitField("destined", 0, 1),
@@ -583,7 +580,7 @@ class TIPCv7(_Robust, Packet):
         ),
         StrLenField("ciphertext", b"", length_from=lambda p: p._ct_len()),
         StrFixedLenField("tag", b"\0" * TAG_LEN, TAG_LEN),
-    ]
+    ])
 
     _remaining: int | None = None
 
@@ -615,11 +612,11 @@ ALL_LAYERS: tuple[type[Packet], ...] = (
 )
 
 bind_bottom_up(Ether, TIPC, type=ETH_P_TIPC)
-bind_bottom_up(UDP, TIPC, dport=TIPC_UDP_PORT)
-bind_bottom_up(UDP, TIPC, sport=TIPC_UDP_PORT)
+bind_bottom_up(UDP, TIPC, dport=UDP_PORT)
+bind_bottom_up(UDP, TIPC, sport=UDP_PORT)
 for _cls in ALL_LAYERS:
     bind_top_down(Ether, _cls, type=ETH_P_TIPC)
-    bind_top_down(UDP, _cls, sport=TIPC_UDP_PORT, dport=TIPC_UDP_PORT)
+    bind_top_down(UDP, _cls, sport=UDP_PORT, dport=UDP_PORT)
 
 
 # -- inspection helpers -----------------------------------------------------------------
@@ -632,13 +629,6 @@ def version_of(frame: Packet) -> int | None:
 
 
 # -- crafted frames ---------------------------------------------------------------------
-
-
-def node_addr(node_id: bytes | str) -> int:
-    """The node address the kernel derives from a 16-byte identity (hash128to32)."""
-    raw = node_id.encode() if isinstance(node_id, str) else bytes(node_id)
-    w = struct.unpack("!4I", raw[:NODE_ID_LEN].ljust(NODE_ID_LEN, b"\0"))
-    return (w[0] ^ w[1] ^ w[2] ^ w[3]) or (w[0] | w[1] | w[2] | w[3])
 
 
 def discovery(
@@ -659,8 +649,7 @@ def discovery(
     The media address is src_mac, as the kernel requires (it answers there and ignores
     discoveries that carry its own address or a broadcast one).
     """
-    raw_id = node_id.encode() if isinstance(node_id, str) else bytes(node_id)
-    raw_id = raw_id[:NODE_ID_LEN].ljust(NODE_ID_LEN, b"\0")
+    raw_id = node_id_bytes(node_id)
     rnd = os.urandom(6)
     return Ether(dst=dst_mac, src=src_mac) / TIPCLinkConfig(
         mtype=mtype,
@@ -668,7 +657,7 @@ def discovery(
         capabilities=capabilities,
         signature=signature if signature is not None else int.from_bytes(rnd[:2]) & 0x7FFF,
         dest_domain=dest_domain,
-        prev_node=prev_node if prev_node is not None else node_addr(raw_id),
+        prev_node=prev_node if prev_node is not None else node_hash(raw_id),
         net_id=net_id,
         media_type=1,
         media_mac=src_mac,
@@ -677,31 +666,36 @@ def discovery(
     )
 
 
-def crafted(src_mac: str, net_id: int, *, ghost: str = "ghost",
-            dst_mac: str = "ff:ff:ff:ff:ff:ff") -> dict[str, Packet]:
-    """Frames for injection labs, by name.
+# What each crafted frame is, and what a kernel with the lab's net id does with it.
+FRAME_KINDS = {
+    "ghost_discovery": "a discovery from a node that does not exist; a kernel with the "
+                       "same net id answers and lists the node, whose link never comes up",
+    "wrong_netid": "the same discovery with another net id; the kernel ignores it",
+    "short_hsize": "a discovery whose header size is 5 words (< 24 bytes); "
+                   "tipc_msg_validate drops it",
+    "size_mismatch": "a discovery whose size claims more bytes than the frame holds; dropped",
+    "bad_version": "a discovery with version 3, neither v2 nor v7; dropped",
+}
 
-    - ghost_discovery: a discovery from a node that does not exist (identity `ghost`);
-      a kernel with the same net id answers and lists the node, whose link never comes up.
-    - wrong_netid: the same with net id + 1; the kernel ignores it.
-    - short_hsize: header size 5 words (< 24 bytes): tipc_msg_validate drops it.
-    - size_mismatch: size claims more bytes than the frame holds: dropped.
-    - bad_version: version 3: neither v2 nor v7, dropped.
+
+def crafted(kind: str, src_mac: str, net_id: int, identity: str,
+            dst_mac: str = "ff:ff:ff:ff:ff:ff") -> Packet:
+    """The frame of one FRAME_KINDS kind, sent as node `identity` from src_mac.
+
+    Every kind is the same discovery but for its one defect, so a kernel that accepted a
+    malformed frame would show the same effect as for ghost_discovery: a new peer with
+    that identity.
     """
-    ghost_frame = discovery(src_mac=src_mac, net_id=net_id, node_id=ghost, dst_mac=dst_mac)
-    wrong = discovery(src_mac=src_mac, net_id=(net_id % 9999) + 1, node_id=ghost,
-                      dst_mac=dst_mac)
-    base = discovery(src_mac=src_mac, net_id=net_id, node_id=ghost, dst_mac=dst_mac)
-    short = base.copy()
-    short[TIPCLinkConfig].hsize = 5
-    mismatch = base.copy()
-    mismatch[TIPCLinkConfig].size = 1500
-    bad_version = base.copy()
-    bad_version[TIPCLinkConfig].version = 3
-    return {
-        "ghost_discovery": ghost_frame,
-        "wrong_netid": wrong,
-        "short_hsize": short,
-        "size_mismatch": mismatch,
-        "bad_version": bad_version,
-    }
+    wrong = kind == "wrong_netid"
+    frame = discovery(src_mac=src_mac, net_id=(net_id % NET_ID_MAX) + 1 if wrong else net_id,
+                      node_id=identity, dst_mac=dst_mac)
+    layer = frame[TIPCLinkConfig]
+    if kind == "short_hsize":
+        layer.hsize = 5
+    elif kind == "size_mismatch":
+        layer.size = 1500
+    elif kind == "bad_version":
+        layer.version = 3
+    elif kind not in ("ghost_discovery", "wrong_netid"):
+        raise ValueError(f"unknown frame kind {kind!r}")
+    return frame

@@ -7,13 +7,13 @@ bearers last. `up` then waits until every expected link is up, or fails naming t
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
+from labkit.base.wait import wait_until
 from labkit.errors import LabkitError
 from labkit.features.tipc import keys
+from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import Bearer, TipcConfig, TipcNode
-from labkit.features.tipc.netlink import TipcNetlink
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -87,18 +87,12 @@ def missing_links(lab: Lab, cfg: TipcConfig) -> list[str]:
     return missing
 
 
-def wait_links(lab: Lab, cfg: TipcConfig) -> float:
-    start = time.monotonic()
-    deadline = start + cfg.link_timeout
-    while True:
-        missing = missing_links(lab, cfg)
-        if not missing:
-            return time.monotonic() - start
-        if time.monotonic() > deadline:
-            raise LabkitError(
-                f"{len(missing)} of {len(cfg.expected_links)} TIPC links did not come up "
-                f"within {cfg.link_timeout} s: {', '.join(missing)}.",
-                hint="Check that both ends share a link or LAN (eth), that udp bearers can "
-                     "route to each other, and that all nodes use the same net_id and key; "
-                     "raise tipc.link_timeout on slow (emulated) machines.")
-        time.sleep(0.2)
+def wait_links(lab: Lab, cfg: TipcConfig) -> None:
+    """Until every expected link is up; names the missing ones after tipc.link_timeout."""
+    wait_until(
+        lambda: not missing_links(lab, cfg), cfg.link_timeout,
+        f"all {len(cfg.expected_links)} TIPC links to come up", interval=0.2,
+        detail=lambda: "still down: " + ", ".join(missing_links(lab, cfg)),
+        hint="Check that both ends share a link or LAN (eth), that udp bearers can route "
+             "to each other, and that all nodes use the same net_id and key; raise "
+             "tipc.link_timeout on slow (emulated) machines.")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import TipcConfig
-from labkit.features.tipc.netlink import TipcNetlink
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab

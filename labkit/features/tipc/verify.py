@@ -1,13 +1,15 @@
-"""TIPC verifications: did user data take the crossover, and is the wire encrypted?
+"""TIPC verifications in a running lab: did user data take the crossover, is the wire
+encrypted?
 
 Both capture with AF_PACKET sockets opened inside the nodes *before* any traffic is sent,
-send messages that carry a unique marker, and decide from what the wire and the link
-counters show. Everything is bounded: a fixed number of messages and seconds.
+send messages that carry a unique marker, and hand what the wire and the link counters
+showed to the pure judges in verdicts.py. Every wait is on a condition with a deadline
+(the receiver's binding in the sender's name table, the clones on lo), and everything is
+bounded: a fixed number of messages and seconds.
 
 In a lab whose nodes share one kernel, TIPC user data never reaches a bearer (crossover),
-so the encryption check can only judge link traffic (LINK_PROTOCOL, LINK_CONFIG); it says
-so. With nodes in two kernels the same check also sees user data, which must then be
-TIPCv7 too: the design takes any bearer interfaces, wherever the nodes run.
+so the encryption check can only judge link traffic and broadcast-mode multicast; it says
+so. With nodes in two kernels the same check also sees unicast user data.
 """
 
 from __future__ import annotations
@@ -17,29 +19,36 @@ import secrets
 import select
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from labkit.base.wait import poll
+from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import TipcConfig
-from labkit.features.tipc.netlink import TipcNetlink
+from labkit.features.tipc.uapi import MAX_MESSAGE, TIPC_MCAST_BROADCAST
+from labkit.features.tipc.verdicts import (
+    SAME_KERNEL_SCOPE,
+    judge_crossover,
+    judge_encryption,
+    wire_evidence,
+)
 from labkit.packets.capture import PACKET_OUTGOING, open_socket
 from labkit.verify.verdict import Verdict
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
-AF_TIPC = socket.AF_TIPC
-SOL_TIPC = socket.SOL_TIPC
-TIPC_MCAST_BROADCAST = 133  # not in CPython's socket module
-SERVICE_TYPE = 18889
-ETH_P_TIPC = 0x88CA
-UDP_PORT = 6118
+UNICAST_SERVICE = 18889  # service type the marked unicast messages go to
+BROADCAST_SERVICE = 18890  # service type of the broadcast-mode multicast
+BINDING_TIMEOUT = 20.0  # s until a receiver's binding must be in the sender's name table
+CLONE_WINDOW = 3.0  # s the crossover check waits for every message's clone on lo
+MIN_FRAMES_PER_BEARER = 10  # the encryption capture ends early once every bearer had these
+MAX_TAP_FRAMES = 100_000  # a tap stops recording here, even under a flood
 
 
 @dataclass
 class Tap:
-    """A capture running in a thread: node, interface, frames seen."""
+    """A capture running in a thread: node, interface, frames seen (bytes, outgoing?)."""
 
     node: str
     iface: str
@@ -49,14 +58,19 @@ class Tap:
     thread: threading.Thread | None = None
 
     def start(self) -> Tap:
+        def record() -> bool:
+            data, addr = self.sock.recvfrom(65535, socket.MSG_DONTWAIT)
+            self.frames.append((data, addr[2] == PACKET_OUTGOING))
+            return len(self.frames) < MAX_TAP_FRAMES
+
         def loop() -> None:
             while not self.stop.is_set():
                 ready, _, _ = select.select([self.sock], [], [], 0.05)
-                if ready:
-                    data, addr = self.sock.recvfrom(65535)
-                    self.frames.append((data, addr[2] == PACKET_OUTGOING))
-                    if len(self.frames) > 100_000:  # bounded even under a flood
-                        break
+                if ready and not record():
+                    return
+            with contextlib.suppress(BlockingIOError):  # what arrived before the stop
+                while record():
+                    pass
 
         self.thread = threading.Thread(target=loop, daemon=True)
         self.thread.start()
@@ -69,36 +83,19 @@ class Tap:
         self.sock.close()
         return self.frames
 
-
-def tap(lab: Lab, node: str, iface: str) -> Tap:
-    return Tap(node, iface, open_socket(lab.node(node).ns, iface)).start()
+    def count(self, marker: bytes) -> int:
+        return sum(marker in f for f, _ in list(self.frames))
 
 
 def _tapped(stack: contextlib.ExitStack, lab: Lab, node: str, iface: str) -> Tap:
     """A running tap that the stack finishes, whatever happens in between."""
-    t = tap(lab, node, iface)
+    t = Tap(node, iface, open_socket(lab.node(node).ns, iface)).start()
     stack.callback(t.finish)
     return t
 
 
-def tipc_payload(frame: bytes) -> bytes | None:
-    """The TIPC message inside an Ethernet frame (ethertype 0x88CA or UDP port 6118)."""
-    if len(frame) < 14:
-        return None
-    ethertype = int.from_bytes(frame[12:14], "big")
-    if ethertype == ETH_P_TIPC:
-        return frame[14:]
-    if ethertype == 0x0800 and len(frame) >= 34 and frame[23] == 17:
-        ihl = (frame[14] & 0x0F) * 4
-        udp = frame[14 + ihl:]
-    elif ethertype == 0x86DD and len(frame) >= 62 and frame[20] == 17:
-        udp = frame[54:]
-    else:
-        return None
-    if len(udp) >= 8 and UDP_PORT in (int.from_bytes(udp[0:2], "big"),
-                                      int.from_bytes(udp[2:4], "big")):
-        return udp[8:]
-    return None
+def _bearer_ifaces(cfg: TipcConfig, node: str) -> list[str]:
+    return sorted({b.dev for b in cfg.nodes[node].bearers})
 
 
 def link_tx(lab: Lab, node: str) -> int:
@@ -106,33 +103,40 @@ def link_tx(lab: Lab, node: str) -> int:
         return sum(link["tx_packets"] for link in nl.links() if not link["broadcast"])
 
 
+def bound_nodes(lab: Lab, node: str, service: int, instance: int | None = None) -> set[int]:
+    """Addresses of the nodes whose binding of the service is in node's name table."""
+    with TipcNetlink(lab.node(node).ns) as nl:
+        return {p["node"] for p in nl.name_table() if p["type"] == service and (
+            instance is None or p["lower"] <= instance <= p["upper"])}
+
+
 def send_marked(lab: Lab, src: str, dst: str, marker: bytes, count: int = 20,
                 size: int = 1000, timeout: float = 20.0) -> int:
-    """Send `count` RDM messages carrying the marker from src to a service in dst;
-    return how many dst received (bounded by timeout)."""
+    """Send `count` RDM messages carrying the marker from src to a service bound in dst;
+    return how many dst received. Sending starts once the binding is in src's name table
+    (never blindly); 0 if it never got there."""
+    if not 0 < size <= MAX_MESSAGE:
+        raise ValueError(f"size {size} is not 1..{MAX_MESSAGE}")
     instance = secrets.randbelow(1 << 30)
-    rx = lab.node(dst).socket(AF_TIPC, socket.SOCK_RDM)
-    tx = lab.node(src).socket(AF_TIPC, socket.SOCK_RDM)
+    rx = lab.node(dst).socket(socket.AF_TIPC, socket.SOCK_RDM)
+    tx = lab.node(src).socket(socket.AF_TIPC, socket.SOCK_RDM)
     try:
-        rx.bind((socket.TIPC_ADDR_NAMESEQ, SERVICE_TYPE, instance, instance))
+        rx.bind((socket.TIPC_ADDR_NAMESEQ, UNICAST_SERVICE, instance, instance))
+        if not poll(lambda: bound_nodes(lab, src, UNICAST_SERVICE, instance),
+                    BINDING_TIMEOUT, interval=0.1):
+            return 0
         rx.settimeout(timeout)
-        addr = (socket.TIPC_ADDR_NAME, SERVICE_TYPE, instance, 0)
+        addr = (socket.TIPC_ADDR_NAME, UNICAST_SERVICE, instance, 0)
         payload = (marker * (size // len(marker) + 1))[:size]
-        deadline = time.monotonic() + timeout
         sent = 0
-        while sent < count:
-            try:
+        for _ in range(count):
+            with contextlib.suppress(OSError):  # counted: fewer arrive, the verdict says so
                 tx.sendto(payload, addr)
                 sent += 1
-            except OSError:  # the binding has not reached src's name table yet
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
         got = 0
         while got < sent:
             try:
-                if marker in rx.recv(70000):
-                    got += 1
+                got += marker in rx.recv(MAX_MESSAGE)
             except TimeoutError:
                 break
         return got
@@ -149,37 +153,37 @@ def send_broadcast_marked(lab: Lab, cfg: TipcConfig, src: str, marker: bytes,
     encryption check can look for on the wire."""
     peers = {b for a, _, b, _ in cfg.expected_links if a == src} | \
         {a for a, _, b, _ in cfg.expected_links if b == src}
+    service = (socket.TIPC_ADDR_NAMESEQ, BROADCAST_SERVICE, 0, 0)
     rxs = []
     try:
         for peer in sorted(peers):
-            rx = lab.node(peer).socket(AF_TIPC, socket.SOCK_RDM)
-            rx.bind((socket.TIPC_ADDR_NAMESEQ, SERVICE_TYPE + 1, 0, 0))
+            rx = lab.node(peer).socket(socket.AF_TIPC, socket.SOCK_RDM)
+            rx.bind(service)
             rx.setblocking(False)
             rxs.append(rx)
-        tx = lab.node(src).socket(AF_TIPC, socket.SOCK_RDM)
-        tx.setsockopt(SOL_TIPC, TIPC_MCAST_BROADCAST, None, 0)
-        deadline = time.monotonic() + timeout
+        if not poll(lambda: len(bound_nodes(lab, src, BROADCAST_SERVICE)) >= len(rxs),
+                    BINDING_TIMEOUT, interval=0.1):
+            return 0
         got = 0
-        with tx:
-            time.sleep(0.5)  # let the bindings reach src's name table
+        with lab.node(src).socket(socket.AF_TIPC, socket.SOCK_RDM) as tx:
+            tx.setsockopt(socket.SOL_TIPC, TIPC_MCAST_BROADCAST, None, 0)
             for _ in range(count):
-                try:
-                    tx.sendto(marker * 8, (socket.TIPC_ADDR_NAMESEQ, SERVICE_TYPE + 1, 0, 0))
-                except OSError:
-                    time.sleep(0.1)
-            while got < count * len(rxs) and time.monotonic() < deadline:
-                ready, _, _ = select.select(rxs, [], [], 0.2)
+                with contextlib.suppress(OSError):  # counted by the receivers
+                    tx.sendto(marker * 8, service)
+
+            def all_arrived() -> bool:
+                nonlocal got
+                ready, _, _ = select.select(rxs, [], [], 0)
                 for rx in ready:
                     with contextlib.suppress(BlockingIOError):
-                        got += marker in rx.recv(70000)
+                        got += marker in rx.recv(MAX_MESSAGE)
+                return got >= count * len(rxs)
+
+            poll(all_arrived, timeout, interval=0.05)
         return got
     finally:
         for rx in rxs:
             rx.close()
-
-
-def _bearer_ifaces(cfg: TipcConfig, node: str) -> list[str]:
-    return sorted({b.dev for b in cfg.nodes[node].bearers})
 
 
 def crossover(lab: Lab, cfg: TipcConfig, src: str, dst: str, count: int = 20) -> Verdict:
@@ -192,47 +196,22 @@ def crossover(lab: Lab, cfg: TipcConfig, src: str, dst: str, count: int = 20) ->
         taps = [_tapped(stack, lab, src, i) for i in _bearer_ifaces(cfg, src)]
         taps += [_tapped(stack, lab, dst, i) for i in _bearer_ifaces(cfg, dst)]
         lo = _tapped(stack, lab, dst, "lo")
-        time.sleep(0.1)
         tx_before = link_tx(lab, src)
         delivered = send_marked(lab, src, dst, marker, count)
-        time.sleep(0.3)
+        poll(lambda: lo.count(marker) >= delivered, CLONE_WINDOW)
         tx_after = link_tx(lab, src)
-    on_lo = sum(marker in f for f, _ in lo.frames)
-    on_bearers = {f"{t.node}:{t.iface}": sum(marker in f for f, _ in t.frames) for t in taps}
     evidence: dict[str, Any] = {
         "messages_sent": count, "messages_delivered": delivered,
-        "marker_frames_on_receiver_lo": on_lo, "marker_frames_on_bearers": on_bearers,
+        "marker_frames_on_receiver_lo": lo.count(marker),
+        "marker_frames_on_bearers": {f"{t.node}:{t.iface}": t.count(marker) for t in taps},
         "link_tx_packets_delta": tx_after - tx_before,
     }
     return judge_crossover(name, dst, evidence)
 
 
-def judge_crossover(name: str, dst: str, evidence: dict[str, Any]) -> Verdict:
-    """The verdict from what was seen; pure, so its failure modes can be tested anywhere."""
-    count, delivered = evidence["messages_sent"], evidence["messages_delivered"]
-    on_lo, on_bearers = evidence["marker_frames_on_receiver_lo"], \
-        evidence["marker_frames_on_bearers"]
-    grew = evidence["link_tx_packets_delta"]
-    if delivered < count:
-        return Verdict(name, "error", f"only {delivered} of {count} messages arrived, so "
-                       "the path could not be judged.", evidence)
-    problems = []
-    if on_lo == 0:
-        problems.append(f"the marker never appeared on {dst}'s lo")
-    if any(on_bearers.values()):
-        problems.append(f"the marker was on a bearer ({on_bearers})")
-    if grew >= count // 2:
-        problems.append(f"link TX grew by {grew} packets with the data")
-    if problems:
-        return Verdict(name, "fail", "user data took the link, not the crossover: "
-                       + "; ".join(problems) + ".", evidence)
-    return Verdict(name, "pass",
-                   f"{count} messages took the crossover: the marker was cloned to {dst}'s lo "
-                   f"{on_lo} times, never seen on a bearer ({', '.join(on_bearers)}), and link "
-                   f"TX grew by {grew} packets (link upkeep only).", evidence)
-
-
 def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
+    """Capture on every bearer for at most `seconds` (less once every bearer carried
+    MIN_FRAMES_PER_BEARER frames) while marked unicast and broadcast messages are sent."""
     name = "tipc encryption on the bearers"
     marker = b"LKE" + secrets.token_hex(8).encode()
     delivered = broadcast = 0
@@ -242,38 +221,11 @@ def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
             a, _, b, _ = cfg.expected_links[0]
             delivered = send_marked(lab, a, b, marker, count=10)
             broadcast = send_broadcast_marked(lab, cfg, a, marker)
-        time.sleep(max(0.0, seconds))
-    versions: dict[int, int] = {}
-    users: dict[int, int] = {}
-    marker_seen = 0
-    for t in taps:
-        for frame, _ in t.frames:
-            marker_seen += marker in frame
-            msg = tipc_payload(frame)
-            if not msg:
-                continue
-            version = msg[0] >> 5
-            versions[version] = versions.get(version, 0) + 1
-            users[(msg[0] >> 1) & 0x0F] = users.get((msg[0] >> 1) & 0x0F, 0) + 1
-    total = sum(versions.values())
-    evidence = {"tipc_frames": total, "versions": versions, "users_v2": users,
-                "marker_frames": marker_seen, "marker_messages_delivered": delivered,
-                "broadcast_marker_messages_delivered": broadcast,
-                "interfaces": [f"{t.node}:{t.iface}" for t in taps],
-                "keys_configured": cfg.encryption is not None}
-    scope = ("In one kernel, unicast TIPC user data takes the crossover and never reaches a "
-             "bearer; only link traffic (LINK_PROTOCOL/LINK_CONFIG, name distribution) and "
-             f"broadcast-mode multicast data ({broadcast} marked messages delivered) crossed "
-             "the bearers. Unicast user data on the wire needs nodes in two kernels.")
-    if total == 0:
-        return Verdict(name, "error", f"no TIPC frames on the bearers in {seconds:g} s; "
-                       "nothing to judge.", evidence)
-    if marker_seen:
-        return Verdict(name, "fail", f"the marker appeared in clear in {marker_seen} frames.",
-                       evidence)
-    plain = versions.get(2, 0)
-    if plain or set(versions) != {7}:
-        return Verdict(name, "fail", f"{plain} of {total} TIPC frames on the bearers are "
-                       "version 2 (plaintext), not TIPCv7. " + scope, evidence)
-    return Verdict(name, "pass", f"all {total} TIPC frames on the bearers are TIPCv7 "
-                   f"(encrypted) and the marker never appeared in clear. " + scope, evidence)
+        poll(lambda: all(len(t.frames) >= MIN_FRAMES_PER_BEARER for t in taps),
+             max(0.0, seconds))
+    evidence = wire_evidence([f for t in taps for f, _ in t.frames], marker)
+    evidence.update({"marker_messages_delivered": delivered,
+                     "broadcast_marker_messages_delivered": broadcast,
+                     "interfaces": [f"{t.node}:{t.iface}" for t in taps],
+                     "keys_configured": cfg.encryption is not None})
+    return judge_encryption(name, evidence, SAME_KERNEL_SCOPE.format(broadcast=broadcast))
