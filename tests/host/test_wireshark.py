@@ -199,6 +199,22 @@ def test_truncated_v7_frame_is_flagged_not_crashing(home: str, tmp_path: Path) -
     assert "truncated" in summary(home, path, plugin=True)[0]
 
 
+@needs_tshark
+@pytest.mark.parametrize("snaplen", [60, 20, 15])
+def test_capture_cut_by_snapshot_length(home: str, tmp_path: Path, snaplen: int) -> None:
+    """tcpdump -s N: what was captured is shown, the cut is a note, never a Lua error."""
+    cap = pcapfile.read(pcap("v7_known_cluster"))
+    for rec in cap.records:
+        rec.data = rec.data[:snaplen]  # orig_len keeps the length on the wire
+    path = str(tmp_path / "cut.pcap")
+    pcapfile.write(path, cap)
+    detail = tshark(home, "-r", path, "-V", plugin=True)
+    assert "Lua Error" not in detail and "Malformed" not in detail
+    notes = [ln for ln in detail.splitlines() if "[Capture cut short: " in ln]
+    assert len(notes) == len(cap.records)  # one expert note per frame (all are cut)
+    assert bad_frames(home, path, plugin=True) == []
+
+
 # -- installing ---------------------------------------------------------------------------
 
 

@@ -37,7 +37,9 @@ local users = {
     [LINK_PROTOCOL] = "LINK_PROTOCOL (STATE)",
     [LINK_CONFIG] = "LINK_CONFIG (discovery)",
 }
-local short_users = { [0] = "message", [LINK_PROTOCOL] = "LINK_STATE", [LINK_CONFIG] = "LINK_CONFIG" }
+local short_users = {
+    [0] = "message", [LINK_PROTOCOL] = "LINK_STATE", [LINK_CONFIG] = "LINK_CONFIG",
+}
 local keys = { [0] = "master key", [1] = "key 1", [2] = "key 2", [3] = "key 3" }
 
 local p = Proto("tipcv7", "TIPC v7 (encrypted TIPC)")
@@ -67,7 +69,9 @@ f.tag = ProtoField.bytes("tipcv7.tag", "Authentication tag (AES-GCM)")
 
 local ef_short = ProtoExpert.new("tipcv7.short", "TIPC v7 message shorter than its header and tag",
     expert.group.MALFORMED, expert.severity.ERROR)
-p.experts = { ef_short }
+local ef_cut = ProtoExpert.new("tipcv7.cut", "Capture cut short (snapshot length)",
+    expert.group.UNDECODED, expert.severity.NOTE)
+p.experts = { ef_short, ef_cut }
 
 -- The built-in TIPC dissector, as the tables held it before this plugin took over.
 local builtin_eth = DissectorTable.get("ethertype"):get_dissector(ETH_P_TIPC)
@@ -100,12 +104,13 @@ end
 
 local function dissect_v7(tvb, pinfo, tree)
     local len = tvb:reported_length_remaining()
+    local captured = tvb:len()
     pinfo.cols.protocol = "TIPCv7"
     local b0 = tvb(0, 1):uint()
-    local b1 = len >= 2 and tvb(1, 1):uint() or 0
+    local b1 = captured >= 2 and tvb(1, 1):uint() or 0
     local user = bit32.band(bit32.rshift(b0, 1), 0x0F)
     local ehsz = (user == LINK_CONFIG) and EHDR_CFG_SIZE or EHDR_SIZE
-    local t = tree:add(p, tvb(0, math.min(len, tvb:len())))
+    local t = tree:add(p, tvb(0, math.min(len, captured)))
 
     if len < ehsz + TAG_SIZE + 1 then
         t:add(f.version, tvb(0, 1))
@@ -114,6 +119,17 @@ local function dissect_v7(tvb, pinfo, tree)
             "%d bytes; a %s needs at least %d", len, short_users[user] or "message",
             ehsz + TAG_SIZE + 1))
         pinfo.cols.info = string.format("Encrypted TIPC, truncated (%d bytes)", len)
+        return len
+    end
+
+    if captured < ehsz then
+        t:add(f.version, tvb(0, 1))
+        t:add(f.user, tvb(0, 1))
+        t:add_proto_expert_info(ef_cut, string.format(
+            "Capture cut short: %d of %d bytes captured, the encryption header is incomplete",
+            captured, len))
+        pinfo.cols.info = string.format("Encrypted TIPC, capture cut at %d of %d bytes",
+            captured, len)
         return len
     end
 
@@ -147,9 +163,18 @@ local function dissect_v7(tvb, pinfo, tree)
     end
 
     local ctlen = len - ehsz - TAG_SIZE
-    t:add(f.ciphertext, tvb(ehsz, ctlen))
+    local have = math.min(ctlen, captured - ehsz)
+    if have > 0 then
+        t:add(f.ciphertext, tvb(ehsz, have))
+    end
     t:add(f.ciphertext_len, ctlen):set_generated()
-    t:add(f.tag, tvb(len - TAG_SIZE, TAG_SIZE))
+    if captured >= len then
+        t:add(f.tag, tvb(len - TAG_SIZE, TAG_SIZE))
+    else
+        t:add_proto_expert_info(ef_cut, string.format(
+            "Capture cut short: %d of %d bytes captured, the ciphertext is cut and the tag missing",
+            captured, len))
+    end
     t:add("[The v2 message is encrypted: `labkit wireshark decrypt IN OUT --key-file F` "
         .. "writes a copy Wireshark dissects in full]")
 
