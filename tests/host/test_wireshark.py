@@ -28,7 +28,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
-from labkit.packets import tipc as T
+from labkit.features.tipc import layers as T
 from labkit.packets.wireshark import frames, pcapfile
 from labkit.packets.wireshark.plugin import INSTALLED_NAME, plugin_path
 from labkit.packets.wireshark.tipc_crypto import Decrypter, TipcKey, load_keys, parse_keys
@@ -400,6 +400,8 @@ def test_key_file_errors_are_one_paragraph(tmp_path: Path) -> None:
         "hex.key": ("not-hex", 0o600, "not a hex string"),
         "len.key": ("00" * 19, 0o600, "has 19 bytes"),
         "empty.key": ("# nothing\n", 0o600, "holds no key"),
+        "ident.key": ("# per-node\nnode/A " + "00" * 20, 0o600,
+                      "ident.key:2: invalid TIPC node identity"),
     }
     for fname, (text, mode, expect) in cases.items():
         path = tmp_path / fname
@@ -410,6 +412,21 @@ def test_key_file_errors_are_one_paragraph(tmp_path: Path) -> None:
         assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.pcap").exists()
+
+
+def test_reads_the_key_files_labkit_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab's cluster/master key file and its per-node key file, as labkit writes them."""
+    from labkit.features.tipc import keys as lab_keys
+    from labkit.lab import state
+
+    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path))
+    cluster = lab_keys.for_lab("lab", None, 256)  # generated, kept 0600 with the state
+    got = load_keys(state.secret_path("lab", "tipc.key"))
+    assert [k.material for k in got.keys] == [bytes(cluster)] and got.identities == []
+    nodes = lab_keys.per_node("lab", ["n1", "n2"], 128)
+    got = load_keys(state.secret_path("lab", "tipc.keys"))
+    assert got.identities == ["n1", "n2"]
+    assert [k.material for k in got.keys] == [bytes(nodes["n1"]), bytes(nodes["n2"])]
 
 
 def test_pcapng_input_names_the_conversion(tmp_path: Path) -> None:

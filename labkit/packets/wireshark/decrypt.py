@@ -14,14 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.errors import UsageError
+from labkit.features.tipc.identity import node_hash
 from labkit.packets.wireshark import frames, pcapfile
-from labkit.packets.wireshark.tipc_crypto import (
-    Decrypter,
-    KeySet,
-    identity_bytes,
-    node_addr,
-    parse_ehdr,
-)
+from labkit.packets.wireshark.tipc_crypto import Decrypter, KeySet, parse_ehdr
 
 MAX_PASSES = 4  # keys learned late can open frames seen earlier; each pass must learn one
 
@@ -71,7 +66,7 @@ def decrypt_pcap(source: str, output: str, keyset: KeySet,
                     truncated_tail=pcap.truncated_tail)
 
     spots: dict[int, frames.Spot] = {}
-    peers = {node_addr(identity_bytes(i)) for i in keyset.identities}
+    peers = {node_hash(i) for i in keyset.identities}
     for i, rec in enumerate(pcap.records):
         spot = frames.locate(pcap.linktype, rec.data, udp_ports)
         if spot is None:

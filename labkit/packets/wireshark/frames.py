@@ -12,8 +12,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-ETH_P_TIPC = 0x88CA
-TIPC_UDP_PORT = 6118
+from labkit.features.tipc.uapi import ETH_P_TIPC
+from labkit.features.tipc.uapi import UDP_PORT as TIPC_UDP_PORT
+
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_SLL, LINKTYPE_SLL2 = 1, 101, 113, 276

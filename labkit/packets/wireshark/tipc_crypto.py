@@ -33,23 +33,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from labkit.errors import UsageError
-from labkit.packets.tipc import (
+from labkit.features.tipc.identity import KEY_LENGTHS, SALT_LEN, Secret, node_hash, node_id_bytes
+from labkit.features.tipc.layers import (
     EHDR_CFG_SIZE,
     EHDR_SIZE,
     INT_H_SIZE,
     LINK_CONFIG,
     MSG_BUNDLER,
-    NODE_ID_LEN,
     TAG_LEN,
-    TIPC_EVERSION,
-    node_addr,
 )
+from labkit.features.tipc.uapi import AEAD_ALG, TIPC_AEAD_ALG_NAME, TIPC_EVERSION
 
-MSG_CRYPTO = 14
-KEY_DISTR_MSG = 0
-SALT_LEN = 4
-KEY_LENGTHS = (16 + SALT_LEN, 24 + SALT_LEN, 32 + SALT_LEN)
-ALG_NAME_LEN = 32  # TIPC_AEAD_ALG_NAME
+MSG_CRYPTO = 14  # msg.h
+KEY_DISTR_MSG = 0  # msg.h: MSG_CRYPTO message type carrying a key
 
 
 class TipcKey:
@@ -60,7 +56,7 @@ class TipcKey:
     def __init__(self, material: bytes, label: str) -> None:
         if len(material) not in KEY_LENGTHS:
             raise ValueError(f"a TIPC key is 20, 28 or 36 bytes, not {len(material)}")
-        self.material = bytes(material)
+        self.material = Secret(material)
         self.label = label
         self._aead = AESGCM(self.material[:-SALT_LEN])
 
@@ -83,17 +79,6 @@ class TipcKey:
         return f"<TipcKey {self.label}: AES-{self.bits}>"
 
     __str__ = __repr__
-
-
-def identity_bytes(identity: str) -> bytes:
-    """A node identity as `tipc node set identity` stores it: text up to 16 bytes, or hex."""
-    raw = identity.encode()
-    if len(raw) <= NODE_ID_LEN:
-        return raw.ljust(NODE_ID_LEN, b"\0")
-    try:
-        return bytes.fromhex(identity)[:NODE_ID_LEN].ljust(NODE_ID_LEN, b"\0")
-    except ValueError:
-        return raw[:NODE_ID_LEN]
 
 
 # -- key files --------------------------------------------------------------------------
@@ -130,10 +115,14 @@ def parse_keys(text: str, source: str) -> KeySet:
         if len(raw) not in KEY_LENGTHS:
             raise UsageError(f"{source}:{lineno}: the key has {len(raw)} bytes; a TIPC key "
                              "has 20, 28 or 36 (AES-128/192/256 key + 4-byte salt).")
+        if ident:
+            try:
+                node_id_bytes(ident)
+            except UsageError as exc:
+                raise UsageError(f"{source}:{lineno}: {exc.message}", hint=exc.hint) from None
+            out.identities.append(ident)
         label = f"{source}:{lineno}" + (f" (node {ident})" if ident else "")
         out.keys.append(TipcKey(raw, label))
-        if ident:
-            out.identities.append(ident)
     if not out.keys:
         raise UsageError(f"{source} holds no key.",
                          hint="Put the key's hex on a line (cluster or master key), or "
@@ -183,7 +172,7 @@ class Ehdr:
     def sender(self) -> int:
         """The sender's node address (from its identity for LINK_CONFIG)."""
         if self.node_id is not None:
-            return node_addr(self.node_id)
+            return node_hash(self.node_id)
         return struct.unpack("!I", self.addr_word)[0]
 
 
@@ -309,12 +298,12 @@ def distributed_keys(msg: bytes) -> list[TipcKey]:
         if user != MSG_CRYPTO or mtype != KEY_DISTR_MSG or len(m) < INT_H_SIZE:
             continue
         data = m[hsize:]
-        if len(data) < ALG_NAME_LEN + 4:
+        if len(data) < TIPC_AEAD_ALG_NAME + 4:
             continue
-        alg = data[:ALG_NAME_LEN].split(b"\0", 1)[0]
-        keylen = struct.unpack("!I", data[ALG_NAME_LEN:ALG_NAME_LEN + 4])[0]
-        material = data[ALG_NAME_LEN + 4:ALG_NAME_LEN + 4 + keylen]
-        if alg != b"gcm(aes)" or keylen not in KEY_LENGTHS or len(material) != keylen:
+        alg = data[:TIPC_AEAD_ALG_NAME].split(b"\0", 1)[0]
+        keylen = struct.unpack("!I", data[TIPC_AEAD_ALG_NAME:TIPC_AEAD_ALG_NAME + 4])[0]
+        material = data[TIPC_AEAD_ALG_NAME + 4:TIPC_AEAD_ALG_NAME + 4 + keylen]
+        if alg != AEAD_ALG.encode() or keylen not in KEY_LENGTHS or len(material) != keylen:
             continue
         prev = struct.unpack("!I", m[12:16])[0]
         gen = struct.unpack("!I", m[16:20])[0] >> 16
