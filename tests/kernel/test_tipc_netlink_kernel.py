@@ -19,18 +19,15 @@ from dataclasses import dataclass
 import pytest
 
 from labkit.base import netns
+from labkit.base.wait import wait_until
 from labkit.errors import LabkitError
-from labkit.features.tipc.netlink import (
-    TipcNetlink,
-    build_net_set,
-    node_hash,
-    node_id_bytes,
-    node_id_str,
-)
+from labkit.features.tipc.client import TipcNetlink
+from labkit.features.tipc.identity import node_hash, node_id_bytes, node_id_str
+from labkit.features.tipc.messages import build_net_set
+from labkit.features.tipc.uapi import ETH_P_TIPC
 
 pytestmark = pytest.mark.kernel
 
-ETH_P_TIPC = 0x88CA
 NET_ID = 4711
 LINK_TIMEOUT = 30.0  # s; discovery + address trial take ~2 s, TCG is slow
 
@@ -95,14 +92,7 @@ def tipc_cmd(ns: str, *args: str) -> str:
 
 
 def wait_for(what: str, fn: Callable[[], object], timeout: float = LINK_TIMEOUT) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
+    return wait_until(fn, timeout, what, interval=0.2)
 
 
 def form_cluster(p: Pair, ta: TipcNetlink, tb: TipcNetlink) -> None:
@@ -225,7 +215,7 @@ def test_kernel_error_text_reaches_the_user(pair: Callable[..., Pair]) -> None:
 
 
 def capture_tipc(ns: str, dev: str, seconds: float, limit: int = 200) -> list[bytes]:
-    """TIPC frames (ethertype 0x88CA) seen on dev during the given time."""
+    """TIPC frames (the TIPC ethertype) seen on dev during the given time."""
     sock = netns.socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_TIPC))
     frames: list[bytes] = []
     try:
@@ -245,7 +235,7 @@ def capture_tipc(ns: str, dev: str, seconds: float, limit: int = 200) -> list[by
 def test_master_key_set_and_reported(pair: Callable[..., Pair]) -> None:
     from scapy.layers.l2 import Ether
 
-    from labkit.packets.tipc import TIPCv7, version_of
+    from labkit.features.tipc.layers import TIPCv7, version_of
 
     p = pair()
     key = os.urandom(20)  # AES-128 + 4-byte salt

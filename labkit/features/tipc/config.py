@@ -195,11 +195,10 @@ def _parse_encryption(lab: LMap, topo: Topology, p: Problems) -> Encryption | No
         path = as_str(m["key_file"], m.val_loc("key_file"), "tipc encryption key_file", p)
         if path:
             base = os.path.dirname(os.path.abspath(topo.path))
-            enc.key_file = path if os.path.isabs(path) else os.path.join(base, path)
+            enc.key_file = os.path.normpath(os.path.join(base, path))
         if enc.key_file and bits_ok and enc.mode != "per-node":
-            found, hint = keys.problems(enc.key_file, enc.key_bits)
-            for text in found:
-                p.add(m.val_loc("key_file"), text[0].upper() + text[1:], hint)
+            for text, fix in keys.problems(enc.key_file, enc.key_bits):
+                p.add(m.val_loc("key_file"), text[0].upper() + text[1:], fix)
     if enc.key_file and enc.mode == "per-node":
         p.add(m.val_loc("key_file"), "key_file works with mode master or cluster; per-node "
                                      "keys are generated, one per node.",

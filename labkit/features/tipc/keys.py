@@ -21,8 +21,8 @@ def generate(bits: int) -> Secret:
     return Secret(secrets.token_bytes(key_length(bits)))
 
 
-def problems(path: str, bits: int) -> tuple[list[str], str]:
-    """Everything wrong with a key file for AES-`bits` (messages, one hint); never the key.
+def problems(path: str, bits: int) -> list[tuple[str, str]]:
+    """Everything wrong with a key file for AES-`bits`, as (message, fix); never the key.
 
     The length and the permissions are both reported, so one run shows every fix.
     """
@@ -34,34 +34,35 @@ def problems(path: str, bits: int) -> tuple[list[str], str]:
         with open(path) as fh:
             text = fh.read().strip()
     except FileNotFoundError:
-        return [f"the TIPC key file {path} does not exist."], create
+        return [(f"the TIPC key file {path} does not exist.", create)]
     except OSError as exc:
-        return [f"cannot read the TIPC key file {path}: {exc.strerror}."], create
+        return [(f"cannot read the TIPC key file {path}: {exc.strerror}.", create)]
     found = []
+    fix = (f"It holds the AES key and {SALT_LEN}-byte salt as hex, e.g. what "
+           f"`openssl rand -hex {want}` prints.")
     try:
-        raw = bytes.fromhex(text.removeprefix("0x"))
+        raw: bytes | None = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
         raw = None
-        found.append(f"the TIPC key file {path} is not a hex string.")
+        found.append((f"the TIPC key file {path} is not a hex string.", fix))
     if raw is not None and len(raw) != want:
-        fits = "" if len(raw) not in KEY_LENGTHS else \
-            f" (that is AES-{(len(raw) - SALT_LEN) * 8}: set key_bits to match)"
-        found.append(f"the TIPC key in {path} has {len(raw)} bytes, but key_bits {bits} "
-                     f"needs {want} (AES key + {SALT_LEN}-byte salt){fits}.")
+        if len(raw) in KEY_LENGTHS:
+            fix = f"It is an AES-{(len(raw) - SALT_LEN) * 8} key: set key_bits to match."
+        found.append((f"the TIPC key in {path} has {len(raw)} bytes, but key_bits {bits} "
+                       f"needs {want} (AES key + {SALT_LEN}-byte salt).", fix))
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        found.append(f"the TIPC key file {path} is readable by others "
-                     f"(mode {stat.S_IMODE(st.st_mode):o}); keys are secrets: "
-                     f"`chmod 600 {path}`.")
-    hint = f"It holds the AES key and {SALT_LEN}-byte salt as hex, e.g. what `openssl rand " \
-           f"-hex {want}` prints."
-    return found, hint
+        found.append((f"the TIPC key file {path} is readable by others "
+                       f"(mode {stat.S_IMODE(st.st_mode):o}).",
+                       f"Keys are secrets: `chmod 600 {path}`."))
+    return found
 
 
 def read(path: str, bits: int) -> Secret:
     """The key in a user's key file, checked; UsageError naming every problem."""
-    found, hint = problems(path, bits)
+    found = problems(path, bits)
     if found:
-        raise UsageError(" ".join(found), hint=hint)
+        raise UsageError(" ".join(text for text, _ in found),
+                         hint=" ".join(fix for _, fix in found))
     with open(path) as fh:
         return Secret(bytes.fromhex(fh.read().strip().removeprefix("0x")))
 

@@ -108,8 +108,13 @@ class _Stops(ConditionalField):
     never truncated, so building is unchanged.
     """
 
+    # Read for every field of every packet: kept here instead of proxied to the field.
+    _HOT = ("name", "islist", "holds_packets", "ismutable", "ismayend", "default")
+
     def __init__(self, fld: Field[Any, Any]) -> None:
         super().__init__(fld, lambda pkt: not pkt.truncated)
+        for attr in self._HOT:
+            self.__dict__[attr] = getattr(fld, attr)
 
     def getfield(self, pkt: Packet, s: Any) -> tuple[Any, Any]:
         if pkt.truncated:
