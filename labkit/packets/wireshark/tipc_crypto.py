@@ -12,9 +12,10 @@ What the kernel does (tipc_aead_encrypt / tipc_aead_decrypt, tipc_ehdr_build):
   set) or nothing (per-node key, D bit clear);
 - AAD = the encryption header (16 bytes, 28 for LINK_CONFIG); then ciphertext and the tag.
 
-Since 5.13 the address word is converted to host order before the XOR, so on x86 the XOR
-takes it little-endian; earlier kernels (and big-endian hosts) XOR it as it sits on the
-wire. Both are tried; the GCM tag says which one is right, and which key.
+Since the 2021 sparse clean-up (5.13) the address word is converted to host order before
+the XOR, so on x86 the XOR takes it little-endian (seen on 6.12: every fixture frame opens
+that way); earlier kernels and big-endian hosts XOR it as it sits on the wire. Both are
+tried; the GCM tag says which one is right, and which key.
 
 Keys met on the way are used too: with a master key the kernel sends session keys
 (rekeying) and cluster keys to its peers in MSG_CRYPTO messages encrypted under the keys
