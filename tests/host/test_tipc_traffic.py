@@ -1,0 +1,106 @@
+"""`labkit traffic --proto tipc`: the protocol comes from the feature registry, the agent
+loads the TIPC endpoint by name without pyroute2 or scapy, and what TIPC cannot carry
+is refused before anything starts, with one consistent limit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from labkit.errors import UsageError
+from labkit.features.tipc import endpoint
+from labkit.features.tipc.uapi import MAX_MESSAGE
+from labkit.lab.lab import Lab
+from labkit.traffic import meter
+from tests.conftest import ROOT, run_cli
+
+PAIR = ROOT / "topologies" / "pair.yaml"
+
+
+def test_the_registry_maps_tipc_to_its_endpoint() -> None:
+    assert meter.protocols()[0] == "tcp" and "tipc" in meter.protocols()
+    from labkit import features
+
+    assert features.traffic_protocols()["tipc"] == endpoint.__name__
+
+
+@pytest.mark.parametrize("kind", ["rdm", "seqpacket"])
+def test_message_limit_says_what_is_allowed(kind: str) -> None:
+    endpoint.check(kind, MAX_MESSAGE)  # the largest message the kernel takes is allowed
+    with pytest.raises(UsageError) as info:
+        endpoint.check(kind, MAX_MESSAGE + 1)
+    text = info.value.render()
+    assert f"at most {MAX_MESSAGE} bytes" in text and f"--size {MAX_MESSAGE} or less" in text
+    assert "65536" not in text
+    endpoint.check("stream", 1 << 20)  # a stream carries any size
+
+
+def test_unknown_socket_kind_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="stream, rdm, seqpacket"):
+        endpoint.check("dgram", 100)
+
+
+def test_agent_loads_the_endpoint_without_heavy_packages() -> None:
+    probe = ("import sys, labkit.traffic.agent as a; "
+             "ep = a.endpoint('labkit.features.tipc.endpoint'); "
+             "print(ep.SERVICE_TYPE); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'pyroute2', 'scapy', 'yaml', 'typer', 'rich', 'cryptography'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, check=True).stdout.split("\n")
+    assert out[0] == str(endpoint.SERVICE_TYPE) and out[1] == "[]"
+
+
+def test_agent_refuses_oversized_tipc_messages_itself() -> None:
+    res = subprocess.run([sys.executable, "-m", "labkit.traffic.agent", "send", "--proto",
+                          "tipc", "--endpoint", endpoint.__name__, "--socket", "rdm",
+                          "--size", str(MAX_MESSAGE + 1)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and f"at most {MAX_MESSAGE} bytes" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_meter_refuses_tipc_on_a_lab_without_it() -> None:
+    lab = Lab.load(str(PAIR))  # never brought up: the check comes first
+    with pytest.raises(UsageError, match="has no tipc"):
+        meter.measure(lab, "a", "b", proto="tipc", socket="rdm", size=1000)
+    with pytest.raises(UsageError, match="unknown traffic protocol"):
+        meter.measure(lab, "a", "b", proto="sctp")
+
+
+def test_ready_line_read_is_bounded() -> None:
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert meter.read_ready(silent.stdout, 0.3) == ("", "")
+        assert silent.poll() is None  # returned on its deadline, not at the server's exit
+    finally:
+        silent.kill()
+        silent.wait()
+    chatty = subprocess.Popen([sys.executable, "-c", "print('{\"ready\": true}'); print(1)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line, rest = meter.read_ready(chatty.stdout, 30)
+        assert json.loads(line) == {"ready": True}
+        rest += chatty.communicate(timeout=30)[0]
+        assert rest.strip() == "1"  # what came after the ready line is not lost
+    finally:
+        chatty.wait()
+
+
+def test_cli_tipc_traffic_on_a_lab_without_tipc(lab_up: Callable[..., Lab]) -> None:
+    lab = lab_up(PAIR)
+    res = run_cli("traffic", lab.name, "--proto", "tipc", "--socket", "rdm", "--from", "a",
+                  "--to", "b", "--duration", "0.5")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"lab '{lab.name}' has no tipc" in res.stderr.replace("\n", " ")
+    assert "Traceback" not in res.stderr and "Errno" not in res.stderr
+    # positive control: the same lab carries tcp traffic through the same verb
+    res = run_cli("traffic", lab.name, "--proto", "tcp", "--from", "a", "--to", "b",
+                  "--duration", "0.5", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)["bytes"] > 0
