@@ -1,7 +1,10 @@
 """Shared fixtures: unique lab names, guaranteed teardown, and a leak check per test.
 
 Every lab a test makes is removed when the test ends, pass or fail; a test that leaves a
-namespace behind fails (the check runs after the fixture teardown).
+namespace behind fails (the check runs after the fixture teardown). Tests that make kernel
+objects are marked `needs_root` (tests using `lab_up`, and the kernel tier, are marked
+automatically): without root they are skipped with the reason, so pure byte and packet
+tests still run; under CI (CI or LABKIT_REQUIRE_ROOT set) they fail instead.
 """
 
 from __future__ import annotations
@@ -20,10 +23,36 @@ ROOT = Path(__file__).resolve().parent.parent
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
 
 
+ROOT_REASON = ("needs root: it creates network namespaces (run the tests as root, e.g. "
+               "sudo bash scripts/test.sh)")
+# Fixtures whose tests make kernel objects, so need root whatever their markers say.
+ROOT_FIXTURES = {"lab_up"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if os.geteuid() != 0:
-        raise pytest.UsageError("labkit's tests create network namespaces: run them as root "
-                                "(sudo bash scripts/test.sh).")
+    config.addinivalue_line(
+        "markers", "needs_root: makes namespaces or other kernel objects; skipped with the "
+                   "reason when not root, and a failure instead under CI")
+
+
+def must_be_root() -> bool:
+    """CI runs as root: there a test that would be skipped for want of root fails instead."""
+    return bool(os.environ.get("CI") or os.environ.get("LABKIT_REQUIRE_ROOT"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kernel = item.get_closest_marker("kernel") is not None
+        if kernel or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_root)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_root") is None or os.geteuid() == 0:
+        return
+    if must_be_root():
+        pytest.fail(f"{ROOT_REASON}; CI must run them as root", pytrace=False)
+    pytest.skip(ROOT_REASON)
 
 
 OURS: set[str] = set()  # lab names this test process made: leaks are judged only on them

@@ -2,6 +2,11 @@
 
 PyYAML's composer keeps marks on every node; walking the node tree ourselves keeps them,
 and lets us refuse duplicate keys (which PyYAML silently overwrites) with both positions.
+
+Aliases are where a small file becomes a huge tree: ten nested aliases of ten items each
+("billion laughs") compose in microseconds and would then walk 10^9 values. The composer
+below counts, while reading, how many values the aliases stand for and refuses the file
+at the alias that crosses MAX_ALIASED_VALUES, and refuses an alias inside its own anchor.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.events import AliasEvent
 
 from labkit.errors import LabkitError, Loc, TopologyError
 
@@ -37,8 +43,71 @@ class LList(list):
         return self.item_locs[index] if index < len(self.item_locs) else self.loc
 
 
+# Values an alias may stand for, summed over every alias in a file. A 4096-node lab that
+# gives each node an aliased block of 20 values stays below it; a "billion laughs" file
+# crosses it within a few aliases.
+MAX_ALIASED_VALUES = 100_000
+
+
 def _loc(path: str, node: yaml.Node) -> Loc:
     return Loc(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _mark_loc(path: str, mark: Any) -> Loc:
+    return Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
+
+
+class _AliasBomb(Exception):
+    """Raised by the composer at the alias that makes the file too large or recursive."""
+
+    def __init__(self, error: LabkitError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """SafeLoader whose composer knows how many values each node expands to.
+
+    The size of a node (itself plus everything below it, aliases expanded) is known when
+    the node is complete, so an alias costs one dictionary lookup: counting is linear in
+    the file, however large the tree it describes.
+    """
+
+    def __init__(self, stream: str, path: str) -> None:
+        super().__init__(stream)
+        self.path = path
+        self.sizes: dict[int, int] = {}
+        self.aliased = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.check_event(AliasEvent):
+            node = super().compose_node(parent, index)
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            else:
+                children = []
+            self.sizes[id(node)] = 1 + sum(self.sizes.get(id(c), 1) for c in children)
+            return node
+        event = self.peek_event()
+        node = super().compose_node(parent, index)  # raises for an undefined alias
+        size = self.sizes.get(id(node))
+        if size is None:  # its anchor is still open: the alias sits inside its own value
+            raise _AliasBomb(LabkitError(
+                f"the alias *{event.anchor} is used inside the value it names, which makes "
+                "an endless structure.",
+                hint="Move the alias out of its own anchored block, or write the values out.",
+                loc=_mark_loc(self.path, event.start_mark)))
+        self.aliased += size
+        if self.aliased > MAX_ALIASED_VALUES:
+            raise _AliasBomb(LabkitError(
+                f"the alias *{event.anchor} takes what this file's YAML aliases stand for "
+                f"past {MAX_ALIASED_VALUES:,} values, the most labkit reads through aliases "
+                "(nested aliases grow exponentially: a \"billion laughs\" file).",
+                hint="Write the values out, or alias smaller blocks fewer times.",
+                loc=_mark_loc(self.path, event.start_mark)))
+        return node
 
 
 class _Walker:
@@ -91,19 +160,25 @@ class _Walker:
 
 def load_text(text: str, path: str) -> Any:
     """Parse YAML text; syntax errors and duplicate keys become a located TopologyError."""
+    reader = _CountingLoader(text, path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = reader.get_single_node()
+    except _AliasBomb as exc:
+        raise TopologyError([exc.error]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
         what = exc.problem or exc.context or "invalid YAML"
-        raise TopologyError([LabkitError(
-            f"YAML syntax error: {what}.",
-            hint="Check indentation (spaces, not tabs) and that every `key: value` has a "
-                 "space after the colon.",
-            loc=loc)]) from None
+        hint = ("Define each anchor (&name) once, before any alias (*name) that uses it."
+                if "alias" in what or "anchor" in what else
+                "Check indentation (spaces, not tabs) and that every `key: value` has a "
+                "space after the colon.")
+        raise TopologyError([LabkitError(f"YAML syntax error: {what}.", hint=hint,
+                                         loc=loc)]) from None
     except yaml.YAMLError as exc:
         raise TopologyError([LabkitError(f"YAML error: {exc}", loc=Loc(path))]) from None
+    finally:
+        reader.dispose()
     if node is None:
         raise TopologyError([LabkitError(
             "the topology file is empty.",

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import TopologyError
-from labkit.topology import loader
-from tests.conftest import lab_namespaces, run_cli
+from labkit.topology import loader, located
+from tests.conftest import ROOT, lab_namespaces, run_cli
 
-BAD = sorted((Path(__file__).parent.parent / "fixtures" / "bad").glob("*.yaml"))
+# From the repository root, not the working directory: run from elsewhere, a relative glob
+# would collect nothing and every parametrized test would silently vanish.
+BAD = sorted((ROOT / "tests" / "fixtures" / "bad").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "topologies").glob("*.yaml"))
 
 
 def expectation(path: Path) -> tuple[int, str, str]:
@@ -28,6 +31,7 @@ def expectation(path: Path) -> tuple[int, str, str]:
 
 def test_corpus_is_large_enough() -> None:
     assert len(BAD) >= 40
+    assert len(SHIPPED) >= 4, "the shipped topologies were not found"
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
@@ -45,6 +49,7 @@ def test_error_is_located(path: Path) -> None:
         assert p.loc is not None and p.loc.file == str(path)
 
 
+@pytest.mark.needs_root  # `up` refuses non-root users before it reads the file
 @pytest.mark.parametrize("path", BAD[::5], ids=[p.stem for p in BAD[::5]])
 def test_cli_up_refuses_without_traceback_or_leftovers(path: Path) -> None:
     line, msg, _ = expectation(path)
@@ -74,7 +79,44 @@ def test_missing_file_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("path", sorted(Path("topologies").glob("*.yaml")))
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_topologies_validate(path: Path) -> None:
     result = run_cli("validate", str(path), "--json")
     assert result.returncode == 0, result.stderr
+
+
+def billion_laughs(levels: int, width: int = 10) -> str:
+    """A topology whose YAML aliases expand to width**levels values."""
+    lines = ["name: t", "nodes: {a: {}}", 'lol0: &lol0 "lol"']
+    lines += [f"lol{i}: &lol{i} [{', '.join([f'*lol{i - 1}'] * width)}]"
+              for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path: Path) -> None:
+    """10**9 values behind 9 lines of aliases: refused while reading, located, exit 2.
+
+    (Before: `validate` walked them all and hung; the subprocess timeout turns a hang
+    into a failure rather than a stuck test run.)
+    """
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(billion_laughs(9))
+    result = run_cli("validate", str(bomb), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    err = result.stderr.replace("\n", " ")
+    assert f"{bomb}:" in err and "billion laughs" in err
+    assert f"{located.MAX_ALIASED_VALUES:,}" in err
+
+
+def test_aliases_within_the_budget_are_read() -> None:
+    """The positive control: aliases are allowed, up to the budget, and expand as YAML says."""
+    text = ("name: t\nnodes:\n  a: &plain {sysctls: {net.ipv4.ip_forward: 1}}\n"
+            "  b: *plain\n")
+    topo = loader.loads(text)
+    assert topo.nodes["b"].sysctls == {"net.ipv4.ip_forward": "1"}
+    levels = 4  # 10**4 values: under MAX_ALIASED_VALUES, so read (the block is unknown
+    with pytest.raises(TopologyError) as info:  # to the loader, which says so)
+        loader.loads(billion_laughs(levels))
+    assert all("aliases" not in p.message for p in info.value.problems)
+    assert any("unknown key 'lol4'" in p.message for p in info.value.problems)
