@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # busybox-static: vng builds an initramfs for the Debian kernel (9p and virtio are modules)
-APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3)
+# tshark: checks captures and labkit's Wireshark dissector; vagrant(-libvirt): the
+# Vagrantfile is validated in the tests
+APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3 tshark vagrant
+              vagrant-libvirt)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2
@@ -21,6 +24,7 @@ if ! python3 -c "import ensurepip, venv" 2>/dev/null; then missing+=(python3-ven
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing apt packages: ${missing[*]}"
   apt-get update -qq
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

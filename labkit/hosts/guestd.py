@@ -22,8 +22,16 @@ import threading
 import traceback
 from typing import Any
 
+from labkit.hosts.rpc import remote
+
 PRELOAD = ("pyroute2", "labkit.lab.lab", "labkit.lab.deploy", "labkit.lab.ops",
            "labkit.verify.checks")
+
+
+@remote
+def ping() -> str:
+    """The host's check that this daemon serves (a reused VM may have lost it)."""
+    return "pong"
 
 
 def preload() -> None:

@@ -43,24 +43,67 @@ class VmHost:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, progress: Progress | None = None) -> None:
-        """Boot the VM and start the guest daemon; returns when both answer."""
+        """Make sure the kernel's VM runs with labkit's daemon in it: reuse it when it is
+        up already (labs on one kernel share its VM), boot it otherwise."""
         from labkit.hosts.vm import persistent
 
         say = progress or (lambda d, t, w: None)
-        say(0, 3, f"booting VM {self.vm} ({self.kernel})")
-        persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
-                         modules=self.modules)
-        say(1, 3, f"starting labkit in VM {self.vm}")
+        with persistent.locked(self.vm):
+            info = persistent.info(self.vm)
+            if info is not None and info.status == "running":
+                if info.kernel != self.kernel:
+                    raise LabkitError(
+                        f"VM {self.vm} runs kernel {info.kernel}, not {self.kernel}.",
+                        hint=f"Stop it (`labkit vm stop {self.vm}`) or pick its kernel.")
+                if self._answers():
+                    say(2, 3, f"VM {self.vm} ({self.kernel}) is already up")
+                    return
+            elif info is not None:  # crashed, failed, stopped: clear it away first
+                persistent.stop(self.vm)
+            if info is None or info.status != "running":
+                say(0, 3, f"booting VM {self.vm} ({self.kernel})")
+                persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
+                                 modules=self.modules, backplane=True)
+            say(1, 3, f"starting labkit in VM {self.vm}")
+            self._start_daemon()
+            say(2, 3, f"VM {self.vm} ready")
+
+    def _answers(self) -> bool:
+        try:
+            return self.call(None, "labkit.hosts.guestd:ping", timeout=30) == "pong"
+        except LabkitError:
+            self.close()
+            return False
+
+    def _start_daemon(self) -> None:
+        from labkit.hosts.vm import paths, persistent
+
         res = persistent.exec_(self.vm, [sys.executable, "-m", "labkit.hosts.guestd",
                                          "--detach", "--socket", GUESTD_SOCKET],
-                               capture=True, timeout=300)
+                               capture=True, timeout=300, cwd="/")
         if res.code != 0 or b"ready" not in res.stdout:
             detail = (res.err or res.out).strip().splitlines()[-3:]
             raise LabkitError(f"labkit's daemon did not start in VM {self.vm}: "
                               f"{' / '.join(detail) or f'exit status {res.code}'}.",
                               hint=f"The VM's console log is in "
-                                   f"{persistent.paths.state_dir() / self.vm}/console.log.")
-        say(2, 3, f"VM {self.vm} ready")
+                                   f"{paths.state_dir() / self.vm}/console.log.")
+
+    def release(self, lab: str) -> bool:
+        """The lab no longer uses this VM: stop it if no other lab does; True if stopped."""
+        from labkit.hosts.vm import persistent
+        from labkit.lab import state
+
+        with persistent.locked(self.vm):
+            for other in state.names():
+                if other == lab:
+                    continue
+                st = state.load(other)
+                if st is not None and any(p.vm == self.vm for p in st.placement.vms):
+                    return False
+            if persistent.info(self.vm) is None:
+                return False
+            self.stop()
+            return True
 
     def stop(self) -> None:
         from labkit.errors import UsageError

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from labkit.base import netns
 from labkit.base.rtnl import iproute, kernel_error
+from labkit.base.wait import wait_until
 from labkit.errors import LabkitError
 from labkit.lab import names
+from labkit.lab.span import Span
 from labkit.lab.state import LabState
-from labkit.topology.model import Endpoint, Node, Topology
+from labkit.topology.model import Endpoint, Node, Segment, Topology
 
 IFA_F_NODAD = 0x02
 IFF_LOWER_UP = 0x10000
@@ -35,6 +36,7 @@ class Builder:
     state: LabState
     progress: Progress = lambda done, total, what: None
     here: set[str] | None = None  # nodes placed in this kernel (None: all of them)
+    span: Span | None = None  # how to reach nodes in other kernels (labs spanning VMs)
     sockets: dict[str, IPRoute] = field(default_factory=dict)
     fds: dict[str, int] = field(default_factory=dict)
     _done: int = 0
@@ -43,16 +45,32 @@ class Builder:
     def ns(self, node: str) -> str:
         return names.node_ns(self.topo.name, node)
 
+    def mine(self, node: str) -> bool:
+        return self.here is None or node in self.here
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [n for n in self.topo.nodes.values() if self.mine(n.name)]
+
+    def lans(self) -> list[Segment]:
+        """This kernel's part of each LAN: its local members (LANs without any are not
+        built here)."""
+        out = []
+        for lan in self.topo.lans.values():
+            members = [ep for ep in lan.endpoints if self.mine(ep.node)]
+            if members:
+                out.append(replace(lan, endpoints=members))
+        return out
+
     def step(self, what: str) -> None:
         self._done += 1
         self.progress(self._done, self._total, what)
 
     def run(self) -> None:
-        topo = self.topo
-        eps = [ep for seg in topo.segments for ep in seg.endpoints]
-        lan_eps = sum(len(lan.endpoints) for lan in topo.lans.values())
-        self._total = (2 * len(topo.nodes) + 2 * bool(topo.lans) + lan_eps + len(topo.links)
-                       + 2 * len(eps))
+        eps = [ep for n in self.nodes for ep in n.interfaces.values()]
+        lan_eps = sum(len(lan.endpoints) for lan in self.lans())
+        self._total = (2 * len(self.nodes) + 2 * bool(self.lans()) + lan_eps
+                       + len(self.topo.links) + 2 * len(eps))
         try:
             self._namespaces()
             self._lans()
@@ -73,8 +91,8 @@ class Builder:
 
     # -- steps -------------------------------------------------------------------------
     def _namespaces(self) -> None:
-        wanted = [self.ns(n) for n in self.topo.nodes]
-        if self.topo.lans:
+        wanted = [self.ns(n.name) for n in self.nodes]
+        if self.lans():
             wanted.append(names.lan_ns(self.topo.name))
         self.state.namespaces = wanted
         self.state.save()  # intent first: a SIGKILL from here on leaves a record
@@ -94,7 +112,8 @@ class Builder:
 
     def _lans(self) -> None:
         """Every LAN as bridges in the lab's LAN namespace (see labkit.lab.lan)."""
-        if not self.topo.lans:
+        lans = self.lans()
+        if not lans:
             return
         from labkit.lab.lan import LanBuilder
 
@@ -104,12 +123,25 @@ class Builder:
             for key in ("all", "default"):  # absent when the kernel runs without IPv6
                 _write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
         LanBuilder(lan_ns, self.sockets[lan_ns], self.ns, lambda node: self._fd(self.ns(node)),
-                   self.step).build(list(self.topo.lans.values()))
+                   self.step).build(lans)
+        if self.span is not None:
+            from labkit.lab import span
+
+            for lan in self.topo.lans.values():
+                if self.span.spans(lan):
+                    span.carry_lan(self.span, lan)
         self.step("bridges")
 
     def _links(self) -> None:
         for link in self.topo.links:
             a, b = link.endpoints
+            if not (self.mine(a.node) and self.mine(b.node)):
+                if self.span is not None and self.span.spans(link):
+                    from labkit.lab import span
+
+                    span.carry_link(self.span, link)
+                    self.step("links")
+                continue
             try:
                 self.sockets[self.ns(a.node)].link(
                     "add", ifname=a.iface, kind="veth",
@@ -119,7 +151,7 @@ class Builder:
             self.step("links")
 
     def _addresses(self) -> None:
-        for node in self.topo.nodes.values():
+        for node in self.nodes:
             ipr = self.sockets[self.ns(node.name)]
             index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
             for ep in node.interfaces.values():
@@ -141,7 +173,7 @@ class Builder:
         self.step("addresses")
 
     def _node_settings(self) -> None:
-        for node in self.topo.nodes.values():
+        for node in self.nodes:
             ns = self.ns(node.name)
             _apply_sysctls(node, ns)
             ipr = self.sockets[ns]
@@ -163,22 +195,21 @@ class Builder:
         IFF_LOWER_UP is set synchronously when both veth ends are up; operstate follows
         later through linkwatch (up to a second) and would only slow `up` down.
         """
-        deadline = time.monotonic() + timeout
-        pending = {self.ns(n.name): set(n.interfaces) for n in self.topo.nodes.values()}
-        while pending:
+        pending = {self.ns(n.name): set(n.interfaces) for n in self.nodes}
+
+        def all_up() -> bool:
             for ns in list(pending):
-                up = {link.get_attr("IFLA_IFNAME") for link in self.sockets[ns].get_links()
-                      if link["flags"] & IFF_LOWER_UP}
-                pending[ns] -= up
+                pending[ns] -= {link.get_attr("IFLA_IFNAME")
+                                for link in self.sockets[ns].get_links()
+                                if link["flags"] & IFF_LOWER_UP}
                 if not pending[ns]:
                     del pending[ns]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                late = ", ".join(f"{ns}:{i}" for ns, ifs in pending.items() for i in ifs)
-                raise LabkitError(f"interfaces did not come up within {timeout:.0f} s: {late}.",
-                                  hint="Check `dmesg` for veth or bridge errors.")
-            time.sleep(0.02)
+            return not pending
+
+        wait_until(all_up, timeout, "every lab interface to have carrier", interval=0.02,
+                   detail=lambda: ", ".join(f"{ns}:{i}" for ns, ifs in pending.items()
+                                            for i in ifs),
+                   hint="Check `dmesg` for veth, bridge or tunnel errors.")
 
 
 def _add_addr(ipr: IPRoute, idx: int, ifa: Any, loc: Any, label: str) -> None:

@@ -17,6 +17,7 @@ from labkit.hosts.rpc import remote
 from labkit.lab import state, teardown
 from labkit.lab.build import Builder, Progress
 from labkit.lab.placement import Placement
+from labkit.lab.span import Span
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -26,11 +27,12 @@ def _quiet(done: int, total: int, what: str) -> None:
     pass
 
 
-def build_here(lab: Lab, st: state.LabState, progress: Progress | None = None) -> None:
+def build_here(lab: Lab, st: state.LabState, progress: Progress | None = None,
+               span: Span | None = None) -> None:
     """Namespaces, links, addresses, routes, then each feature's setup, for the nodes
     placed in this kernel. The caller removes everything if this raises."""
     progress = progress or _quiet
-    Builder(lab.topo, st, progress, here=lab.here_nodes).run()
+    Builder(lab.topo, st, progress, here=lab.here_nodes, span=span).run()
     for key, config in lab.topo.features.items():
         progress(1, 1, key)
         st.features[key] = features.get(key).setup(lab, config) or {}
@@ -67,20 +69,29 @@ def remove_here(name: str) -> teardown.Removed:
 
 @remote
 def guest_up(topo_text: str, path: str, here: list[str] | None,
-             placement: dict[str, Any]) -> dict[str, Any]:
-    """Build this VM's part of a lab (not waiting for features: see guest_wait)."""
+             placement: dict[str, Any], me: str | None = None,
+             peers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build this VM's part of a lab (not waiting for features: see guest_wait).
+
+    here: this VM's nodes when the lab spans VMs (me: this VM, peers: every VM's
+    backplane address), None when the whole lab is in this VM.
+    """
     from labkit.lab.lab import Lab
     from labkit.topology import loader
 
     topo = loader.loads(topo_text, path)
-    lab = Lab(topo, placement=Placement.from_json(placement), here=here)
+    where = Placement.from_json(placement)
+    lab = Lab(topo, placement=where, here=here)
+    span = None
+    if here is not None and me is not None:
+        span = Span(topo.name, me, {n: p.vm for p in where.vms for n in p.nodes}, peers or {})
     with state.locked(topo.name):
         st = state.LabState(name=topo.name, topology=path, topology_text=topo_text,
                             placement=Placement(), here=here)
         st.mark_builder()
         st.save()
         try:
-            build_here(lab, st)
+            build_here(lab, st, span=span)
         except BaseException:
             remove_here(topo.name)
             raise

@@ -278,12 +278,24 @@ class Lab:
         hosts = [self._vm_host(part) for part in self.placement.vms]
         for host in hosts:
             host.start(progress)
+        peers: dict[str, str] = {}
+        if several:
+            from labkit.hosts.vm import persistent
+
+            for part in self.placement.vms:
+                info = persistent.info(part.vm)
+                peers[part.vm] = info.backplane_address if info else ""
+                if not peers[part.vm]:
+                    raise LabkitError(f"VM {part.vm} has no backplane address, so lab "
+                                      f"'{self.name}' cannot span it.",
+                                      hint=f"Stop it (`labkit vm stop {part.vm}`) and try "
+                                           "again: labkit starts it with one.")
         for part, host in zip(self.placement.vms, hosts, strict=True):
             if progress:
                 progress(2, 3, f"building the lab in VM {part.vm}")
             host.call(None, "labkit.lab.deploy:guest_up", self.topo.source,
                       os.path.abspath(self.topo.path), list(part.nodes) if several else None,
-                      self.placement.to_json())
+                      self.placement.to_json(), part.vm if several else None, peers)
         for host in hosts:
             if progress:
                 progress(3, 3, f"waiting for features in VM {host.name}")
@@ -427,6 +439,7 @@ def remove(name: str, lab: Lab | None = None) -> Removed:
         out.notes.append("it was only partly built (its `up` had been interrupted)")
     if not placement.local:
         from labkit.hosts.vm import persistent
+        from labkit.hosts.vmhost import VmHost
 
         vms = {v.name: v for v in persistent.list_vms()}
         for part in placement.vms:
@@ -443,11 +456,10 @@ def remove(name: str, lab: Lab | None = None) -> Removed:
                                      f"cleanly ({exc.message}); the VM is stopped anyway")
             elif info.status != "running":
                 out.notes.append(f"its VM {part.vm} {_VM_WORDS.get(info.status, info.status)}")
-            if host is not None:
-                host.stop()
+            if (host or VmHost(part.vm, part.kernel)).release(name):
+                out.vms.append(part.vm)
             else:
-                persistent.stop(part.vm)
-            out.vms.append(part.vm)
+                out.notes.append(f"VM {part.vm} stays up for other labs")
     # A local lab's features undo what outlives namespaces; anything named like the lab in
     # this kernel goes either way (a VM lab has nothing here unless something went wrong).
     local = deploy.remove_here(name) if placement.local else teardown.remove(name)

@@ -65,13 +65,15 @@ class Placement:
                                for v in data["vms"]), str(data.get("reason", "")))
 
 
-def vm_name(lab: str, kernel: str, several: bool) -> str:
-    """`lab-NAME`, or `lab-NAME-KERNEL` when the lab spans kernels (VM names are lowercase)."""
-    base = f"lab-{lab.lower()}"
-    if not several:
-        return base
-    tag = os.path.basename(kernel.rstrip("/")).lower().replace("debian-", "")
-    return f"{base}-{''.join(c if c.isalnum() else '-' for c in tag)}"[:32]
+def vm_name(kernel: str) -> str:
+    """The VM that holds every lab node on this kernel: `lk-6-12` for debian-6.12 (labs
+    share it, so a second lab on a kernel that is already up starts without a boot)."""
+    import hashlib
+
+    if "/" in kernel:  # a user's bzImage or build tree
+        return "lk-k" + hashlib.sha1(kernel.encode()).hexdigest()[:10]
+    tag = kernel.lower().removeprefix("debian-")
+    return ("lk-" + "".join(c if c.isalnum() else "-" for c in tag))[:32]
 
 
 def needed(topo: Topology) -> list[str]:
@@ -100,10 +102,9 @@ def kernel_probes(kernel: str) -> tuple[dict[str, Any], str] | None:
     from labkit.hosts.doctor import kernel_capabilities
     from labkit.hosts.vm import kernels
 
-    try:
-        k = kernels.resolve(kernel)
-    except UsageError:
-        return None
+    if kernel in kernels.SERIES and kernels.cached(kernel) is None:
+        return None  # fetchable, not fetched yet
+    k = kernels.resolve(kernel)  # an unknown name or a bad path is the user's error
     base = os.path.dirname(os.path.dirname(k.image)) if k.source == "cache" else \
         os.path.dirname(k.image)
     return kernel_capabilities(base, k.version)
@@ -188,8 +189,7 @@ def _vm_placement(topo: Topology, main: str, per_node: dict[str, str], wanted: l
                 f"nodes {', '.join(groups[kernel])} of lab '{topo.name}' ask for kernel "
                 f"{kernel}, which cannot run them: {_explain(missing)}.",
                 hint="Give those nodes another kernel.")
-    several = len(groups) > 1
-    vms = tuple(VmPart(vm_name(topo.name, k, several), k, tuple(nodes))
+    vms = tuple(VmPart(vm_name(k), k, tuple(nodes))
                 for k, nodes in groups.items())
     reason = f"in a VM with {main} ({source})"
     return Placement("vm", vms, reason)

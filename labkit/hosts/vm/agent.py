@@ -303,22 +303,41 @@ class _SessionError(Exception):
     """A request that cannot run as asked; reported to the host as an EXIT error."""
 
 
-def setup_forward_nic(mac: str) -> list[str]:
-    """Port forwards use qemu's user network: bring its NIC up with slirp's fixed address."""
-    warnings: list[str] = []
-    subprocess.run(["modprobe", "virtio_net"], check=False)
-    iface = None
-    deadline = time.monotonic() + 10
-    while iface is None and time.monotonic() < deadline:
+def nic_by_mac(mac: str, timeout: float = 10.0) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         for name in os.listdir("/sys/class/net"):
             try:
                 with open(f"/sys/class/net/{name}/address") as fh:
                     if fh.read().strip().lower() == mac.lower():
-                        iface = name
+                        return name
             except OSError:
                 continue
-        if iface is None:
-            time.sleep(0.1)
+        time.sleep(0.1)
+    return None
+
+
+def setup_backplane_nic(mac: str, address: str, mtu: int) -> list[str]:
+    """The lab VMs' private network: up, jumbo MTU, a fixed ULA (no DAD: it is ours)."""
+    subprocess.run(["modprobe", "virtio_net"], check=False)
+    iface = nic_by_mac(mac)
+    if iface is None:
+        return [f"no backplane interface with MAC {mac}; labs cannot span kernels"]
+    warnings = []
+    for cmd in (["ip", "link", "set", iface, "name", "lkbp0"],
+                ["ip", "link", "set", "lkbp0", "mtu", str(mtu), "up"],
+                ["ip", "addr", "add", address, "dev", "lkbp0", "nodad"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            warnings.append(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+    return warnings
+
+
+def setup_forward_nic(mac: str) -> list[str]:
+    """Port forwards use qemu's user network: bring its NIC up with slirp's fixed address."""
+    warnings: list[str] = []
+    subprocess.run(["modprobe", "virtio_net"], check=False)
+    iface = nic_by_mac(mac)
     if iface is None:
         warnings.append(f"no network interface with MAC {mac}; port forwards will not work")
         return warnings
@@ -416,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit-agent")
     parser.add_argument("--oneshot", action="store_true")
     parser.add_argument("--net-mac", default="")
+    parser.add_argument("--bp-mac", default="")
+    parser.add_argument("--bp-addr", default="")
+    parser.add_argument("--bp-mtu", type=int, default=9000)
     parser.add_argument("--modprobe", action="append", default=[])
     parser.add_argument("--fast-tag", default="")
     parser.add_argument("--fast-ro", action="append", default=[])
@@ -431,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             log(warnings[-1])
     if args.net_mac:
         warnings += setup_forward_nic(args.net_mac)
+    if args.bp_mac:
+        warnings += setup_backplane_nic(args.bp_mac, args.bp_addr, args.bp_mtu)
     port = Port(os.open(find_port(PORT_NAME), os.O_RDWR))
     serve(port, args.oneshot, warnings)
     return 0

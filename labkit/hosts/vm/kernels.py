@@ -187,6 +187,11 @@ def bzimage_version(path: Path) -> str:
 # -- the cache ---------------------------------------------------------------------------
 
 
+def cached(name: str) -> Kernel | None:
+    """The cached kernel of that name, or None."""
+    return _read_cached(name)
+
+
 def _read_cached(name: str) -> Kernel | None:
     meta = paths.kernels_dir() / name / META
     return _load_meta(meta) if meta.is_file() else None

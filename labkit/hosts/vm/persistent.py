@@ -12,6 +12,7 @@ The supervisor process (see supervisor.py) leads a process group holding vng and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -28,6 +29,7 @@ from typing import Any, Literal, overload
 from labkit.base import procs
 from labkit.base.files import write_private
 from labkit.errors import LabkitError, UsageError
+from labkit.hosts.vm import backplane as bp
 from labkit.hosts.vm import boot, paths, wire
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
 from labkit.hosts.vm.session import (
@@ -38,7 +40,7 @@ from labkit.hosts.vm.session import (
     run_session,
     streams_are_same,
 )
-from labkit.hosts.vm.vng import vng_argv, vng_env
+from labkit.hosts.vm.vng import Backplane, vng_argv, vng_env
 
 DEFAULT_NAME = "default"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -59,6 +61,7 @@ class VmInfo:
     started_at: float | None = None
     reason: str = ""
     state_dir: str = ""
+    backplane_address: str = ""  # on the lab VMs' private network, if it has a NIC there
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +92,23 @@ def parse_forward(spec: str) -> tuple[int, int]:
     return h, g
 
 
+@contextlib.contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Deciding to start, reuse or stop a shared VM happens one process at a time."""
+    check_name(name)
+    root = paths.state_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def info(name: str) -> VmInfo | None:
+    """The VM's current info, or None if there is no such VM."""
+    state = _dir(name)
+    return _info(state) if state.is_dir() else None
+
+
 def _dir(name: str) -> Path:
     return paths.state_dir() / check_name(name)
 
@@ -107,8 +127,12 @@ def start(
     rwdirs: Sequence[str] = (),
     modules: Sequence[str] | None = None,
     boot_timeout: float | None = None,
+    backplane: bool = False,
 ) -> VmInfo:
-    """Boot a VM that stays up in the background; returns once its agent answers."""
+    """Boot a VM that stays up in the background; returns once its agent answers.
+
+    backplane=True gives it a NIC on the lab VMs' private network (labs spanning kernels).
+    """
     state = _dir(name)
     if state.exists():
         info = _info(state)
@@ -138,14 +162,25 @@ def start(
             rwdirs=list(rwdirs), forwards=fwd, modules=None if modules is None else list(modules),
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
-        config = {"argv": vng_argv(spec, tools), "env": vng_env(tools), "boot_timeout": limit}
-        write_private(state / "config.json", json.dumps(config, indent=2))
-        summary = {
+        summary: dict[str, Any] = {
             "name": name, "status": "booting", "kernel": spec.kernel.name,
             "kernel_version": spec.kernel.version, "accel": spec.accel.kind,
             "memory": memory or "1G", "cpus": cpus, "forwards": [f"{h}:{g}" for h, g in fwd],
         }
-        (state / "state.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        config: dict[str, Any] = {"env": vng_env(tools), "boot_timeout": limit}
+        with bp.locked() if backplane else contextlib.nullcontext():
+            if backplane:
+                bp.ensure()
+                index = _free_backplane_index()
+                spec.backplane = Backplane(bp.tap_name(name), bp.mac(name),
+                                           f"{bp.address(index)}/{bp.NETWORK.prefixlen}", bp.MTU)
+                summary["backplane"] = {"index": index, "address": bp.address(index),
+                                        "tap": spec.backplane.tap}
+                config["backplane_vm"] = name
+            config["argv"] = vng_argv(spec, tools)
+            write_private(state / "config.json", json.dumps(config, indent=2))
+            (state / "state.json").write_text(json.dumps(summary, indent=2, sort_keys=True)
+                                              + "\n")
         sup = _spawn_supervisor(state)
         info = _wait_ready(state, sup, limit + 15)
     except BaseException:
@@ -157,6 +192,15 @@ def start(
         boot.report_warnings(json.loads((state / "state.json").read_text()).get("guest", {}),
                              f"the VM {name}")
     return info
+
+
+def _free_backplane_index() -> int:
+    """The lowest backplane host number no other VM holds (caller holds bp.locked())."""
+    taken = set()
+    for d in paths.state_dir().iterdir() if paths.state_dir().is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            taken.add(int(json.loads((d / "state.json").read_text())["backplane"]["index"]))
+    return next(i for i in range(1, 65535) if i not in taken)
 
 
 def _spawn_supervisor(state: Path) -> subprocess.Popen[bytes]:
@@ -393,6 +437,7 @@ def _info(state: Path) -> VmInfo:
         cpus=data.get("cpus"), forwards=list(data.get("forwards", [])), pid=data.get("pid"),
         started_at=data.get("started_at"), reason=str(data.get("reason", "")),
         state_dir=str(state),
+        backplane_address=str((data.get("backplane") or {}).get("address", "")),
     )
     started = data.get("starttime")
     if info.status in LIVE and data.get("pid") and not procs.alive(data["pid"], started):
@@ -414,6 +459,9 @@ def _cleanup(state: Path) -> None:
         if not leader_reused:  # never signal a group whose id now belongs to someone else
             procs.stop_group(pgid)
     shutil.rmtree(state, ignore_errors=True)
+    if data.get("backplane"):
+        with bp.locked():
+            bp.remove_if_unused()
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -22,13 +22,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from labkit.base import procs
 from labkit.errors import LabkitError
-from labkit.hosts.vm import boot, wire
+from labkit.hosts.vm import backplane, boot, wire
 
 CLIENT_CHAN = 1  # clients always speak channel 1; the supervisor maps it
 
@@ -74,11 +75,17 @@ class Supervisor:
         write_state(self.dir, status="booting", pid=os.getpid(), pgid=os.getpgrp(),
                     starttime=procs.starttime(os.getpid()), started_at=time.time())
         listener = boot.listen(str(self.dir / "serial.sock"))
+        argv = list(self.config["argv"])
+        bp_vm = self.config.get("backplane_vm")
+        if bp_vm:  # qemu's backplane TAP must be born in the backplane namespace
+            argv = ["ip", "netns", "exec", backplane.NS, *argv]
         with open(self.console, "ab") as log:
             self.proc = subprocess.Popen(
-                self.config["argv"], env=self.config["env"], stdin=subprocess.DEVNULL,
+                argv, env=self.config["env"], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, close_fds=True,
             )
+        if bp_vm:
+            threading.Thread(target=self._join_backplane, args=(bp_vm,), daemon=True).start()
         try:
             conn, hello = boot.wait_for_agent(
                 listener, self.proc, self.console, float(self.config["boot_timeout"])
@@ -106,6 +113,13 @@ class Supervisor:
         else:
             write_state(self.dir, status="crashed", reason=reason + boot.console_tail(self.console))
         return 0
+
+    def _join_backplane(self, vm: str) -> None:
+        try:
+            backplane.attach(vm, float(self.config["boot_timeout"]))
+        except LabkitError as exc:  # the lab will say its links are down; say why here
+            with open(self.console, "a") as log:
+                log.write(f"labkit: backplane: {exc.message}\n")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stopping = True

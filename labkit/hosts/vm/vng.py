@@ -61,6 +61,15 @@ class Boot:
     modules: list[str] = field(default_factory=lambda: list(DEFAULT_MODULES))
     fast_ro: list[str] = field(default_factory=list)  # see agent.fast_mounts
     fast_rw: list[str] = field(default_factory=list)
+    backplane: Backplane | None = None  # a NIC on the lab VMs' private network
+
+
+@dataclass(frozen=True)
+class Backplane:
+    tap: str  # the TAP qemu creates (in the backplane namespace, where qemu runs)
+    mac: str
+    address: str  # the guest's address on it, with prefix length
+    mtu: int
 
 
 def find_tools() -> Tools:
@@ -151,6 +160,9 @@ def agent_command(boot: Boot) -> str:
         args.append("--oneshot")
     if boot.forwards:
         args += ["--net-mac", FORWARD_MAC]
+    if boot.backplane:
+        bp = boot.backplane
+        args += ["--bp-mac", bp.mac, "--bp-addr", bp.address, "--bp-mtu", str(bp.mtu)]
     for module in boot.modules:
         args += ["--modprobe", module]
     if boot.fast_ro or boot.fast_rw:
@@ -178,6 +190,13 @@ def qemu_options(boot: Boot) -> list[str]:
         opts += [
             "-netdev", f"user,id=lkfwd,{fwd}",
             "-device", f"virtio-net-pci,netdev=lkfwd,mac={FORWARD_MAC}",
+        ]
+    if boot.backplane:
+        bp = boot.backplane
+        opts += [
+            "-netdev", f"tap,id=lkbp,ifname={shell_safe(bp.tap, 'device')},script=no,"
+            "downscript=no",
+            "-device", f"virtio-net-pci,netdev=lkbp,mac={bp.mac},host_mtu={bp.mtu}",
         ]
     return opts
 
