@@ -19,9 +19,16 @@ def report(verdicts: list[Verdict], json: bool) -> int:
     marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "error": "[yellow]ERROR[/]"}
     for v in verdicts:
         console.print(f"{marks[v.outcome]} {v.name}: {v.detail}")
-    passed = sum(v.passed for v in verdicts)
-    console.print(f"{passed} passed, {len(verdicts) - passed} failed")
+    console.print(summary(verdicts))
     return code
+
+
+def summary(verdicts: list[Verdict]) -> str:
+    """`N passed, M failed, K could not run`: a check that could not run is not a failure
+    of what it checks, and not a pass either (exit codes: labkit.verify.verdict)."""
+    counts = {o: sum(v.outcome == o for v in verdicts) for o in ("pass", "fail", "error")}
+    return (f"{counts['pass']} passed, {counts['fail']} failed, "
+            f"{counts['error']} could not run")
 
 
 def check(
