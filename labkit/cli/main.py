@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or validation error (verifications: 0 pass,
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import signal
 import sys
@@ -32,22 +33,90 @@ app = typer.Typer(
 # One module per verb; each has register(app). Order is the order in --help.
 VERBS = [
     "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph",
-    "capture", "traffic", "verify", "inject", "tipc", "doctor", "vm",
+    "capture", "traffic", "verify", "inject", "tipc", "wireshark", "doctor", "vm",
 ]
 
 
-def _register() -> None:
-    for verb in VERBS:
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mine = version("labkit")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        mine = "(not installed)"
+    return f"labkit {mine}, Python {sys.version.split()[0]}, kernel {os.uname().release}"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(version_text())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print labkit's version (and Python's, the kernel's)."),
+) -> None:
+    pass
+
+
+def reflow(text: str) -> str:
+    """Docstring paragraphs as single lines, so help never breaks where the source did.
+
+    rich keeps a docstring's line breaks inside a paragraph: `--help` and the verb list
+    broke mid-sentence at every one. A paragraph whose later lines start with a space or a
+    list mark (an example, a list) keeps its lines; everything after a \\f stays as is.
+    """
+    shown, cut, rest = inspect.cleandoc(text).partition("\f")
+    out = []
+    for para in shown.split("\n\n"):
+        lines = para.splitlines()
+        if para.startswith("\b") or any(line.startswith((" ", "-", "*", "$"))
+                                        for line in lines[1:]):
+            out.append(para)
+        else:
+            out.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(out) + cut + rest
+
+
+def reflow_help(group: typer.Typer) -> None:
+    """Reflow the help of every command and sub-group of a Typer app, recursively."""
+    for cmd in group.registered_commands:
+        text = cmd.help if isinstance(cmd.help, str) else inspect.getdoc(cmd.callback)
+        if text:
+            cmd.help = reflow(text)
+    for sub in group.registered_groups:
+        for holder in (sub, sub.typer_instance.info):
+            if isinstance(holder.help, str):
+                holder.help = reflow(holder.help)
+        reflow_help(sub.typer_instance)
+
+
+class BrokenVerb(LabkitError):
+    """A verb module failed to import: a labkit bug, never a verb silently missing."""
+
+
+def register_verbs(target: typer.Typer, verbs: list[str]) -> None:
+    for verb in verbs:
         try:
             module = importlib.import_module(f"labkit.cli.{verb}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"labkit.cli.{verb}":
-                continue  # a verb still being written
-            raise
-        module.register(app)
+        except Exception as exc:
+            raise BrokenVerb(
+                f"the `{verb.rstrip('_')}` command cannot be loaded: module labkit.cli.{verb} "
+                f"failed to import ({type(exc).__name__}: {exc}).",
+                hint="This is a labkit bug or a broken install; run again with "
+                     "LABKIT_DEBUG=1 for the traceback, or reinstall (scripts/setup.sh).",
+            ) from exc
+        module.register(target)
+    reflow_help(target)
 
 
-_register()
+BROKEN: BrokenVerb | None = None
+try:
+    register_verbs(app, VERBS)
+except BrokenVerb as _exc:
+    BROKEN = _exc  # reported by main(): one paragraph, not a traceback at import
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -59,10 +128,15 @@ def main() -> None:
     from labkit.cli.output import err_console
 
     signal.signal(signal.SIGTERM, _terminate)
+    if BROKEN is not None:
+        if os.environ.get("LABKIT_DEBUG"):
+            raise BROKEN
+        err_console.print(f"[bold red]error:[/] {BROKEN.render()}")
+        sys.exit(1)
     try:
         rc = app(standalone_mode=False)  # returns typer.Exit's code here
     except LabkitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.render()}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {exc.render()}")
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)

@@ -10,8 +10,42 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Whole lines in pipes and files: `| grep`, `| cut` and diffs need a value on one line.
+PIPE_WIDTH = 10_000
+
+
+def make_console(stderr: bool = False, force_terminal: bool | None = None) -> Console:
+    """rich at a terminal (wrapped to its width); in a pipe, no wrapping, no truncation."""
+    at_terminal = Console(stderr=stderr, force_terminal=force_terminal).is_terminal
+    if at_terminal:
+        return Console(stderr=stderr, highlight=False, force_terminal=force_terminal)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 link`, `2 links`, `0 processes`, `3 LANs`: the count and the word agreeing."""
+    if count == 1:
+        return f"{count} {word}"
+    if many is None:
+        many = word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count} {many}"
+
+
+def columns(header: tuple[str, ...], rows: list[tuple[str, ...]], *,
+            out: Console | None = None) -> None:
+    """Aligned plain columns, never truncated or wrapped: a table that pipes intact.
+
+    (A rich Table shrinks columns to the console and ends names with "...".)
+    """
+    out = out or console
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
+        out.print(line.rstrip(), soft_wrap=True, markup=False, highlight=False)
 
 
 def emit_json(obj: Any) -> None:
@@ -54,7 +88,6 @@ def progress(description: str) -> Iterator[Any]:
                 print(f"{description}: {what} ({done}/{total})", file=sys.stderr, flush=True)
 
         yield update
-
 
 
 from labkit.errors import require_root  # noqa: E402,F401  (verbs import it from here)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.output import console, emit_json
+from labkit.cli.output import console, emit_json, plural
 from labkit.topology import loader
 from labkit.topology.summary import summarize
 
@@ -22,9 +22,9 @@ def validate(
     if json:
         emit_json(data)
         return
-    console.print(f"[green]ok[/]: {file} describes lab '{topo.name}' with {len(topo.nodes)} "
-                  f"nodes, {len(topo.links)} links, {len(topo.lans)} LANs, "
-                  f"{len(topo.checks)} checks.")
+    counts = ", ".join(plural(len(things), word) for things, word in (
+        (topo.nodes, "node"), (topo.links, "link"), (topo.lans, "LAN"), (topo.checks, "check")))
+    console.print(f"[green]ok[/]: {file} describes lab '{topo.name}' with {counts}.")
     for name, node in data["nodes"].items():
         addrs = "  ".join(f"{i}={' '.join(a)}" for i, a in node["interfaces"].items())
         console.print(f"  {name:12} {addrs}")
