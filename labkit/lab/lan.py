@@ -63,12 +63,13 @@ class Bridge:
     trunk: tuple[str, str] | None = None  # (root-side, leaf-side) veth names of a leaf
 
 
-def plan(lan: Segment, number: int, max_ports: int = BRIDGE_MAX_PORTS) -> list[Bridge]:
+def plan(lan: Segment, number: int, max_ports: int | None = None) -> list[Bridge]:
     """The bridges of a LAN, root first. `number` tells LANs apart in the leaves' names.
 
     Leaf and trunk names contain a '.', which LAN names cannot, and port names are p<N>,
     so no generated name can collide with a LAN's.
     """
+    max_ports = max_ports or BRIDGE_MAX_PORTS
     members = lan.endpoints
     if len(members) <= max_ports:
         return [Bridge(lan.name, f"LAN {lan.name}", list(members))]
@@ -77,11 +78,11 @@ def plan(lan: Segment, number: int, max_ports: int = BRIDGE_MAX_PORTS) -> list[B
     if count > max_ports:
         raise ValueError(f"LAN {lan.name} needs {count} leaf bridges; a root takes "
                          f"{max_ports}")
-    size = -(-len(members) // count)  # balanced leaves
+    n = len(members)
     out = [Bridge(lan.name, f"LAN {lan.name} (root of {count} leaf bridges)")]
-    for k in range(count):
+    for k in range(count):  # balanced: leaf sizes differ by one at most
         out.append(Bridge(f"b{number}.{k + 1}", f"LAN {lan.name} leaf {k + 1}/{count}",
-                          list(members[k * size:(k + 1) * size]),
+                          list(members[k * n // count:(k + 1) * n // count]),
                           (f"t{number}.{k + 1}", f"u{number}.{k + 1}")))
     return out
 
@@ -94,7 +95,7 @@ def members(links: list[dict[str, Any]], lan: str) -> list[str]:
     if root is None:
         return []
     bridges = {root["index"]}
-    for i in links:  # a leaf is the bridge above a trunk end whose peer is on the root
+    for i in links:  # leaves say whose they are in their alias (see plan)
         if i["kind"] == "bridge" and (i.get("alias") or "").startswith(f"LAN {lan} leaf "):
             bridges.add(i["index"])
     ports = [i for i in links if i["master"] in bridges and i["ifname"].startswith("p")
@@ -115,11 +116,11 @@ class LanBuilder:
         self.step = step
         self.port = 0
 
-    def build(self, lans: list[Segment], max_ports: int = BRIDGE_MAX_PORTS) -> None:
+    def build(self, lans: list[Segment], max_ports: int | None = None) -> None:
         for number, lan in enumerate(lans, start=1):
             self._lan(lan, number, max_ports)
 
-    def _lan(self, lan: Segment, number: int, max_ports: int) -> None:
+    def _lan(self, lan: Segment, number: int, max_ports: int | None) -> None:
         large = len(lan.endpoints) > NAPI_MEMBERS
         bridges = plan(lan, number, max_ports)
         root = self._bridge(bridges[0], lan, large)

@@ -157,6 +157,7 @@ def _assign_hosts(seg: Segment, net: Any, key: str, p: Problems) -> None:
                 used.add(ip)
                 break
         else:
-            p.add(seg.loc, f"subnet {net} of {seg.name} is too small for its "
-                           f"{len(seg.endpoints)} endpoints.", "Give it a shorter prefix.")
+            p.add(seg.loc, f"subnet {net} of {seg.name} is too small for the "
+                           f"endpoints of {seg.name} ({len(seg.endpoints)}).",
+                  "Give it a shorter prefix.")
             return

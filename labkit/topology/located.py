@@ -43,8 +43,8 @@ class LList(list):
         return self.item_locs[index] if index < len(self.item_locs) else self.loc
 
 
-# Values an alias may stand for, summed over every alias in a file. A 4096-node lab that
-# gives each node an aliased block of 20 values stays below it; a "billion laughs" file
+# Values an alias may stand for, summed over every alias in a file. A 2048-node lab that
+# gives each node an aliased block of 40 values stays below it; a "billion laughs" file
 # crosses it within a few aliases.
 MAX_ALIASED_VALUES = 100_000
 
