@@ -7,7 +7,9 @@ imports them once at start (and the features' modules, so a handshake upcall nev
 for an import), then serves each connection in a thread.
 
 Started by the host (VmHost.start) as `python -m labkit.hosts.guestd --detach`: the
-foreground process returns "ready" once the socket accepts connections.
+foreground process returns "ready" once the socket accepts connections. The imports then
+go on in the background (a call that needs a module meanwhile imports it itself), so a
+VM is usable seconds after boot rather than after every import.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", default="/run/labkit/guestd.log")
     args = ap.parse_args(argv)
     if not args.detach:
-        preload()
+        threading.Thread(target=preload, daemon=True).start()
         serve(args.socket, None)
         return 0
     read_fd, write_fd = os.pipe()
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     try:
-        preload()
+        threading.Thread(target=preload, daemon=True).start()
         serve(args.socket, write_fd)
     except BaseException:
         traceback.print_exc()

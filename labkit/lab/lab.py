@@ -276,8 +276,7 @@ class Lab:
     def _up_in_vms(self, progress: Progress | None) -> None:
         several = len(self.placement.vms) > 1
         hosts = [self._vm_host(part) for part in self.placement.vms]
-        for host in hosts:
-            host.start(progress)
+        _each(hosts, lambda host: host.start(progress))
         peers: dict[str, str] = {}
         if several:
             from labkit.hosts.vm import persistent
@@ -407,6 +406,31 @@ class Lab:
                              f"{', '.join(self.topo.features) or 'none'}.")
         raise UsageError(f"several features of lab '{self.name}' can verify {kind}: "
                          f"{', '.join(able)}.", hint="Choose one with --feature.")
+
+
+def _each(hosts: list[LabHost], fn: Callable[[LabHost], None]) -> None:
+    """fn on every host at once (VM boots overlap); the first error is raised after all
+    have finished, so a rollback never races a boot still in progress."""
+    if len(hosts) == 1:
+        fn(hosts[0])
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def one(host: LabHost) -> None:
+        try:
+            fn(host)
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _local_namespaces(name: str) -> list[str]:

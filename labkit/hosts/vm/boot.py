@@ -46,9 +46,15 @@ def prepare(
     rwdirs: list[str] | None = None,
     forwards: list[tuple[int, int]] | None = None,
     modules: list[str] | None = None,
+    cached: list[str] | None = None,
 ) -> tuple[Boot, Tools]:
-    """Resolve tools, kernel and accelerator (probing KVM once) into a Boot."""
+    """Resolve tools, kernel and accelerator (probing KVM once) into a Boot.
+
+    cached: more host trees to serve read-only from the cached share (a lab VM caches
+    labkit's own package: its daemon and agents start many Python processes).
+    """
     vng_overlays, fast_ro, fast_rw = plan_dirs(cwd if writable_cwd else None)
+    fast_ro += [d for d in cached or [] if d not in fast_ro]
     tools = find_tools()
     k = kernels.resolve(kernel)
     accel = kvm.choose(k.image, tools.qemu)

@@ -128,6 +128,7 @@ def start(
     modules: Sequence[str] | None = None,
     boot_timeout: float | None = None,
     backplane: bool = False,
+    cached: Sequence[str] = (),
 ) -> VmInfo:
     """Boot a VM that stays up in the background; returns once its agent answers.
 
@@ -160,6 +161,7 @@ def start(
             kernel, hostname=name, serial_socket=str(state / "serial.sock"), oneshot=False,
             memory=memory, cpus=cpus, cwd="/", overlays=list(overlays),
             rwdirs=list(rwdirs), forwards=fwd, modules=None if modules is None else list(modules),
+            cached=list(cached),
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
         summary: dict[str, Any] = {
