@@ -7,6 +7,8 @@
    distorts such ratios, so the conditions are printed with the figures.
 2. Cluster formation: `up` of an N-node LAN with TIPC (until every link is up) against
    `up` of the same network without TIPC, for N = 4 and 16.
+3. Netlink queries: labkit's TIPCv2 client (open, NET_GET, LINK_GET dump, close) against
+   iproute2's `tipc link list` in the same namespace, per query.
 
     labkit vm run -- .venv/bin/python benchmarks/tipc.py [--duration 3] [--repeat 3] [--json]
 
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +83,34 @@ def throughput(tmp: Path, duration: float, repeat: int) -> list[dict[str, object
     return rows
 
 
+def netlink_queries(tmp: Path, count: int) -> dict[str, object]:
+    """Per-query time of labkit's netlink client beside iproute2's tipc tool (a process
+    per query, as `labkit tipc status` would otherwise need)."""
+    from labkit.features.tipc.client import TipcNetlink
+
+    path = tmp / "nlq.yaml"
+    path.write_text(lan_topology(f"nlq{os.getpid() % 10000}", 2, tipc=True))
+    with Lab.load(str(path)) as lab:
+        ns = lab.node("n1").ns
+        start = time.perf_counter()
+        for _ in range(count):
+            with TipcNetlink(ns) as nl:
+                nl.net()
+                links = nl.links()
+        ours = (time.perf_counter() - start) / count
+        start = time.perf_counter()
+        for _ in range(count):
+            out = subprocess.run(["ip", "netns", "exec", ns, "tipc", "link", "list"],
+                                 capture_output=True, text=True, check=True).stdout
+        theirs = (time.perf_counter() - start) / count
+    assert len([lk for lk in links if not lk["broadcast"]]) == out.count(": up")
+    row = {"queries": count, "labkit_ms": round(ours * 1e3, 2),
+           "iproute2_tipc_ms": round(theirs * 1e3, 2), "ratio": round(ours / theirs, 2)}
+    print(f"netlink: labkit {ours * 1e3:.2f} ms/query, iproute2 tipc {theirs * 1e3:.2f} "
+          f"ms/query", file=sys.stderr, flush=True)
+    return row
+
+
 def formation(tmp: Path, sizes: list[int], repeat: int) -> list[dict[str, object]]:
     rows = []
     for n in sizes:
@@ -110,6 +141,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--queries", type=int, default=50, help="netlink queries to time")
     args = ap.parse_args()
     os.system("modprobe tipc 2>/dev/null")
     out: dict[str, object] = {"conditions": conditions()}
@@ -117,6 +149,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_throughput:
             out["throughput"] = throughput(Path(tmp), args.duration, args.repeat)
+        out["netlink"] = netlink_queries(Path(tmp), args.queries)
         out["formation"] = formation(Path(tmp), args.sizes, args.repeat)
     print(json.dumps(out, indent=2) if args.json else json.dumps(out))
     return 0

@@ -2,11 +2,18 @@
 
 Run as `python -m labkit.traffic.agent serve|send --proto P ...`. TCP is built in; any
 other protocol is an endpoint module a feature provides (`--endpoint MODULE`, which
-`labkit.traffic.meter` looks up in the feature registry) with the interface documented
-in labkit/features/tipc/endpoint.py. The agent uses only the standard library so it
-starts fast even in an emulated VM, and it is bounded: a sender stops at --duration
-seconds or --max-messages, a server at --timeout seconds. Results are one JSON line on
-stdout; a server prints {"ready": true} once it listens.
+`labkit.traffic.meter` looks up in the feature registry). The agent uses only the
+standard library so it starts fast even in an emulated VM, and it is bounded: a sender
+stops at --duration seconds or --max-messages, a server at --timeout seconds. Results
+are one JSON line on stdout; a server prints {"ready": true} once it listens.
+
+An endpoint module (stdlib only, like the agent) provides what the Tcp class below does:
+    SOCKETS           socket kinds by name, the first the default
+    CONNECTIONLESS    the kinds that send datagrams (sendto) instead of connecting
+    NOT_YET           errnos meaning "the peer is not known here yet": retry until a deadline
+    check(kind, size) UsageError for options the protocol cannot carry (run before starting)
+    listen(kind, port, address) -> bound (and listening) server socket
+    sender(kind, port, address) -> (socket, destination): destination None = connected
 """
 
 from __future__ import annotations

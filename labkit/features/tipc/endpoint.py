@@ -1,17 +1,10 @@
 """TIPC endpoints for the traffic agent (`labkit traffic --proto tipc`).
 
-The agent (labkit.traffic.agent) loads this module by name inside a node and calls it to
-make its sockets; it knows nothing of TIPC itself. Services are addressed by name: type
-SERVICE_TYPE, instance = the agent's --port. Standard library only (plus the uapi
-numbers), because the agent starts once per run inside emulated VMs.
-
-The interface every traffic endpoint module provides:
-    SOCKETS           socket kinds by name, the first the default
-    CONNECTIONLESS    the kinds that send datagrams (sendto) instead of connecting
-    NOT_YET           errnos meaning "the peer is not known here yet": retry until a deadline
-    check(kind, size) UsageError for options the protocol cannot carry (run before starting)
-    listen(kind, port, address) -> bound (and listening) server socket
-    sender(kind, port, address) -> (socket, destination): destination None = connected
+The agent (labkit.traffic.agent, whose docstring defines the endpoint interface) loads
+this module by name inside a node and calls it to make its sockets; it knows nothing of
+TIPC itself. Services are addressed by name: type SERVICE_TYPE, instance = the agent's
+--port. Standard library only (plus the uapi numbers), because the agent starts once per
+run inside emulated VMs.
 """
 
 from __future__ import annotations
