@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything labkit needs on a fresh Debian 12 machine, as root:
-# apt packages, a venv at .venv with labkit in it, and the VM kernel (debian-6.12)
-# for labs whose kernel features the host lacks. Safe to run again: it skips what is done.
+# apt packages, a venv at .venv with labkit in it, and the VM kernels (debian-6.12 and
+# Debian 12's own debian-6.1) for labs whose kernel features the host lacks. Safe to run again: it skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,8 @@ if ! .venv/bin/python -c "import labkit, pytest, hypothesis" 2>/dev/null || [ py
 fi
 
 if [ "${LABKIT_NO_VM:-0}" != 1 ]; then
-  .venv/bin/labkit vm kernels fetch debian-6.12
+  for kernel in debian-6.12 debian-6.1; do
+    .venv/bin/labkit vm kernels fetch "$kernel"
+  done
 fi
 echo "setup: done. The CLI is .venv/bin/labkit"

@@ -85,8 +85,14 @@ def kernels_fetch(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Download the newest Debian package of the kernel, unpack it and index its modules."""
+    from labkit.cli.output import progress
+
     require_root()
-    kernel = kernels.fetch(name, progress=lambda msg: info(f"{name}: {msg}"), force=force)
+    with progress(f"fetch {name}") as bar:
+        kernel = kernels.fetch(
+            name, progress=lambda msg: info(f"{name}: {msg}"), force=force,
+            on_bytes=lambda done, total: bar(done // 1_000_000, total // 1_000_000,
+                                             "downloading (MB)"))
     if json_out:
         emit_json(kernel.to_json())
     else:
@@ -184,6 +190,8 @@ def start_cmd(
 def exec_cmd(
     name: str = typer.Argument(..., help="Name of a running VM."),
     cmd: list[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run as root."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Run CMD on a pseudo-terminal, "
+                             "driven from this terminal (a shell: `-t -- bash`)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Run CMD as root in a running VM, in the current directory; exit with CMD's status."""
@@ -191,6 +199,8 @@ def exec_cmd(
 
     require_root()
     argv = _command(cmd)
+    if tty:
+        raise typer.Exit(persistent.exec_pty(name, argv))
     if json_out:
         result = persistent.exec_(name, argv, capture=True)
         emit_json(result.to_json())

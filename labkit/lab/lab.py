@@ -236,7 +236,7 @@ class Lab:
             raise UsageError(f"lab '{self.name}' is already up.",
                              hint=f"Bring it down first with `labkit down {self.name}`.")
         announce = say or (lambda text: None)
-        self.placement = decide(self.topo, on, fetch=_fetcher(announce))
+        self.placement = decide(self.topo, on, fetch=_fetcher(announce, progress))
         if not self.placement.local:
             announce(f"lab '{self.name}' runs {self.placement.reason}: "
                      f"{self.placement.describe()}")
@@ -437,14 +437,20 @@ def _local_namespaces(name: str) -> list[str]:
     return netns.list_names(names.lab_prefix(name))
 
 
-def _fetcher(say: Callable[[str], None]) -> Callable[[str], None]:
+def _fetcher(say: Callable[[str], None],
+             progress: Progress | None) -> Callable[[str], None]:
     def fetch(kernel: str) -> None:
         from labkit.hosts.vm import kernels
 
         if kernel not in kernels.SERIES:
             return
-        say(f"kernel {kernel} is not cached yet: fetching it (about 100 MB)")
-        kernels.fetch(kernel, progress=lambda text: say(f"{kernel}: {text}"))
+        say(f"kernel {kernel} is not cached yet: fetching it once (70-110 MB)")
+
+        def moved(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done // 1_000_000, total // 1_000_000, f"downloading {kernel} (MB)")
+
+        kernels.fetch(kernel, progress=lambda text: say(f"{kernel}: {text}"), on_bytes=moved)
 
     return fetch
 

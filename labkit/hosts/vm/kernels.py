@@ -244,7 +244,8 @@ class AptPackage:
 
 
 def fetch(
-    name: str = DEFAULT_KERNEL, *, progress: Progress = _quiet, force: bool = False
+    name: str = DEFAULT_KERNEL, *, progress: Progress = _quiet, force: bool = False,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> Kernel:
     """Download (or reuse) the newest package of the series, unpack it and run depmod.
 
@@ -266,7 +267,7 @@ def fetch(
             if not force:
                 progress(f"{name} is already cached ({cached.version})")
                 return cached
-        deb = _download(pkg, progress)
+        deb = _download(pkg, progress, on_bytes)
         return _unpack(name, pkg, deb, progress)
 
 
@@ -311,7 +312,8 @@ def _apt_show(name: str, upstream: str) -> AptPackage:
         ) from exc
 
 
-def _download(pkg: AptPackage, progress: Progress) -> Path:
+def _download(pkg: AptPackage, progress: Progress,
+              on_bytes: Callable[[int, int], None] | None = None) -> Path:
     """Reuse a complete .deb from the downloads cache (checked by SHA256), else download."""
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
@@ -325,7 +327,8 @@ def _download(pkg: AptPackage, progress: Progress) -> Path:
     progress(f"downloading {pkg.name} {pkg.version} ({size_mb:.0f} MB)")
     with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
         os.chmod(tmp, 0o755)  # lets apt's _apt user write, avoiding its sandbox warning
-        _run(["apt-get", "download", f"{pkg.name}={pkg.version}"], "apt-get download", cwd=tmp)
+        _run(["apt-get", "download", f"{pkg.name}={pkg.version}"], "apt-get download", cwd=tmp,
+             watch=(lambda: on_bytes(_bytes_in(tmp), pkg.size)) if on_bytes else None)
         debs = list(Path(tmp).glob("*.deb"))
         if len(debs) != 1 or _sha256(debs[0]) != pkg.sha256:
             raise LabkitError(
@@ -391,11 +394,36 @@ def _need_tools(tools: list[str]) -> None:
         )
 
 
-def _run(argv: list[str], what: str, cwd: str | None = None) -> str:
+def _bytes_in(directory: str) -> int:
+    """Bytes written so far under a directory (apt's partial download included)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, f)).st_size
+    return total
+
+
+def _run(argv: list[str], what: str, cwd: str | None = None,
+         watch: Callable[[], None] | None = None) -> str:
+    """Run a tool to completion; `watch` is called a few times a second meanwhile."""
     env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
     if shutil.which(argv[0]) is None and Path("/sbin", argv[0]).exists():
         argv = [f"/sbin/{argv[0]}", *argv[1:]]
-    res = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, check=False)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env=env)
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.3)
+            break
+        except subprocess.TimeoutExpired:
+            if watch is not None:
+                watch()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    res = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if res.returncode != 0:
         detail = (res.stderr or res.stdout).strip().splitlines()[-3:]
         raise LabkitError(
