@@ -128,6 +128,9 @@ def run_cmd(
     memory: str | None = MEMORY_OPT,
     cpus: int | None = CPUS_OPT,
     rwdir: list[str] = RWDIR_OPT,
+    append: list[str] = typer.Option(
+        [], "--append", "-a", help="Extra kernel command-line option, e.g. init_on_alloc=0 "
+        "(repeatable)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Boot a VM, run CMD as root in the current directory, power off; exit with CMD's status."""
@@ -137,11 +140,13 @@ def run_cmd(
     argv = _command(cmd)
     if json_out:
         started = time.monotonic()
-        result = run(argv, kernel, capture=True, memory=memory, cpus=cpus, rwdirs=rwdir)
+        result = run(argv, kernel, capture=True, memory=memory, cpus=cpus, rwdirs=rwdir,
+                     append=append)
         emit_json({**result.to_json(), "seconds": round(time.monotonic() - started, 2)})
         raise typer.Exit(result.code)
     code = run(
-        argv, kernel, memory=memory, cpus=cpus, rwdirs=rwdir, forward_stdin=_stdin_is_data()
+        argv, kernel, memory=memory, cpus=cpus, rwdirs=rwdir, forward_stdin=_stdin_is_data(),
+        append=append,
     )
     raise typer.Exit(code)
 

@@ -47,6 +47,7 @@ def prepare(
     forwards: list[tuple[int, int]] | None = None,
     modules: list[str] | None = None,
     cached: list[str] | None = None,
+    append: list[str] | None = None,
 ) -> tuple[Boot, Tools]:
     """Resolve tools, kernel and accelerator (probing KVM once) into a Boot.
 
@@ -65,7 +66,7 @@ def prepare(
         overlays=[*vng_overlays, *(overlays or [])], rwdirs=list(rwdirs or []),
         forwards=list(forwards or []),
         modules=list(DEFAULT_MODULES if modules is None else modules),
-        fast_ro=fast_ro, fast_rw=fast_rw,
+        fast_ro=fast_ro, fast_rw=fast_rw, append=list(append or []),
     )
     return boot, tools
 

@@ -32,7 +32,7 @@ def run(
     env: dict[str, str] | None = ..., stdin: bytes | None = ..., forward_stdin: bool = ...,
     merge_stderr: bool | None = ..., rwdirs: Sequence[str] = ...,
     modules: Sequence[str] | None = ..., boot_timeout: float | None = ...,
-    timeout: float | None = ...,
+    timeout: float | None = ..., append: Sequence[str] = ...,
 ) -> int: ...
 
 
@@ -43,7 +43,7 @@ def run(
     env: dict[str, str] | None = ..., stdin: bytes | None = ..., forward_stdin: bool = ...,
     merge_stderr: bool | None = ..., rwdirs: Sequence[str] = ...,
     modules: Sequence[str] | None = ..., boot_timeout: float | None = ...,
-    timeout: float | None = ...,
+    timeout: float | None = ..., append: Sequence[str] = ...,
 ) -> Completed: ...
 
 
@@ -63,6 +63,7 @@ def run(
     modules: Sequence[str] | None = None,
     boot_timeout: float | None = None,
     timeout: float | None = None,
+    append: Sequence[str] = (),
 ) -> int | Completed:
     """Run `cmd` as root in a fresh VM booted from `kernel`; its exit status, or with
     capture=True a Completed holding status, stdout and stderr.
@@ -83,6 +84,7 @@ def run(
             kernel, hostname="labkit-run", serial_socket=sock_path, oneshot=True,
             memory=memory, cpus=cpus, cwd=workdir, writable_cwd=True,
             rwdirs=list(rwdirs), modules=None if modules is None else list(modules),
+            append=list(append),
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
         listener = boot.listen(sock_path)

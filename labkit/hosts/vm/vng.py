@@ -62,6 +62,7 @@ class Boot:
     fast_ro: list[str] = field(default_factory=list)  # see agent.fast_mounts
     fast_rw: list[str] = field(default_factory=list)
     backplane: Backplane | None = None  # a NIC on the lab VMs' private network
+    append: list[str] = field(default_factory=list)  # extra kernel command-line options
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,8 @@ def vng_argv(boot: Boot, tools: Tools) -> list[str]:
         argv += ["--memory", shell_safe(boot.memory, "memory size")]
     if boot.cpus:
         argv += ["--cpus", str(int(boot.cpus))]
+    for opt in boot.append:
+        argv.append(f"--append={shell_safe(opt, 'kernel option')}")
     for d in boot.overlays:
         argv.append(f"--overlay-rwdir={shell_safe(d, 'directory')}")
     for d in boot.rwdirs:
