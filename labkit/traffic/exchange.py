@@ -1,18 +1,31 @@
-"""One request/response over TCP or UDP between two nodes, from this process.
+"""One request/response over TCP or UDP between two nodes: the reach check.
 
-Both sockets are made inside their nodes' namespaces (netns.socket_in), so no helper
-process and no tool such as ping is needed; a unique token proves the reply is ours.
+When both nodes are in this process's kernel, both sockets are made inside their nodes'
+namespaces (netns.socket_in): no helper process, no tool such as ping. When either node
+is in a VM (or the lab spans kernels), the same two halves run as small processes in the
+nodes (`python -m labkit.traffic.exchange serve|ask`, standard library only). A unique
+token proves the reply is ours.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import secrets
+import select
 import socket
+import subprocess
+import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from labkit.base import netns
+if TYPE_CHECKING:
+    from labkit.lab.lab import Node
+
+START_TIMEOUT = 120.0  # a Python process in an emulated VM may take this long to start
 
 
 @dataclass
@@ -23,47 +36,44 @@ class Exchange:
     ran: bool = True  # False: the test itself could not be set up (nothing was judged)
 
 
-def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
-             timeout: float = 3.0) -> Exchange:
-    import time
-
+def _kinds(address: str, proto: str) -> tuple[int, int]:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    token = b"labkit-" + secrets.token_hex(8).encode()
-    server = netns.socket_in(dst_ns, family, kind)
+    return family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+
+
+def listen(server: socket.socket, address: str, port: int, proto: str,
+           timeout: float) -> str | None:
+    """Bind the server half; an error text if it cannot (nothing was judged then)."""
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.settimeout(timeout)
     try:
         server.bind((address, port))
     except OSError as exc:
-        server.close()
-        return Exchange(False, f"cannot listen on {address} port {port} in the target: "
-                               f"{exc.strerror}", ran=False)
-    if kind == socket.SOCK_STREAM:
+        return f"cannot listen on {address} port {port} in the target: {exc.strerror}"
+    if proto == "tcp":
         server.listen(1)
-    errors: list[str] = []
+    return None
 
-    def serve() -> None:
-        try:
-            if kind == socket.SOCK_STREAM:
-                conn, _ = server.accept()
-                with conn:
-                    conn.settimeout(timeout)
-                    conn.sendall(conn.recv(64)[::-1])
-            else:
-                data, peer = server.recvfrom(64)
-                server.sendto(data[::-1], peer)
-        except OSError as exc:
-            errors.append(str(exc))
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    client: socket.socket | None = None
+def answer(server: socket.socket, proto: str, timeout: float) -> None:
+    """Send the first request back reversed."""
+    with contextlib.suppress(OSError):
+        if proto == "tcp":
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(timeout)
+                conn.sendall(conn.recv(64)[::-1])
+        else:
+            data, peer = server.recvfrom(64)
+            server.sendto(data[::-1], peer)
+
+
+def ask(client: socket.socket, address: str, port: int, proto: str, token: bytes,
+        timeout: float) -> Exchange:
     start = time.monotonic()
     try:
-        client = netns.socket_in(src_ns, family, kind)
         client.settimeout(timeout)
-        if kind == socket.SOCK_STREAM:
+        if proto == "tcp":
             client.connect((address, port))
             client.sendall(token)
             reply = client.recv(64)
@@ -86,10 +96,100 @@ def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
     except OSError as exc:
         return Exchange(False, f"{proto} to {address} port {port} failed: "
                                f"{exc.strerror or exc}")
+
+
+def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
+             timeout: float = 3.0) -> Exchange:
+    """Both halves in this process, in two namespaces of this kernel."""
+    from labkit.base import netns
+
+    family, kind = _kinds(address, proto)
+    server = netns.socket_in(dst_ns, family, kind)
+    problem = listen(server, address, port, proto, timeout)
+    if problem:
+        server.close()
+        return Exchange(False, problem, ran=False)
+    thread = threading.Thread(target=answer, args=(server, proto, timeout), daemon=True)
+    thread.start()
+    client = netns.socket_in(src_ns, family, kind)
+    try:
+        return ask(client, address, port, proto, b"labkit-" + secrets.token_hex(8).encode(),
+                   timeout)
     finally:
-        if client is not None:
-            client.close()
+        client.close()
         with contextlib.suppress(OSError):
             server.shutdown(socket.SHUT_RDWR)  # wakes a pending accept()
         server.close()
         thread.join(timeout)
+
+
+def exchange_nodes(src: Node, dst: Node, address: str, port: int, proto: str,
+                   timeout: float = 3.0) -> Exchange:
+    """The reach check between any two nodes of a lab, wherever each runs."""
+    if src.host.local and dst.host.local:
+        return exchange(src.ns, dst.ns, address, port, proto, timeout)
+    args = [address, str(port), proto]
+    # The answering side waits for the asking process to start too (seconds under TCG).
+    server = dst.popen([sys.executable, "-m", "labkit.traffic.exchange", "serve", *args,
+                        "--timeout", str(START_TIMEOUT + timeout)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = _first_line(server, START_TIMEOUT)
+        if line is None or not line.get("ready"):
+            err = (line or {}).get("error") or "it did not start"
+            return Exchange(False, f"the answering side on {dst.name} failed: {err}",
+                            ran=False)
+        token = "labkit-" + secrets.token_hex(8)
+        res = src.run([sys.executable, "-m", "labkit.traffic.exchange", "ask", *args,
+                       "--timeout", str(timeout), "--token", token],
+                      timeout=START_TIMEOUT + timeout)
+        try:
+            return Exchange(**json.loads(res.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError, TypeError):
+            return Exchange(False, f"the asking side on {src.name} failed: "
+                                   f"{(res.stderr.strip().splitlines() or ['?'])[-1]}",
+                            ran=False)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
+    """The process's first JSON line on stdout, waiting at most timeout seconds."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        return None
+    try:
+        return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The halves as processes inside a node (started by exchange_nodes)."""
+    ap = argparse.ArgumentParser(prog="python -m labkit.traffic.exchange")
+    ap.add_argument("role", choices=["serve", "ask"])
+    ap.add_argument("address")
+    ap.add_argument("port", type=int)
+    ap.add_argument("proto", choices=["tcp", "udp"])
+    ap.add_argument("--timeout", type=float, default=3.0)
+    ap.add_argument("--token", default="")
+    args = ap.parse_args(argv)
+    family, kind = _kinds(args.address, args.proto)
+    with socket.socket(family, kind) as sock:
+        if args.role == "serve":
+            problem = listen(sock, args.address, args.port, args.proto, args.timeout)
+            print(json.dumps({"ready": problem is None, "error": problem}), flush=True)
+            if problem is None:
+                answer(sock, args.proto, args.timeout)
+            return 0
+        result = ask(sock, args.address, args.port, args.proto, args.token.encode(),
+                     args.timeout)
+    print(json.dumps(asdict(result)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
