@@ -1,0 +1,159 @@
+"""The live counters panel: interface counters, TIPC link statistics and kTLS counters
+(/proc/net/tls_stat) per node, with the change since the previous reading, refreshed on
+demand or live (every second, for a bounded time) while traffic runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import ipywidgets as w
+
+from labkit.errors import LabkitError
+from labkit.widgets.base import Panel, table
+from labkit.widgets.session import LabSession
+
+READINGS = "labkit.widgets.readings:counters"
+LIVE_PERIOD = 1.0  # s between readings when live
+MAX_LIVE = 300.0  # s a live refresh runs at most
+
+
+def read_all(session: LabSession) -> dict[str, Any]:
+    """One reading: {"nodes": {node: {...}}, "tipc": feature status or None, "t": time}."""
+    lab = session.require("reading counters")
+    nodes: dict[str, Any] = {}
+    for host in lab.hosts:
+        nodes.update(host.call(lab, READINGS)["nodes"])
+    tipc = lab.feature_status("tipc") if session.has_feature("tipc") else None
+    return {"t": time.monotonic(), "nodes": nodes, "tipc": tipc}
+
+
+def _delta(now: int, before: int | None) -> str:
+    return "" if before is None or now == before else f"+{now - before}"
+
+
+def render(now: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """Tables of the reading, with the change since `before`."""
+    old = before or {"nodes": {}, "tipc": None}
+    rows = []
+    for node, info in now["nodes"].items():
+        for iface, c in info["interfaces"].items():
+            prev = old["nodes"].get(node, {}).get("interfaces", {}).get(iface, {})
+            if iface == "lo" and not c["rx_packets"] and not prev:
+                continue
+            rows.append([node, iface, c["rx_packets"], _delta(c["rx_packets"],
+                                                              prev.get("rx_packets")),
+                         c["tx_packets"], _delta(c["tx_packets"], prev.get("tx_packets")),
+                         c["rx_bytes"], c["tx_bytes"], c["rx_dropped"] + c["tx_dropped"]])
+    out = ["<b>Interfaces</b>", table(["node", "iface", "rx pkts", "Δ", "tx pkts", "Δ",
+                                       "rx bytes", "tx bytes", "drops"], rows,
+                                      "lk-counters-ifaces")]
+    out.append("<b>TIPC links</b>")
+    if now["tipc"] is None:
+        out.append('<p class="lk-muted">This lab has no TIPC (no <code>tipc:</code> block in '
+                   "its topology).</p>")
+    else:
+        rows = []
+        for node, st in now["tipc"]["nodes"].items():
+            prev = {lk["name"]: lk for lk in (old["tipc"] or {"nodes": {}})["nodes"]
+                    .get(node, {}).get("links", [])}
+            for lk in st["links"]:
+                p = prev.get(lk["name"], {})
+                rows.append([node, lk["name"], "up" if lk["up"] else "DOWN", lk["tx_packets"],
+                             _delta(lk["tx_packets"], p.get("tx_packets")), lk["rx_packets"],
+                             _delta(lk["rx_packets"], p.get("rx_packets")),
+                             lk["retransmissions"]])
+        out.append(table(["node", "link", "state", "tx", "Δ", "rx", "Δ", "retrans"], rows,
+                         "lk-counters-tipc"))
+    out.append("<b>kTLS (/proc/net/tls_stat)</b>")
+    tls = {n: i["tls"] for n, i in now["nodes"].items() if i["tls"] is not None}
+    if not tls:
+        out.append('<p class="lk-muted">No tls_stat here: the kernel running this lab has '
+                   "no tls module loaded (kTLS labs load it).</p>")
+    else:
+        rows = []
+        for node, counters in tls.items():
+            prev = old["nodes"].get(node, {}).get("tls") or {}
+            for key, value in counters.items():
+                if value or prev.get(key):
+                    rows.append([node, key, value, _delta(value, prev.get(key))])
+        out.append(table(["node", "counter", "value", "Δ"], rows, "lk-counters-tls")
+                   if rows else '<p class="lk-muted">every kTLS counter is 0.</p>')
+    return "".join(out)
+
+
+class CountersPanel(Panel):
+    """Counters per node; Refresh once, or Live for a bounded time."""
+
+    classes = ("lk-counters-panel",)
+
+    def __init__(self, session: LabSession) -> None:
+        self.session = session
+        self.readings: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.live_button = w.ToggleButton(description="Live", icon="eye", value=False,
+                                          tooltip="refresh every second (at most 5 min)")
+        self.view = w.HTML('<p class="lk-muted">Click Refresh (the lab must be up).</p>')
+        self.view.add_class("lk-counters")
+        super().__init__(f"Counters of lab {session.name}")
+        self.refresh_button.on_click(self.clicked(self.refresh))
+        self.live_button.observe(self._toggled, names="value")
+
+    def body(self) -> list[w.Widget]:
+        return [w.HBox([self.refresh_button, self.live_button]), self.view]
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.readings[-1] if self.readings else None
+
+    def _take(self) -> dict[str, Any]:
+        now = read_all(self.session)
+        self.view.value = render(now, self.last)
+        self.readings = [*self.readings[-50:], now]
+        return now
+
+    def refresh(self) -> CountersPanel:
+        self.start("reading counters", self._take)
+        return self
+
+    def live(self, seconds: float = 30.0) -> CountersPanel:
+        """Refresh every second for `seconds` (at most MAX_LIVE), or until stop()."""
+        seconds = min(max(seconds, LIVE_PERIOD), MAX_LIVE)
+        self._stop.clear()
+
+        def loop() -> int:
+            end = time.monotonic() + seconds
+            n = 0
+            try:
+                while not self._stop.is_set() and time.monotonic() < end:
+                    self._take()
+                    n += 1
+                    self.report(int(min(seconds, seconds - (end - time.monotonic()))),
+                                int(seconds), "live")
+                    self._stop.wait(LIVE_PERIOD)
+            finally:
+                self.live_button.value = False
+            return n
+
+        if self.session.lab() is None:
+            raise LabkitError(f"lab '{self.session.name}' is not up, so there are no "
+                              "counters to follow.", hint="Click Up in the lab panel first.")
+        self.start("following counters", loop,
+                   lambda n: self.say(f"{n} readings; live refresh ended"))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _toggled(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            self.stop()
+        elif not self.busy:
+            try:
+                self.live(MAX_LIVE)
+            except Exception as exc:  # noqa: BLE001 (shown on the panel)
+                self.show_error(exc)
+                self.live_button.value = False
