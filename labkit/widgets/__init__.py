@@ -16,9 +16,10 @@ from typing import Any
 
 _WHERE = {
     "LabSession": "session", "lab_name": "session", "find_topology": "session",
+    "cleanup": "session",
     "LabPanel": "lab_panel", "TrafficPanel": "traffic_panel",
     "CountersPanel": "counters_panel", "CaptureViewer": "capture_viewer",
-    "VerifyButton": "verify_button", "grade": "grade", "must_pass": "grade",
+    "VerifyButton": "verify_button", "grade": "grading", "must_pass": "grading",
 }
 
 __all__ = sorted(_WHERE)

@@ -9,6 +9,8 @@ then to the checkout (a notebook's kernel runs in labs/).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -55,11 +57,18 @@ def load(path: str | os.PathLike[str], name: str | None = None) -> Lab:
 class LabSession:
     """One lab shared by the panels of a notebook."""
 
-    def __init__(self, topology: str | os.PathLike[str], name: str | None = None) -> None:
+    def __init__(self, topology: str | os.PathLike[str], name: str | None = None, *,
+                 keep: bool = False) -> None:
+        """keep=False: a lab this session built goes down when the notebook's kernel
+        exits (shut down, restarted, or `labkit notebook` stopped), so no lab or VM
+        outlives the notebook that made it; keep=True leaves it up."""
         self.planned = load(topology, name)
         self.name = self.planned.name
         self.topo = self.planned.topo
+        self.keep = keep
         self._running: Lab | None = None
+        self._built = False
+        self._registered = False
 
     def __repr__(self) -> str:
         return f"<LabSession {self.name} ({self.condition()})>"
@@ -98,9 +107,20 @@ class LabSession:
         if lab is not None:
             return lab
         fresh = Lab(self.topo)
+        if not self._registered:
+            atexit.register(self._down_at_exit)
+            self._registered = True
+        self._built = True  # before up: an interrupted up leaves a record to remove
         fresh.up(on=on, progress=progress, say=say)  # type: ignore[arg-type]
         self._running = fresh
         return fresh
+
+    def _down_at_exit(self) -> None:
+        if self.keep or not self._built:
+            return
+        with contextlib.suppress(Exception):  # exiting anyway; `labkit down` is the fallback
+            if self.condition() != "down":
+                self.down()
 
     def down(self) -> list[str]:
         """Remove the lab wherever it runs; what was removed, in words."""
@@ -109,9 +129,27 @@ class LabSession:
         lab = self._running
         removed = lab.down() if lab is not None else down_by_name(self.name)
         self._running = None
+        self._built = False
         out = []
         if removed.namespaces:
             out.append(f"{len(removed.namespaces)} namespaces")
         if removed.vms:
             out.append(f"VM {', '.join(removed.vms)}")
         return out + list(removed.notes)
+
+
+def cleanup(*labs: str) -> list[str]:
+    """A notebook's clean-up cell: remove the named labs wherever they run, whatever state
+    they are in (also after a cell failed midway, or with nothing defined but the names).
+    Returns one line per lab saying what was removed."""
+    from labkit.lab.lab import down as down_by_name
+
+    out = []
+    for name in labs:
+        check_lab(name)
+        removed = down_by_name(name)
+        what = [f"{len(removed.namespaces)} namespaces"] if removed.namespaces else []
+        what += [f"VM {vm}" for vm in removed.vms] + list(removed.notes)
+        out.append(f"lab '{name}': " + (", ".join(what) if removed.anything else
+                                         "nothing was left") + ".")
+    return out
