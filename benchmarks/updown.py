@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""Up/down time of a star lab (N nodes on one LAN bridge): `labkit up/down` against the
-equivalent plain `ip` command loop, in the same run, reported as ratios.
+"""Up/down time of a star lab (N nodes on one LAN): `labkit up/down` against the equivalent
+plain `ip` command script, in the same run, reported as ratios, with the load average.
 
-The yardstick builds exactly what labkit builds: a namespace per node plus one for the
-bridge, a veth per node from the bridge namespace into the node, addresses (IPv4 and
-IPv6, no DAD), loopbacks up. Both sides are timed end to end as a user runs them
-(labkit includes Python start-up). Runs alternate so drift hits both sides alike.
+The yardstick builds exactly what labkit builds, from the same resolved topology: a
+namespace per node plus one for the LAN's bridges, a veth per member from its bridge into
+the node (aliased), addresses (IPv4, and IPv6 without DAD), loopbacks up. A LAN of more
+than 1023 members is a root bridge with trunks to leaf bridges, as labkit.lab.lan plans it,
+and a LAN of more than lan.NAPI_MEMBERS members gets the same offloads (`ethtool -K`) and
+member sysctls. Both sides are timed end to end as a user runs them (labkit includes
+Python start-up). Runs alternate so drift hits both sides alike. The machine may be shared:
+the load average before each run is reported beside the figures.
 
     sudo .venv/bin/python benchmarks/updown.py --sizes 16 64 256 --repeat 3 [--json]
+    sudo .venv/bin/python benchmarks/updown.py --sizes 1000 --repeat 1
+    sudo .venv/bin/python benchmarks/updown.py --sizes 2000 --repeat 1 --check
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import statistics
@@ -25,79 +30,129 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from labkit.lab import lan as lanplan  # noqa: E402
+from labkit.topology import loader  # noqa: E402
 from scripts.gen_star import star  # noqa: E402
 
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
 
 
-def ip_script(n: int, lab: str) -> tuple[str, str]:
+def ip_script(topo_text: str, lab: str) -> tuple[str, str]:
     """Shell scripts (up, down) doing with `ip` what `labkit up/down` does for the star."""
-    v4 = ipaddress.ip_network("198.18.0.0/23" if n > 253 else "198.18.0.0/24")
-    v6 = ipaddress.ip_network("fd00:1ab::/64")
+    topo = loader.loads(topo_text)
     lans = f"lk-{lab}._lans"
     up = ["set -e", f"ip netns add {lans}", f"ip -n {lans} link set lo up",
-          f"ip netns exec {lans} sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
-          f"ip -n {lans} link add star type bridge", f"ip -n {lans} link set star up"]
+          f"ip netns exec {lans} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+          "net.ipv6.conf.default.disable_ipv6=1"]
     down = []
-    nodes = ["hub"] + [f"n{i}" for i in range(1, n)]
-    for i, node in enumerate(nodes, start=1):
-        ns = f"lk-{lab}.{node}"
-        up += [
-            f"ip netns add {ns}",
-            f"ip -n {ns} link set lo up",
-            f"ip -n {lans} link add p{i} type veth peer name eth1 netns {ns}",
-            f"ip -n {lans} link set p{i} master star up",
-            f"ip -n {ns} link set eth1 up",
-            f"ip -n {ns} addr add {v4.network_address + i}/{v4.prefixlen} dev eth1",
-            f"ip -n {ns} addr add {v6.network_address + i}/64 dev eth1 nodad",
-        ]
+    for name in topo.nodes:
+        ns = f"lk-{lab}.{name}"
+        up += [f"ip netns add {ns}", f"ip -n {ns} link set lo up"]
         down.append(f"ip netns del {ns}")
+    port = 0
+    for number, seg in enumerate(topo.lans.values(), start=1):
+        large = len(seg.endpoints) > lanplan.NAPI_MEMBERS
+        extra = " mcast_snooping 0" if large else ""
+        bridges = lanplan.plan(seg, number)
+        for br in bridges:
+            up += [f"ip -n {lans} link add {br.name} type bridge stp_state 0 forward_delay 0"
+                   f"{extra}", f"ip -n {lans} link set {br.name} up alias '{br.alias}'"]
+            if br.trunk:
+                a, b = br.trunk
+                up += [f"ip -n {lans} link add {a} type veth peer name {b}",
+                       f"ip -n {lans} link set {b} master {br.name} up",
+                       f"ip -n {lans} link set {a} master {seg.name} up"]
+        if large:
+            for node in dict.fromkeys(ep.node for ep in seg.endpoints):
+                up.append(f"ip netns exec lk-{lab}.{node} sysctl -qw "
+                          + " ".join(f"{k.replace('/', '.')}={v}"
+                                     for k, v in lanplan.QUIET_MEMBER_SYSCTLS.items()))
+        for br in bridges:
+            for ep in br.members:
+                port += 1
+                ns = f"lk-{lab}.{ep.node}"
+                up += [f"ip -n {lans} link add p{port} type veth peer name {ep.iface} netns {ns}",
+                       f"ip -n {lans} link set p{port} master {br.name} up alias {ep.label}"]
+                if large:
+                    up += [f"ip netns exec {lans} ethtool -K p{port} tso off",
+                           f"ip netns exec {ns} ethtool -K {ep.iface} gro on"]
+        for ep in seg.endpoints:
+            ns = f"lk-{lab}.{ep.node}"
+            up.append(f"ip -n {ns} link set {ep.iface} up")
+            if ep.ipv4:
+                up.append(f"ip -n {ns} addr add {ep.ipv4} dev {ep.iface}")
+            if ep.ipv6:
+                up.append(f"ip -n {ns} addr add {ep.ipv6} dev {ep.iface} nodad")
     down.append(f"ip netns del {lans}")
     return "\n".join(up) + "\n", "\n".join(down) + "\n"
 
 
 def timed(cmd: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed ({done.returncode}): "
+                         f"{done.stderr[-2000:]}")
+    return took
 
 
 def count_ns(prefix: str) -> int:
     return sum(1 for n in os.listdir("/run/netns") if n.startswith(prefix))
 
 
-def measure(n: int, repeat: int, tmp: Path) -> dict[str, object]:
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def measure(n: int, repeat: int, tmp: Path, check: bool) -> dict[str, object]:
     lab_k, lab_i = f"bk{n}", f"bi{n}"
+    text = star(n, lab_k)
     topo = tmp / f"{lab_k}.yaml"
-    topo.write_text(star(n, lab_k))
+    topo.write_text(text)
     up_sh, down_sh = tmp / f"{lab_i}-up.sh", tmp / f"{lab_i}-down.sh"
-    up_text, down_text = ip_script(n, lab_i)
+    up_text, down_text = ip_script(text, lab_i)
     up_sh.write_text(up_text)
     down_sh.write_text(down_text)
     times: dict[str, list[float]] = {k: [] for k in ("labkit_up", "labkit_down", "ip_up",
                                                         "ip_down")}
+    loads: list[float] = []
+    verdicts: list[dict[str, object]] = []
     for _ in range(repeat):
+        loads.append(load())
         times["ip_up"].append(timed(["bash", str(up_sh)]))
         assert count_ns(f"lk-{lab_i}.") == n + 1
+        times["ip_down"].append(timed(["bash", str(down_sh)]))
+        loads.append(load())
         times["labkit_up"].append(timed([*LABKIT, "up", str(topo)]))
         assert count_ns(f"lk-{lab_k}.") == n + 1
-        times["ip_down"].append(timed(["bash", str(down_sh)]))
+        if check:
+            out = subprocess.run([*LABKIT, "check", lab_k, "--json"], cwd=ROOT,
+                                 capture_output=True, text=True)
+            verdicts = json.loads(out.stdout)["verdicts"]
         times["labkit_down"].append(timed([*LABKIT, "down", lab_k]))
         assert count_ns(f"lk-{lab_k}.") == 0 and count_ns(f"lk-{lab_i}.") == 0
-        time.sleep(0.5)  # let the kernel finish freeing namespaces between rounds
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "nodes": n, "repeat": repeat,
-        **{f"{k}_s": round(v, 4) for k, v in med.items()},
+        "nodes": n, "repeat": repeat, "load_1min": loads,
+        "bridges": len(lanplan.plan(loader.loads(text).lans["star"], 1)),
+        **{f"{k}_s": round(v, 3) for k, v in med.items()},
         "up_ratio": round(med["labkit_up"] / med["ip_up"], 3),
         "down_ratio": round(med["labkit_down"] / med["ip_down"], 3),
+        "updown_ratio": round((med["labkit_up"] + med["labkit_down"])
+                              / (med["ip_up"] + med["ip_down"]), 3),
+        **({"checks": [(v["name"], v["outcome"], v["detail"]) for v in verdicts]}
+           if check else {}),
     }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--check", action="store_true",
+                    help="run the lab's checks after each labkit up (not timed)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -107,12 +162,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for n in args.sizes:
-                rows.append(measure(n, args.repeat, Path(tmp)))
+                rows.append(measure(n, args.repeat, Path(tmp), args.check))
                 if not args.json:
                     r = rows[-1]
-                    print(f"{n:4} nodes  up: labkit {r['labkit_up_s']:.3f}s  ip {r['ip_up_s']:.3f}s"
-                          f"  ratio {r['up_ratio']:.2f}x   down: labkit {r['labkit_down_s']:.3f}s"
-                          f"  ip {r['ip_down_s']:.3f}s  ratio {r['down_ratio']:.2f}x", flush=True)
+                    print(f"{n:5} nodes ({r['bridges']} bridges, load {r['load_1min']})  "
+                          f"up: labkit {r['labkit_up_s']:.2f}s ip {r['ip_up_s']:.2f}s "
+                          f"ratio {r['up_ratio']:.2f}x  down: labkit {r['labkit_down_s']:.2f}s "
+                          f"ip {r['ip_down_s']:.2f}s ratio {r['down_ratio']:.2f}x  "
+                          f"up+down {r['updown_ratio']:.2f}x"
+                          + (f"  checks {[c[1] for c in r['checks']]}" if args.check else ""),
+                          flush=True)
         finally:
             for n in args.sizes:  # never leave a benchmark lab behind
                 subprocess.run([*LABKIT, "down", f"bk{n}"], cwd=ROOT, capture_output=True)
