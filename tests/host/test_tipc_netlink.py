@@ -459,3 +459,24 @@ def test_rekeying_range_is_the_kernels() -> None:
     for bad in (uapi.REKEYING_MAX + 1, -1, True):
         with pytest.raises(UsageError, match=str(uapi.REKEYING_MAX)):
             msgs.rekeying_value(bad)
+
+
+def test_only_pyroute2_message_classes_are_extended() -> None:
+    """pyroute2's documented extension point is its message classes (nla, genlmsg); its
+    socket and Marshal internals change between releases, so the client owns its socket."""
+    import inspect
+
+    from labkit.features.tipc import attributes
+
+    extended = set()
+    for mod in (attributes, msgs, client):
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ != mod.__name__:
+                continue
+            for base in cls.__mro__[1:]:
+                if base.__module__.startswith("pyroute2"):
+                    extended.add(base.__name__)
+                    assert base.__module__ == "pyroute2.netlink", (cls, base)
+    assert {"nla", "genlmsg"} <= extended
+    source = inspect.getsource(client)
+    assert "Marshal" not in source and "NetlinkSocket" not in source

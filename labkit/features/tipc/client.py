@@ -92,6 +92,11 @@ def _open_raw(netns: str | None) -> socket.socket:
     try:
         sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        # The kernel bounds each recv (EAGAIN after REPLY_TIMEOUT): no poll() per reply,
+        # which under emulation costs as much as the recv itself.
+        sec = int(REPLY_TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                        struct.pack("ll", sec, int((REPLY_TIMEOUT - sec) * 1e6)))
         sock.bind((0, 0))
     except OSError:
         sock.close()
@@ -391,16 +396,16 @@ class TipcNetlink:
 
 def exchange(sock: socket.socket, msg: Any, msg_type: int, flags: int, reply_class: type,
              seq: int, where: str = "") -> list[Any]:
-    """Send one request on a netlink socket; collect the replies until its ack (error 0)
-    or the end of its dump, within REPLY_TIMEOUT. A kernel refusal raises NetlinkError
-    (errno and ext-ack text only); replies to other sequence numbers are skipped."""
-    sock.settimeout(REPLY_TIMEOUT)
+    """Send one request on a netlink socket (made by _open_raw); collect the replies until
+    its ack (error 0) or the end of its dump, each within REPLY_TIMEOUT. A kernel refusal
+    raises NetlinkError (errno and ext-ack text only); replies to other sequence numbers
+    are skipped."""
     sock.send(m.encode(msg, msg_type, flags, seq))
     replies: list[Any] = []
     while True:
         try:
             data, _, msg_flags, _ = sock.recvmsg(RECV_BUF)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired
             raise LabkitError(f"the kernel sent no complete answer{where} within "
                               f"{REPLY_TIMEOUT:g} s.") from None
         if msg_flags & socket.MSG_TRUNC:
