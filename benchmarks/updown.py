@@ -37,8 +37,9 @@ from scripts.gen_star import star  # noqa: E402
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
 
 
-def ip_script(topo_text: str, lab: str) -> tuple[str, str]:
-    """Shell scripts (up, down) doing with `ip` what `labkit up/down` does for the star."""
+def ip_script(topo_text: str, lab: str, plain: bool = False) -> tuple[str, str]:
+    """Shell scripts (up, down) doing with `ip` what `labkit up/down` does for the star;
+    `plain`: without the large-LAN offloads and sysctls (the yardstick before them)."""
     topo = loader.loads(topo_text)
     lans = f"lk-{lab}._lans"
     up = ["set -e", f"ip netns add {lans}", f"ip -n {lans} link set lo up",
@@ -51,7 +52,7 @@ def ip_script(topo_text: str, lab: str) -> tuple[str, str]:
         down.append(f"ip netns del {ns}")
     port = 0
     for number, seg in enumerate(topo.lans.values(), start=1):
-        large = len(seg.endpoints) > lanplan.NAPI_MEMBERS
+        large = len(seg.endpoints) > lanplan.NAPI_MEMBERS and not plain
         extra = " mcast_snooping 0" if large else ""
         bridges = lanplan.plan(seg, number)
         for br in bridges:
@@ -106,13 +107,14 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def measure(n: int, repeat: int, tmp: Path, check: bool) -> dict[str, object]:
+def measure(n: int, repeat: int, tmp: Path, check: bool,
+            plain: bool = False) -> dict[str, object]:
     lab_k, lab_i = f"bk{n}", f"bi{n}"
     text = star(n, lab_k)
     topo = tmp / f"{lab_k}.yaml"
     topo.write_text(text)
     up_sh, down_sh = tmp / f"{lab_i}-up.sh", tmp / f"{lab_i}-down.sh"
-    up_text, down_text = ip_script(text, lab_i)
+    up_text, down_text = ip_script(text, lab_i, plain)
     up_sh.write_text(up_text)
     down_sh.write_text(down_text)
     times: dict[str, list[float]] = {k: [] for k in ("labkit_up", "labkit_down", "ip_up",
@@ -135,7 +137,7 @@ def measure(n: int, repeat: int, tmp: Path, check: bool) -> dict[str, object]:
         assert count_ns(f"lk-{lab_k}.") == 0 and count_ns(f"lk-{lab_i}.") == 0
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "nodes": n, "repeat": repeat, "load_1min": loads,
+        "nodes": n, "repeat": repeat, "load_1min": loads, "plain_ip": plain,
         "bridges": len(lanplan.plan(loader.loads(text).lans["star"], 1)),
         **{f"{k}_s": round(v, 3) for k, v in med.items()},
         "up_ratio": round(med["labkit_up"] / med["ip_up"], 3),
@@ -153,6 +155,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--check", action="store_true",
                     help="run the lab's checks after each labkit up (not timed)")
+    ap.add_argument("--plain-ip", action="store_true",
+                    help="ip yardstick without the large-LAN offloads and sysctls")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -162,7 +166,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for n in args.sizes:
-                rows.append(measure(n, args.repeat, Path(tmp), args.check))
+                rows.append(measure(n, args.repeat, Path(tmp), args.check, args.plain_ip))
                 if not args.json:
                     r = rows[-1]
                     print(f"{n:5} nodes ({r['bridges']} bridges, load {r['load_1min']})  "
