@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def host_has_tipc() -> bool:
 
 
 def qemu_for(vm: str) -> list[str]:
+    """The qemu process (pid and command line) of a VM, not vng's wrappers around it."""
     out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True)
-    return [line for line in out.stdout.splitlines() if f"-name {vm} " in line + " "]
+    return [line for line in out.stdout.splitlines()
+            if line.split()[1].endswith("qemu-system-x86_64") and f"-name {vm} " in line + " "]
 
 
 def write(tmp_path: Path, text: str, kernel: str | None = None) -> tuple[str, str]:
@@ -247,3 +250,41 @@ def test_ctrl_c_during_up_removes_everything_and_says_so(k61: tuple[str, str]) -
     assert "Traceback" not in err and "Fatal Python error" not in err
     assert state.load(name) is None and persistent.info("lk-6-1") is None
     assert not backplane.in_use() or qemu_for("lk-6-12")  # only the warm VM may remain
+
+
+def test_shell_in_a_vm_node_is_a_real_terminal(warm_vm: str, tmp_path: Path) -> None:
+    """`labkit shell` on a node in a VM: a pty there (job control, `tty` answers), typed
+    input reaches it, and it ends when the shell exits (not by itself)."""
+    import pty
+    import select
+
+    path, name = write(tmp_path, NEEDS_TIPC)
+    assert run_cli("up", path, timeout=TIMEOUT).returncode == 0
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.chdir(ROOT)
+            os.execv(LABKIT[0], [*LABKIT, "shell", name, "a"])
+        seen = bytearray()
+
+        def read_until(marker: bytes, timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while marker not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if ready:
+                    try:
+                        seen.extend(os.read(fd, 4096))
+                    except OSError:
+                        break
+            return marker in seen
+
+        assert read_until(f"[{name}:a]".encode(), 120), seen.decode(errors="replace")
+        os.write(fd, b"tty; echo sum=$((6*7)); set -o | grep -c monitor\n")
+        assert read_until(b"sum=42", 60), seen.decode(errors="replace")
+        assert b"/dev/pts/" in seen and b"not a tty" not in seen
+        assert b"cannot set terminal process group" not in seen
+        os.write(fd, b"exit 3\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        run_cli("down", name, timeout=TIMEOUT)
