@@ -32,7 +32,7 @@ app = typer.Typer(
 
 # One module per verb; each has register(app). Order is the order in --help.
 VERBS = [
-    "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph",
+    "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph", "notebook",
     "capture", "traffic", "verify", "inject", "tipc", "wireshark", "doctor", "vm",
 ]
 
