@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # busybox-static: vng builds an initramfs for the Debian kernel (9p and virtio are modules)
 # tshark: checks captures and labkit's Wireshark dissector; vagrant(-libvirt): the
 # Vagrantfile is validated in the tests
+# graphviz: `dot` checks labkit's graph output; ethtool: large LANs, the offload NIC
 APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3 tshark vagrant
-              vagrant-libvirt)
+              vagrant-libvirt graphviz ethtool)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2

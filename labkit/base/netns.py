@@ -48,8 +48,19 @@ def list_names(prefix: str = "") -> list[str]:
     return sorted(n for n in names if n.startswith(prefix))
 
 
+_run_dir_ready = False
+
+
 def _ensure_run_dir() -> None:
-    """Make /run/netns a shared mount point, as iproute2 does, so bind mounts propagate."""
+    """Make /run/netns a shared mount point, as iproute2 does, so bind mounts propagate.
+
+    Once per process: the recursive remount costs milliseconds per existing namespace,
+    which made creating thousands of namespaces quadratic.
+    """
+    global _run_dir_ready
+    if _run_dir_ready and os.path.isdir(NETNS_RUN_DIR):
+        return
+    _run_dir_ready = True
     os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
     if _libc.mount(b"", NETNS_RUN_DIR.encode(), b"none", MS_SHARED | MS_REC, None) == 0:
         return

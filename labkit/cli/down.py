@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from labkit.cli.output import console, emit_json
+from labkit.cli.output import console, emit_json, plural
 from labkit.errors import UsageError, require_root
 from labkit.lab.teardown import Removed
 
@@ -34,9 +34,9 @@ def describe(r: Removed) -> str:
     if r.vms:
         parts.append(f"VM {', '.join(r.vms)} stopped")
     if r.namespaces:
-        parts.append(f"{len(r.namespaces)} namespaces removed")
+        parts.append(f"{plural(len(r.namespaces), 'namespace')} removed")
     if r.processes:
-        parts.append(f"{len(r.processes)} processes stopped")
+        parts.append(f"{plural(len(r.processes), 'process')} stopped")
     text = f"lab '{r.lab}' removed" + (f": {', '.join(parts)}" if parts else "")
     if r.notes:
         text += f" ({'; '.join(r.notes)})"

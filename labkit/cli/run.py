@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from labkit.cli.check import report
-from labkit.cli.output import console, info, progress
+from labkit.cli.output import console, info, plural, progress
 from labkit.errors import UsageError, require_root
 
 
@@ -33,7 +33,7 @@ def run(
     try:
         if not json:
             console.print(f"lab '{lab.name}' is up on {lab.placement.describe()}; running "
-                          f"{len(lab.topo.checks)} checks", soft_wrap=True)
+                          f"{plural(len(lab.topo.checks), 'check')}", soft_wrap=True)
         code = report(lab.checks(), json)
     finally:
         lab.down()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from labkit.cli.forward import attach
-from labkit.cli.output import console, emit_json
+from labkit.cli.output import columns, console, emit_json
 
 
 def status(
@@ -51,21 +51,13 @@ def status(
         for i, link in enumerate(info["interfaces"]):
             rows.append((node if i == 0 else "", link["ifname"], str(link["state"]),
                          str(link["mtu"]), " ".join(link["addresses"])))
-    _columns(("NODE", "INTERFACE", "STATE", "MTU", "ADDRESSES"), rows)
+    columns(("NODE", "INTERFACE", "STATE", "MTU", "ADDRESSES"), rows)
     for lan, info in data["lans"].items():
         console.print(f"LAN {lan}: {'up' if info['up'] else 'DOWN'}, members "
                       f"{', '.join(m or '?' for m in info['members'])}", soft_wrap=True)
     for proc in data["processes"]:
         console.print(f"process {proc['pid']} on {proc['node']}: {' '.join(proc['cmd'])}",
                       soft_wrap=True)
-
-
-def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Aligned plain columns, never truncated or wrapped (pipes get whole values)."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
-        console.print(line.rstrip(), soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from labkit.cli.output import console, emit_json, info, progress
+from labkit.cli.output import console, emit_json, info, plural, progress
 from labkit.errors import UsageError, require_root
 from labkit.topology.summary import summarize
 
@@ -44,7 +44,7 @@ def up(
         emit_json(lab.status())
         return
     took = time.monotonic() - started
-    console.print(f"[green]lab '{lab.name}' is up[/] ({len(lab.nodes)} nodes, "
+    console.print(f"[green]lab '{lab.name}' is up[/] ({plural(len(lab.nodes), 'node')}, "
                   f"{lab.placement.describe()}, {took:.1f} s).", soft_wrap=True)
     if lab.topo.description:
         console.print(lab.topo.description.rstrip(), soft_wrap=True)

@@ -12,7 +12,7 @@ import time
 
 import typer
 
-from labkit.cli.output import console, emit_json, err_console, info, require_root
+from labkit.cli.output import columns, console, emit_json, err_console, info, require_root
 from labkit.hosts.vm import kernels
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
 
@@ -59,14 +59,6 @@ def _command(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Aligned plain columns, never truncated or wrapped (pipes get whole values)."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
-        console.print(line.rstrip(), soft_wrap=True, markup=False)
-
-
 def _stdin_is_data() -> bool:
     """Forward stdin when it is a pipe or file; a terminal would need a pty (not offered)."""
     try:
@@ -111,7 +103,7 @@ def kernels_list(json_out: bool = JSON_OPT) -> None:
             "No kernels cached. Fetch one with `sudo labkit vm kernels fetch debian-6.12`."
         )
         return
-    _columns(
+    columns(
         ("NAME", "VERSION", "PACKAGE", "FETCHED", "IMAGE"),
         [(k.name, k.version, k.package_version or "-", k.fetched_at or "-", k.image)
          for k in cached],
@@ -244,7 +236,7 @@ def list_cmd(json_out: bool = JSON_OPT) -> None:
             vm.name, vm.status, vm.kernel_version or vm.kernel, vm.accel, vm.memory,
             ",".join(vm.forwards) or "-", up,
         ))
-    _columns(("NAME", "STATUS", "KERNEL", "ACCEL", "MEMORY", "FORWARDS", "UPTIME"), rows)
+    columns(("NAME", "STATUS", "KERNEL", "ACCEL", "MEMORY", "FORWARDS", "UPTIME"), rows)
     for vm in vms:
         if vm.status in ("crashed", "failed") and vm.reason:
             first = vm.reason.splitlines()[0]

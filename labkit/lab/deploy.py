@@ -32,11 +32,23 @@ def build_here(lab: Lab, st: state.LabState, progress: Progress | None = None,
     """Namespaces, links, addresses, routes, then each feature's setup, for the nodes
     placed in this kernel. The caller removes everything if this raises."""
     progress = progress or _quiet
+    _more_files()
     Builder(lab.topo, st, progress, here=lab.here_nodes, span=span).run()
     for key, config in lab.topo.features.items():
         progress(1, 1, key)
         st.features[key] = features.get(key).setup(lab, config) or {}
         st.save()
+
+
+def _more_files() -> None:
+    """Building holds a netlink socket and a namespace fd per node: at the usual soft
+    limit of 1024 descriptors a lab of a few hundred nodes would fail mid-way. Raise the
+    soft limit to the hard one (the kernel's per-process ceiling we may use)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def wait_here(lab: Lab) -> None:

@@ -59,10 +59,11 @@ def lab_status(lab: Lab) -> dict[str, Any]:
     lan_ns = names.lan_ns(lab.name)
     if lab.topo.lans and netns.exists(lan_ns):
         links = node_links(lan_ns)
+        from labkit.lab.lan import members
+
         for lan in lab.topo.lans:
             br = next((i for i in links if i["ifname"] == lan), None)
-            ports = [i["alias"] for i in links if br and i["master"] == br["index"]]
-            lans[lan] = {"up": bool(br and br["up"]), "members": ports}
+            lans[lan] = {"up": bool(br and br["up"]), "members": members(links, lan)}
     return {
         "name": lab.name,
         "status": st.status if st else "down",
