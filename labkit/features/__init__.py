@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # topology key -> module defining FEATURE
 FEATURES: dict[str, str] = {
     "tipc": "labkit.features.tipc.feature",
+    "kproxy": "labkit.features.kproxy.feature",
 }
 
 

@@ -1,0 +1,57 @@
+"""kproxy as a lab feature: the `kproxy:` block, its proxies, status and verifications.
+
+Only config (validation) is imported up front: the registry loads this module for every
+topology and every CLI start.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from labkit.features import Feature
+from labkit.features.kproxy import config
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
+    from labkit.verify.verdict import Verdict
+
+
+class KproxyFeature(Feature):
+    key = "kproxy"
+    title = "kproxy pairs: sockets joined in the kernel (sockmap) vs user-space proxies"
+    needs = ("bpf_sockmap",)
+    # TLS pairs may terminate TLS in the kernel (splice mode); socket(TCP_ULP "tls") would
+    # autoload it, but only if modprobe works in the guest: load it at boot.
+    modules = ("tls",)
+    verifications = ("throughput",)
+    parse = staticmethod(config.parse)
+
+    def needs_for(self, cfg: config.KproxyConfig) -> tuple[str, ...]:
+        """The capabilities this lab's pairs use (bpf_sockmap, ktls): what placement
+        would ideally ask for, rather than `needs`, which must hold for any kproxy lab."""
+        return cfg.needs()
+
+    def setup(self, lab: Lab, cfg: config.KproxyConfig) -> dict[str, Any]:
+        from labkit.features.kproxy import setup
+
+        return setup.setup(lab, cfg)
+
+    def wait_ready(self, lab: Lab, cfg: config.KproxyConfig) -> None:
+        from labkit.features.kproxy import setup
+
+        setup.wait_ready(lab, cfg)
+
+    def status(self, lab: Lab, cfg: config.KproxyConfig) -> dict[str, Any]:
+        from labkit.features.kproxy import status
+
+        return status.status(lab, cfg)
+
+    def verify(self, lab: Lab, cfg: config.KproxyConfig, kind: str,
+               **options: Any) -> Verdict:
+        from labkit.features.kproxy import verify
+
+        return verify.throughput(lab, cfg, options.get("pair"), options.get("src"),
+                                 options.get("threshold"), options.get("seconds"))
+
+
+FEATURE = KproxyFeature()

@@ -1,0 +1,281 @@
+"""Measuring a kproxy pair, next to the lab's kernel: throughput each way, request/response
+latency, data integrity, and what moving the bytes cost (CPU per GiB, copies, context
+switches, crypto), with iperf3 through the same path as the yardstick no one here wrote.
+
+The endpoints are labkit.features.kproxy.meteragent processes in the client and upstream
+nodes; /proc is sampled (labkit.features.kproxy.usage) around each test, so every figure
+belongs to one test. Called in-process for a local lab and through the guest daemon for
+a lab in a VM (`measure_pair` is @remote).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from labkit.base.wait import wait_until
+from labkit.errors import LabkitError, UsageError
+from labkit.features.kproxy import certs, usage
+from labkit.features.kproxy.config import Pair
+from labkit.features.kproxy.lab import config_of, pair_of
+from labkit.features.kproxy.setup import answers
+from labkit.hosts.rpc import remote
+from labkit.traffic.meter import read_ready
+
+if TYPE_CHECKING:
+    from labkit.lab.lab import Lab
+
+MiB, GiB = 1 << 20, 1 << 30
+SERVER_READY = 60.0
+
+
+@dataclass
+class Path:
+    pair: Pair
+    src: str  # client node
+    dst: str  # upstream node (the server agent runs there)
+
+    @property
+    def framed(self) -> int:
+        return self.pair.rule.header if self.pair.rule else 0
+
+
+def path_of(lab: Lab, pair_name: str | None, src: str | None) -> Path:
+    cfg = config_of(lab)
+    pair = pair_of(cfg, pair_name)
+    client = src or pair.client
+    if client is None:
+        raise UsageError(f"kproxy pair '{pair.name}' names no client node.",
+                         hint="Give --from NODE, or `client:` in the pair.")
+    lab.node(client)
+    if pair.upstream.node is None:
+        raise UsageError(f"kproxy pair '{pair.name}' has an upstream outside the lab's "
+                         f"nodes ({pair.upstream}); labkit cannot run a server there.")
+    if pair.mode != "direct" and pair.proxy is not None and answers(lab, pair) is None:
+        raise LabkitError(f"the proxy of kproxy pair '{pair.name}' does not answer.",
+                          hint=f"`labkit kproxy status {lab.name}` shows it; `labkit down` "
+                               "and `up` restart it.")
+    return Path(pair, client, pair.upstream.node)
+
+
+def _agent(*args: str) -> list[str]:
+    return [sys.executable, "-m", "labkit.features.kproxy.meteragent", *args]
+
+
+def start_server(lab: Lab, path: Path, timeout: float) -> subprocess.Popen[str]:
+    up = path.pair.upstream
+    args = ["serve", "--address", up.address, "--port", str(up.port), "--timeout",
+            str(timeout)]
+    if path.pair.tls:
+        mine = certs.node_paths(lab.name, path.dst)
+        args += ["--tls", mine.cert, mine.key]
+    server = lab.node(path.dst).popen(_agent(*args), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    line, _ = read_ready(server.stdout, SERVER_READY)
+    if '"ready"' not in line:
+        stop(server)
+        err = server.stderr.read() if server.stderr else ""
+        raise LabkitError(f"the measuring server on {path.dst} did not start: "
+                          f"{(err.strip().splitlines() or ['no ready line'])[-1]}.")
+    return server
+
+
+def stop(server: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    if server.poll() is None:
+        server.terminate()
+    try:
+        out, _ = server.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        out, _ = server.communicate()
+    return [json.loads(line) for line in (out or "").splitlines() if line.startswith("{")]
+
+
+def run_client(lab: Lab, path: Path, tests: list[dict[str, Any]],
+               timeout: float) -> list[dict[str, Any]]:
+    entry = path.pair.entry
+    assert entry is not None
+    args = ["run", "--address", entry.address, "--port", str(entry.port),
+            "--timeout", str(timeout), "--tests", json.dumps(tests)]
+    if path.pair.tls:
+        args += ["--tls-ca", certs.ca_path(lab.name)]
+    done = lab.node(path.src).run(_agent(*args), timeout=timeout * 3 + 30)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+    if done.returncode != 0 or not lines:
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LabkitError(f"the measuring client on {path.src} failed: {why}.")
+    return json.loads(lines[-1])["results"]  # type: ignore[no-any-return]
+
+
+def proxy_pid(lab: Lab, pair: Pair) -> int | None:
+    if pair.mode == "direct":
+        return None
+    live = answers(lab, pair)
+    return int(live["pid"]) if live else None
+
+
+def proxy_counters(lab: Lab, pair: Pair) -> dict[str, Any] | None:
+    return answers(lab, pair) if pair.mode != "direct" else None
+
+
+def _cost(delta: usage.Sample, moved: int) -> dict[str, Any]:
+    """What moving `moved` bytes cost, from a /proc delta."""
+    gib, mib = moved / GiB, moved / MiB
+    proxy, softirq = usage.seconds(delta.proxy_ticks), usage.seconds(delta.softirq_ticks)
+    kworker = usage.seconds(delta.kworker_ticks)
+    per = (lambda x: round(x / gib, 3)) if gib else (lambda x: None)
+    return {
+        "proxy_cpu_s": proxy, "softirq_s": softirq, "kworker_s": kworker,
+        "cpu_s_per_GiB": per(proxy + softirq),
+        "cpu_s_per_GiB_with_kworkers": per(proxy + softirq + kworker),
+        "rchar_per_byte": round(delta.rchar / moved, 3) if moved else None,
+        "wchar_per_byte": round(delta.wchar / moved, 3) if moved else None,
+        "ctxsw_per_MiB": round(delta.ctxsw / mib, 2) if mib else None,
+        "machine_busy_s": usage.seconds(delta.busy_ticks),
+    }
+
+
+def _timed(lab: Lab, path: Path, pid: int | None, test: dict[str, Any],
+           timeout: float) -> tuple[dict[str, Any], usage.Sample]:
+    before = usage.sample(pid)
+    result = run_client(lab, path, [test], timeout)[0]
+    return result, usage.sample(pid) - before
+
+
+def throughput(lab: Lab, path: Path, direction: str, seconds: float,
+               pid: int | None) -> dict[str, Any]:
+    test = {"test": direction, "id": f"{direction}-timed", "seconds": seconds,
+            "framed": path.framed}
+    res, delta = _timed(lab, path, pid, test, seconds + 60)
+    if "error" in res:
+        return {"error": res["error"]}
+    got = res["server"] if direction == "up" else res["received"]
+    moved = int(got["bytes"])
+    rate = moved / got["seconds"] if got["seconds"] else 0.0
+    return {"MBps": round(rate / 1e6, 1), "bytes": moved, "seconds": round(got["seconds"], 3),
+            **_cost(delta, moved)}
+
+
+def integrity(lab: Lab, path: Path, size: int) -> dict[str, Any]:
+    """Exactly `size` bytes each way, sha256 of everything sent vs everything received."""
+    out: dict[str, Any] = {"bytes": size}
+    server = start_server(lab, path, timeout=600)
+    try:
+        up, down = run_client(lab, path, [
+            {"test": "up", "id": "up-hash", "bytes": size, "hash": True, "framed": path.framed},
+            {"test": "down", "id": "down-hash", "bytes": size, "hash": True,
+             "framed": path.framed}], timeout=600)
+    finally:
+        served = stop(server)
+    if "error" in up or "error" in down:
+        return {**out, "intact": False, "error": up.get("error") or down.get("error")}
+    sent_down = next((r for r in served if r.get("id") == "down-hash"), {})
+    out["up"] = (up["sent"]["sha256"] == up["server"]["sha256"]
+                 and up["sent"]["bytes"] == up["server"]["bytes"])
+    out["down"] = (sent_down.get("sha256") == down["received"]["sha256"]
+                   and sent_down.get("bytes") == down["received"]["bytes"])
+    out["intact"] = out["up"] and out["down"]
+    out["sha256_up"] = up["server"]["sha256"]
+    return out
+
+
+def latency(lab: Lab, path: Path, rounds: int, size: int = 64) -> dict[str, Any]:
+    res = run_client(lab, path, [{"test": "rr", "id": "rr", "rounds": rounds, "size": size,
+                                  "framed": path.framed}], timeout=120)[0]
+    if "error" in res:
+        return {"error": res["error"]}
+    rtts = sorted(res["rtt_us"])
+    return {"rounds": len(rtts), "size": size, "p50_us": round(statistics.median(rtts), 1),
+            "p99_us": round(rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))], 1)}
+
+
+def iperf3(lab: Lab, path: Path, seconds: float, reverse: bool,
+           pid: int | None) -> dict[str, Any]:
+    """iperf3 through the same path (not on framed or TLS pairs: it speaks neither)."""
+    if path.framed or path.pair.tls:
+        return {"skipped": "iperf3 sends unframed plaintext, which this pair's policy or "
+                           "TLS would refuse"}
+    up, entry = path.pair.upstream, path.pair.entry
+    assert entry is not None
+    server = lab.node(path.dst).popen(
+        ["iperf3", "-s", "-1", "-B", up.address, "-p", str(up.port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _listening(lab, path.dst, up.port), 20,
+                   f"iperf3 to listen on {path.dst} port {up.port}", interval=0.05)
+        before = usage.sample(pid)
+        done = lab.node(path.src).run(
+            ["iperf3", "-c", entry.address, "-p", str(entry.port), "-t", str(seconds),
+             "-J", *(["-R"] if reverse else [])], timeout=seconds + 60)
+        delta = usage.sample(pid) - before
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.communicate(timeout=10)
+    try:
+        data = json.loads(done.stdout)
+    except ValueError:
+        return {"error": f"iperf3 printed no JSON: {done.stderr.strip()[-200:]}"}
+    if "error" in data:
+        return {"error": f"iperf3: {data['error']}"}
+    end = data["end"]
+    rate = end["sum_received"]["bits_per_second"] / 8
+    moved = int(end["sum_received"]["bytes"])
+    return {"MBps": round(rate / 1e6, 1), "bytes": moved,
+            "seconds": round(end["sum_received"]["seconds"], 3), **_cost(delta, moved)}
+
+
+def _listening(lab: Lab, node: str, port: int) -> bool:
+    out = lab.node(node).run(["ss", "-Hltn", f"sport = :{port}"], timeout=10).stdout
+    return bool(out.strip())
+
+
+@remote
+def measure_pair(lab: Lab, pair: str | None = None, src: str | None = None,
+                 seconds: float = 3.0, integrity_bytes: int = 64 * MiB, rounds: int = 2000,
+                 with_iperf3: bool = True) -> dict[str, Any]:
+    """One row of the comparison for a pair: every figure measured in this call."""
+    path = path_of(lab, pair, src)
+    pid = proxy_pid(lab, path.pair)
+    counters_before = proxy_counters(lab, path.pair)
+    row: dict[str, Any] = {"pair": path.pair.name, "mode": path.pair.mode,
+                           "tls": path.pair.tls, "policy": path.pair.rule is not None,
+                           "path": f"{path.src} -> {path.pair.entry}"
+                                   + (f" -> {path.pair.upstream}"
+                                      if path.pair.mode != "direct" else "")}
+    server = start_server(lab, path, timeout=seconds * 4 + 120)
+    try:
+        row["up"] = throughput(lab, path, "up", seconds, pid)
+        row["down"] = throughput(lab, path, "down", seconds, pid)
+        row["latency"] = latency(lab, path, rounds)
+    finally:
+        stop(server)
+    counters_after = proxy_counters(lab, path.pair)
+    if path.pair.tls:
+        row["crypto"] = _crypto(counters_before, counters_after, row)
+    row["integrity"] = integrity(lab, path, integrity_bytes)
+    if with_iperf3:
+        row["iperf3_up"] = iperf3(lab, path, seconds, reverse=False, pid=pid)
+        row["iperf3_down"] = iperf3(lab, path, seconds, reverse=True, pid=pid)
+    return row
+
+
+def _crypto(before: dict[str, Any] | None, after: dict[str, Any] | None,
+            row: dict[str, Any]) -> dict[str, Any]:
+    """Crypto operations per byte moved: the client encrypts and the server decrypts
+    every byte (2); a TLS proxy decrypts and re-encrypts it once more (its counters)."""
+    moved = sum(int(row[d].get("bytes", 0)) for d in ("up", "down"))
+    if not before or not after or not before.get("crypto"):
+        return {"where": "endpoints only (no proxy)", "ops_per_byte": 2.0}
+    b, a = before["crypto"], after["crypto"]
+    dec = a["decrypted_bytes"] - b["decrypted_bytes"]
+    enc = a["encrypted_bytes"] - b["encrypted_bytes"]
+    return {"where": a["where"], "proxy_decrypted_bytes": dec, "proxy_encrypted_bytes": enc,
+            "records_decrypted": a["records_decrypted"] - b["records_decrypted"],
+            "records_encrypted": a["records_encrypted"] - b["records_encrypted"],
+            "ops_per_byte": round(2 + (dec + enc) / moved, 2) if moved else None}

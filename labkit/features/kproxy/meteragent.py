@@ -1,0 +1,345 @@
+"""The measuring endpoints of a kproxy pair: `python -m labkit.features.kproxy.meteragent
+serve|run ...`, started by labkit.features.kproxy.measure inside the upstream node (serve)
+and the client node (run).
+
+Every test is one TCP connection (TLS when --tls): the client first sends a control
+message (a 4-byte big-endian length, then JSON), then:
+  up      the client streams (for --seconds, or exactly `bytes`), half-closes; the
+          server reads to the end, then answers with what it got (bytes, seconds, sha256)
+          on the same connection, which crosses the proxy's forwarded FIN the other way.
+  down    the server streams and half-closes; the client reads to the end and answers.
+  rr      request/response rounds of `size` bytes: the client times each round.
+  policy  the client sends framed messages, some starting with the drop prefix; the
+          server answers with the messages it got. Compared with the expected survivors.
+Data on policy pairs is always framed (length-prefixed messages whose payload starts with
+0xFF, which no UTF-8 prefix does), so only the policy test's chosen messages match.
+Results are one JSON line on stdout (the server prints one per connection). Bounded: a
+sender stops at its byte count or deadline, the server at --timeout. Standard library
+only (and ssl), so it starts fast in emulated VMs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+CHUNK = 1 << 18  # bytes per send
+BLOCK = os.urandom(1 << 20)  # what streams are made of (a fresh random MiB per process)
+FRAME_PAYLOAD = 16384  # payload per message on framed (policy) pairs
+MARK = b"\xff"  # first payload byte of measurement messages: never a UTF-8 prefix
+
+
+# -- framing ---------------------------------------------------------------------------
+def send_msg(sock: socket.socket, obj: dict[str, Any]) -> None:
+    body = json.dumps(obj).encode()
+    sock.sendall(struct.pack(">I", len(body)) + body)
+
+
+def recv_exact(sock: socket.socket, count: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < count:
+        chunk = sock.recv(count - len(buf))
+        if not chunk:
+            raise ConnectionError(f"the stream ended after {len(buf)} of {count} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_msg(sock: socket.socket) -> dict[str, Any]:
+    size = struct.unpack(">I", recv_exact(sock, 4))[0]
+    if size > 1 << 20:
+        raise ConnectionError(f"a control message of {size} bytes is not ours")
+    return json.loads(recv_exact(sock, size))  # type: ignore[no-any-return]
+
+
+def frames(header: int, total: int | None) -> Any:
+    """Framed measurement messages of FRAME_PAYLOAD bytes (the last may be shorter)."""
+    sent = 0
+    payload = MARK + BLOCK[: FRAME_PAYLOAD - 1]
+    while total is None or sent < total:
+        body = payload if total is None else payload[: max(1, min(len(payload),
+                                                                 total - sent - header))]
+        msg = len(body).to_bytes(header, "big") + body
+        sent += len(msg)
+        yield msg
+
+
+# -- streaming ---------------------------------------------------------------------------
+def stream_out(sock: socket.socket, spec: dict[str, Any]) -> dict[str, Any]:
+    """Send for spec["seconds"] or exactly spec["bytes"]; returns what was sent."""
+    digest = hashlib.sha256() if spec.get("hash") else None
+    total = spec.get("bytes")
+    deadline = time.monotonic() + float(spec.get("seconds") or 600)
+    header = int(spec.get("framed") or 0)
+    sent = 0
+    t0 = time.monotonic()
+    if header:
+        for msg in frames(header, total):
+            if time.monotonic() >= deadline:
+                break
+            sock.sendall(msg)
+            if digest:
+                digest.update(msg)
+            sent += len(msg)
+    else:
+        view = memoryview(BLOCK + BLOCK)
+        while (total is None or sent < total) and time.monotonic() < deadline:
+            start = sent % len(BLOCK)
+            n = CHUNK if total is None else min(CHUNK, total - sent)
+            part = view[start: start + n]
+            sock.sendall(part)
+            if digest:
+                digest.update(part)
+            sent += n
+    return {"bytes": sent, "seconds": time.monotonic() - t0,
+            "sha256": digest.hexdigest() if digest else None}
+
+
+def stream_in(sock: socket.socket, want_hash: bool) -> dict[str, Any]:
+    """Read to the end of the stream; bytes, sha256 and the first-to-last-byte time."""
+    digest = hashlib.sha256() if want_hash else None
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    got = 0
+    first = last = 0.0
+    while True:
+        n = sock.recv_into(buf)
+        if not n:
+            break
+        last = time.monotonic()
+        if not got:
+            first = last
+        got += n
+        if digest:
+            digest.update(view[:n])
+    return {"bytes": got, "seconds": last - first,
+            "sha256": digest.hexdigest() if digest else None}
+
+
+def half_close(sock: socket.socket) -> None:
+    # socket.socket's shutdown keeps an SSLSocket's TLS state (see relay.Side.shutdown)
+    socket.socket.shutdown(sock, socket.SHUT_WR)
+
+
+# -- server ------------------------------------------------------------------------------
+def handle(conn: socket.socket, lock: threading.Lock) -> None:
+    result: dict[str, Any] = {"role": "server"}
+    try:
+        spec = recv_msg(conn)
+        result["test"], result["id"] = spec.get("test"), spec.get("id")
+        kind = spec.get("test")
+        if kind == "up":
+            got = stream_in(conn, bool(spec.get("hash")))
+            result.update(got)
+            send_msg(conn, got)
+        elif kind == "down":
+            result.update(stream_out(conn, spec))
+            half_close(conn)
+            result["client"] = recv_msg(conn)
+        elif kind == "rr":
+            size = int(spec["size"])
+            for _ in range(int(spec["rounds"])):
+                conn.sendall(recv_exact(conn, size))
+            result["rounds"] = spec["rounds"]
+        elif kind == "policy":
+            got = bytearray()
+            while chunk := conn.recv(1 << 20):
+                got += chunk
+            answer = {"bytes": len(got), "sha256": hashlib.sha256(got).hexdigest(),
+                      "messages": count_messages(bytes(got), int(spec["framed"]))}
+            result.update(answer)
+            send_msg(conn, answer)
+        else:
+            result["error"] = f"unknown test {kind!r}"
+    except (OSError, ValueError, ConnectionError) as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    with lock:
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+def count_messages(stream: bytes, header: int) -> int:
+    pos = count = 0
+    while pos + header <= len(stream):
+        pos += header + int.from_bytes(stream[pos: pos + header], "big")
+        count += 1
+    return count
+
+
+def serve(args: argparse.Namespace) -> int:
+    family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((args.address, args.port))
+    srv.listen(512)
+    ctx = None
+    if args.tls:
+        from labkit.features.kproxy.tlsctx import server_context
+
+        ctx = server_context(args.tls[0], args.tls[1])
+    srv.settimeout(args.timeout)
+    lock = threading.Lock()
+    print(json.dumps({"ready": True}), flush=True)
+    threads = []
+    served = 0
+    try:
+        while args.connections == 0 or served < args.connections:
+            conn, _ = srv.accept()
+            conn.settimeout(None)
+            served += 1
+            t = threading.Thread(target=_serve_one, args=(conn, ctx, lock), daemon=True)
+            t.start()
+            threads.append(t)
+    except TimeoutError:
+        pass
+    for t in threads:
+        t.join(args.timeout)
+    return 0
+
+
+def _serve_one(conn: socket.socket, ctx: ssl.SSLContext | None, lock: threading.Lock) -> None:
+    if ctx is not None:
+        try:
+            conn = ctx.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            with lock:
+                print(json.dumps({"role": "server", "error": f"TLS: {exc}"}), flush=True)
+            conn.close()
+            return
+    handle(conn, lock)
+
+
+# -- client ------------------------------------------------------------------------------
+def connect(args: argparse.Namespace) -> socket.socket:
+    sock = socket.create_connection((args.address, args.port), timeout=args.timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if args.tls_ca:
+        from labkit.features.kproxy.tlsctx import client_context
+
+        sock = client_context(args.tls_ca).wrap_socket(sock, server_hostname=args.address)
+    return sock
+
+
+def run_test(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"test": spec["test"], "id": spec.get("id")}
+    t0 = time.monotonic()
+    sock = connect(args)
+    out["connect_seconds"] = time.monotonic() - t0
+    try:
+        send_msg(sock, spec)
+        if spec["test"] == "up":
+            out["sent"] = stream_out(sock, spec)
+            half_close(sock)
+            out["server"] = recv_msg(sock)
+        elif spec["test"] == "down":
+            got = stream_in(sock, bool(spec.get("hash")))
+            out["received"] = got
+            send_msg(sock, got)
+        elif spec["test"] == "rr":
+            out["rtt_us"] = rounds(sock, spec)
+        elif spec["test"] == "policy":
+            out.update(policy_test(sock, spec))
+    finally:
+        sock.close()
+    return out
+
+
+def rounds(sock: socket.socket, spec: dict[str, Any]) -> list[float]:
+    size, header = int(spec["size"]), int(spec.get("framed") or 0)
+    if header:
+        request = (size - header).to_bytes(header, "big") + MARK + BLOCK[: size - header - 1]
+    else:
+        request = BLOCK[:size]
+    times = []
+    for _ in range(int(spec["rounds"])):
+        t = time.perf_counter()
+        sock.sendall(request)
+        recv_exact(sock, size)
+        times.append((time.perf_counter() - t) * 1e6)
+    return times
+
+
+def policy_messages(spec: dict[str, Any]) -> tuple[bytes, bytes, int, int]:
+    """(everything sent, what should arrive, messages sent, messages that match)."""
+    header, prefix = int(spec["framed"]), bytes.fromhex(spec["prefix"])
+    sent, kept = bytearray(), bytearray()
+    matched = 0
+    for i in range(int(spec["messages"])):
+        size = 1 + (i * 7919) % int(spec["max_payload"])
+        body = (prefix if i % int(spec["every"]) == 0 else MARK) + BLOCK[i: i + size]
+        msg = len(body).to_bytes(header, "big") + body
+        sent += msg
+        if body.startswith(prefix):
+            matched += 1
+        else:
+            kept += msg
+    return bytes(sent), bytes(kept), int(spec["messages"]), matched
+
+
+def policy_test(sock: socket.socket, spec: dict[str, Any]) -> dict[str, Any]:
+    sent, kept, count, matched = policy_messages(spec)
+    sock.sendall(sent)
+    half_close(sock)
+    answer = recv_msg(sock)
+    return {"messages_sent": count, "expected_drops": matched,
+            "expected_bytes": len(kept), "expected_sha256": hashlib.sha256(kept).hexdigest(),
+            "server": answer}
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = json.loads(args.tests)
+    results = []
+    parallel = [s for s in specs if s.get("parallel")]
+    for spec in [s for s in specs if not s.get("parallel")]:
+        results.append(_guarded(args, spec))
+    if parallel:
+        out: list[dict[str, Any]] = [{} for _ in parallel]
+
+        def one(i: int, spec: dict[str, Any]) -> None:
+            out[i] = _guarded(args, spec)
+
+        threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(parallel)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(args.timeout * 2)
+        results += out
+    print(json.dumps({"role": "client", "results": results}), flush=True)
+    return 0
+
+
+def _guarded(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return run_test(args, spec)
+    except (OSError, ValueError, ConnectionError) as exc:
+        return {"test": spec.get("test"), "id": spec.get("id"),
+                "error": f"{type(exc).__name__}: {exc}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="labkit.features.kproxy.meteragent")
+    ap.add_argument("role", choices=["serve", "run"])
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--connections", type=int, default=0, help="serve: stop after N")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve: TLS")
+    ap.add_argument("--tls-ca", default="", help="run: TLS, trusting this CA")
+    ap.add_argument("--tests", default="[]", help="run: JSON list of test specs")
+    args = ap.parse_args(argv)
+    return serve(args) if args.role == "serve" else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
