@@ -80,6 +80,18 @@ def check_address(ip: str, port: int) -> None:
                                   "--port.") from None
 
 
+def settings_dir() -> str:
+    """JupyterLab user settings for labkit's server: news polling off (no pop-up over the
+    lab panels, no request leaving the machine); the user's own changes persist there."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    path = base / "labkit" / "jupyterlab-settings"
+    news = path / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    if not news.exists():
+        news.parent.mkdir(parents=True, exist_ok=True)
+        news.write_text('{"fetchNews": "false", "checkForUpdates": false}\n')
+    return str(path)
+
+
 def server_argv(name: str, ip: str, port: int) -> list[str]:
     argv = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={ip}",
             f"--port={port}", "--port-retries=0", f"--ServerApp.root_dir={LABS}",
@@ -163,7 +175,9 @@ def notebook(
     check_address(ip, port)
     token = secrets.token_urlsafe(24)
     log_fd, log_path = tempfile.mkstemp(prefix="labkit-jupyter-", suffix=".log")
-    env = {**os.environ, "JUPYTER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "JUPYTER_TOKEN": token, "PYTHONUNBUFFERED": "1",
+           "JUPYTERLAB_SETTINGS_DIR": os.environ.get("JUPYTERLAB_SETTINGS_DIR") or
+           settings_dir()}
     started = time.monotonic()
     proc = subprocess.Popen(server_argv(name, ip, port), stdin=subprocess.DEVNULL,
                             stdout=log_fd, stderr=log_fd, env=env, start_new_session=True)

@@ -9,6 +9,7 @@ both halves are `node.popen` processes whose stdout streams back line by line.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import secrets
@@ -131,7 +132,7 @@ def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         until = time.monotonic() + duration + END_GRACE
         pending = [line for line in early.splitlines() if line.strip()]
-        for line in [*pending, *_lines(server, until, stop)]:
+        for line in itertools.chain(pending, _lines(server, until, stop)):
             obj = json.loads(line)
             if "role" in obj:
                 final = obj

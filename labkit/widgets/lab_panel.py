@@ -30,14 +30,15 @@ def status_html(data: dict[str, Any] | None, condition: str) -> str:
         if not info["present"]:
             rows.append([node, "(namespace missing)", "", "", ""])
         for i, link in enumerate(info["interfaces"]):
+            shown = [a for a in link["addresses"] if not a.startswith("fe80:")]
             rows.append([node if i == 0 else "", link["ifname"], link["state"], link["mtu"],
-                         " ".join(link["addresses"])])
+                         " ".join(shown)])
     lans = "".join(f"<li>LAN {esc(n)}: {'up' if v['up'] else 'DOWN'}, members "
                    f"{esc(', '.join(m or '?' for m in v['members']))}</li>"
                    for n, v in data.get("lans", {}).items())
     head = (f'<p>lab <b>{esc(data["name"])}</b> is <b>{esc(data["status"])}</b> on '
             f'{esc(data["where"])}</p>')
-    return (head + table(["node", "interface", "state", "MTU", "addresses"], rows,
+    return (head + table(["node", "interface", "state", "MTU", "addresses (not fe80::)"], rows,
                          "lk-status-table") + (f"<ul>{lans}</ul>" if lans else ""))
 
 
@@ -57,7 +58,7 @@ class LabPanel(Panel):
                                 style={"description_width": "initial"})
         self.status = w.HTML()
         self.status.add_class("lk-status")
-        self.picture = w.Image(format="png", layout=w.Layout(max_width="720px"))
+        self.picture = w.Image(format="png", layout=w.Layout(width="560px", min_width="320px"))
         self.picture.add_class("lk-topology")
         self.log = w.HTML()
         desc = session.topo.description.strip()

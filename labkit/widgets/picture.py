@@ -64,12 +64,12 @@ def layout(n: int, edges: list[tuple[int, int]], rounds: int = 300) -> np.ndarra
     return pos / span
 
 
-def draw(topo: Topology, running: set[str] | None = None, width: float = 7.0) -> bytes:
+def draw(topo: Topology, running: set[str] | None = None, width: float = 6.2) -> bytes:
     """A PNG of the topology; `running`: nodes present now (None: the lab is down)."""
     verts, edges = _vertices(topo)
     pos = layout(len(verts), [(a, b) for a, b, _ in edges])
     height = max(3.5, min(7.0, 1.2 + 0.45 * len(verts)))
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=90)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
     ax.set_xlim(-0.15, 1.15)
     ax.set_ylim(-0.15, 1.15)
@@ -81,7 +81,7 @@ def draw(topo: Topology, running: set[str] | None = None, width: float = 7.0) ->
         ax.plot([x1, x2], [y1, y2], color="#57606a", linewidth=1, zorder=1)
         if ep is not None:
             addr = str(ep.ipv4.ip) if ep.ipv4 else (str(ep.ipv6.ip) if ep.ipv6 else "")
-            ax.text(x1 + (x2 - x1) * 0.3, y1 + (y2 - y1) * 0.3, f"{ep.iface} {addr}",
+            ax.text(x1 + (x2 - x1) * 0.42, y1 + (y2 - y1) * 0.42, f"{ep.iface} {addr}",
                     fontsize=6.5, color="#0550ae", ha="center", va="center", zorder=3,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
     for link in topo.links:

@@ -14,6 +14,7 @@ import ipywidgets as w
 from matplotlib.figure import Figure
 
 from labkit import features
+from labkit.errors import UsageError
 from labkit.widgets.base import Panel, table
 from labkit.widgets.session import LabSession
 
@@ -96,11 +97,10 @@ class TrafficPanel(Panel):
     def _proto_changed(self, change: dict[str, Any]) -> None:
         self.socket.options = self.kinds[change["new"]]
         owners = [k for k in features.keys() if change["new"] in features.get(k).traffic]
-        if owners:  # only the nodes that run the feature can send it
-            able = [n for n, node in self.session.topo.nodes.items() if owners[0] in
-                    node.features] or list(self.session.topo.nodes)
-        else:
-            able = list(self.session.topo.nodes)
+        nodes = list(self.session.topo.nodes)
+        # Only the nodes that run the feature can send it (a feature config lists them).
+        cfg = self.session.topo.features.get(owners[0]) if owners else None
+        able = [n for n in nodes if n in getattr(cfg, "nodes", nodes)] or nodes
         for dd in (self.src, self.dst):
             keep = dd.value if dd.value in able else None
             dd.options = able
@@ -111,7 +111,26 @@ class TrafficPanel(Panel):
             dst: str | None = None) -> TrafficPanel:
         """Send with the panel's settings (arguments set them first); returns at once."""
         if proto is not None:
+            if proto not in self.kinds:
+                raise UsageError(f"lab '{self.session.name}' cannot carry {proto} traffic.",
+                                 hint=f"Choose one of: {', '.join(self.kinds)}.")
             self.proto.value = proto
+        if socket is not None and socket not in self.socket.options:
+            raise UsageError(f"{self.proto.value} has no socket kind '{socket}'.",
+                             hint=f"Choose one of: {', '.join(self.socket.options)}.")
+        for node in (src, dst):
+            if node is not None and node not in self.src.options:
+                raise UsageError(f"node '{node}' cannot send or receive "
+                                 f"{self.proto.value} in lab '{self.session.name}'.",
+                                 hint=f"Choose one of: {', '.join(self.src.options)}.")
+        if size is not None and size not in self.size.options:
+            if not 2 <= size <= 1 << 20:
+                raise UsageError(f"a message of {size} bytes is out of range.",
+                                 hint="Choose 2 to 1048576 bytes.")
+            self.size.options = sorted({*self.size.options, size})
+        if duration is not None and not 1 <= duration <= 30:
+            raise UsageError(f"a run of {duration:g} s is out of range.",
+                             hint="Choose 1 to 30 seconds (runs are bounded).")
         for widget, value in ((self.socket, socket), (self.size, size),
                               (self.duration, duration), (self.src, src), (self.dst, dst)):
             if value is not None:

@@ -1,0 +1,170 @@
+"""One browser test: `labkit notebook` serves JupyterLab, a real Chromium (Debian's, driven
+by Playwright, no browser download) opens 01-first-lab, runs its cells up to the lab
+panel, clicks the panel's Up button, and sees the status table and the topology picture.
+Screenshots are kept in test-artifacts/browser/ (CI keeps that directory), with the
+timings (command to usable page, click to lab up).
+
+Afterwards Ctrl-C stops `labkit notebook`: no JupyterLab or kernel process may be left,
+and the lab the notebook built must be gone (its kernel takes it down at exit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit.base import procs
+from tests.conftest import LABKIT, ROOT, lab_namespaces, unique
+
+pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (scripts/setup.sh)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (scripts/setup.sh installs the "
+    "PyPI package; the browser is Debian's chromium)")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+NOTEBOOK = ROOT / "labs" / "01-first-lab.ipynb"
+START_TIMEOUT = 240.0  # s for `labkit notebook` to print its URL on a loaded machine
+MS = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def notebook_argv() -> list[str]:
+    """`labkit notebook`, also before the verb is listed in labkit.cli.main."""
+    from labkit.cli import main
+
+    if "notebook" in main.VERBS:
+        return [*LABKIT, "notebook"]
+    return [sys.executable, "-c", "import sys; from labkit.cli import main, notebook; "
+            "notebook.register(main.app); sys.argv[0] = 'labkit'; main.main()", "notebook"]
+
+
+def read_url(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The URL `labkit notebook` prints, within timeout (read from the raw pipe: a buffered
+    readline behind select() would sit on lines already read)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        seen += chunk
+        for line in seen.decode(errors="replace").splitlines(keepends=True):
+            if "token=" in line and line.endswith("\n"):
+                return line.strip()
+    err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
+    pytest.fail(f"`labkit notebook` printed no URL within {timeout:g} s: "
+                f"{seen.decode(errors='replace')} {err}")
+
+
+def below(pid: int) -> list[tuple[int, int]]:
+    from labkit.cli.notebook import descendants
+
+    return descendants(pid)
+
+
+def cells_to_panel() -> int:
+    """How many cells to run (from the top) until the lab panel is displayed."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return next(i for i, c in enumerate(cells) if "LabPanel(session)" in "".join(c["source"]))
+
+
+@pytest.mark.needs_root
+def test_lab_panel_in_a_real_browser() -> None:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = unique("br")
+    env = {**os.environ, "LABKIT_LAB_NAME": name}
+    started = time.monotonic()
+    proc = subprocess.Popen([*notebook_argv(), "01", "--port", str(free_port())], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    timings: dict[str, float] = {}
+    tree: list[tuple[int, int]] = []
+    try:
+        url = read_url(proc, START_TIMEOUT)
+        timings["url_printed_s"] = time.monotonic() - started
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                page.goto(url)
+                page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180 * MS)
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                       timeout=180 * MS)
+                timings["usable_page_s"] = time.monotonic() - started
+                page.screenshot(path=str(ARTIFACTS / "01-first-lab-opened.png"))
+                page.locator(".jp-Notebook .jp-Cell").first.click()
+                page.keyboard.press("Escape")
+                for _ in range(cells_to_panel() + 1):
+                    page.keyboard.press("Shift+Enter")
+                panel = page.locator(".lk-lab-panel")
+                panel.wait_for(timeout=180 * MS)
+                tree = below(proc.pid)
+                assert "down" in panel.locator(".lk-status").inner_text()
+                clicked = time.monotonic()
+                panel.get_by_role("button", name="Up").click()
+                table = panel.locator("table.lk-status-table")
+                table.wait_for(timeout=300 * MS)
+                timings["up_click_to_status_table_s"] = time.monotonic() - clicked
+                text = table.inner_text()
+                assert "h1a" in text and "198.18.1.2/24" in text and "UP" in text
+                picture = panel.locator("img.lk-topology")
+                assert picture.evaluate("img => img.naturalWidth") > 300
+                panel.scroll_into_view_if_needed()
+                panel.screenshot(path=str(ARTIFACTS / "01-first-lab-panel.png"))
+                page.screenshot(path=str(ARTIFACTS / "01-first-lab-up.png"))
+                tree = below(proc.pid)
+            finally:
+                browser.close()
+        assert any(ns.startswith(f"lk-{name}.") for ns in lab_namespaces())  # control
+    finally:
+        tree = tree or below(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        timings["total_s"] = time.monotonic() - started
+        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        left = [p for p, t in tree if procs.alive(p, t)]
+        procs.stop(left)
+        leftover_lab = [ns for ns in lab_namespaces() if ns.startswith(f"lk-{name}.")]
+        if leftover_lab:
+            from labkit.lab.lab import down
+
+            down(name)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"JupyterLab stopped" in err, err.decode(errors="replace")
+    assert tree, "the server had no processes below it (no kernel?)"
+    assert left == [], f"processes left after Ctrl-C: {left}"
+    assert leftover_lab == [], "the notebook's lab outlived its kernel"
+    print(json.dumps(timings))
+    assert Path(ARTIFACTS / "01-first-lab-panel.png").stat().st_size > 10_000
