@@ -7,6 +7,10 @@ in its environment, never on a command line); `--ip` serves another address (a V
 where VirtualBox forwards a host port to the box's NAT address). Ctrl-C stops the server,
 which shuts its kernels down (each brings down the labs it built); any process of it still
 alive after that is stopped, so nothing is left.
+
+The server works on copies of the notebooks in a directory of the user's (--dir,
+~/labkit-labs by default): a trainee's answers and outputs are saved there, never into the
+checkout, and a notebook already copied is never overwritten.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import importlib.util
 import ipaddress
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +67,20 @@ def resolve(lab: str | None) -> str:
     return matches[0]
 
 
+def workdir(path: str | None) -> Path:
+    """The directory served, holding a copy of every lab notebook (missing ones copied)."""
+    target = Path(path).expanduser() if path else Path.home() / "labkit-labs"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for nb in notebooks():
+            if not (target / nb).exists():
+                shutil.copyfile(LABS / nb, target / nb)
+    except OSError as exc:
+        raise UsageError(f"cannot prepare the notebook directory {target}: {exc.strerror}.",
+                         hint="Choose a writable directory with --dir.") from None
+    return target
+
+
 def check_address(ip: str, port: int) -> None:
     try:
         addr = ipaddress.ip_address(ip)
@@ -92,9 +111,9 @@ def settings_dir() -> str:
     return str(path)
 
 
-def server_argv(name: str, ip: str, port: int) -> list[str]:
+def server_argv(name: str, ip: str, port: int, root: Path) -> list[str]:
     argv = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={ip}",
-            f"--port={port}", "--port-retries=0", f"--ServerApp.root_dir={LABS}",
+            f"--port={port}", "--port-retries=0", f"--ServerApp.root_dir={root}",
             f"--ServerApp.default_url=/lab/tree/{name}",
             f"--KernelManager.shutdown_wait_time={KERNEL_SHUTDOWN:g}"]
     if os.geteuid() == 0:
@@ -159,6 +178,8 @@ def notebook(
     ip: str = typer.Option("127.0.0.1", "--ip", help="Address to listen on (127.0.0.1; in a "
                            "Vagrant box 0.0.0.0, which VirtualBox forwards to)."),
     port: int = typer.Option(8888, "--port", min=1, max=65535, help="TCP port."),
+    directory: str = typer.Option(None, "--dir", help="Where the notebooks you work on are "
+                                  "kept (default ~/labkit-labs; copied there from labs/)."),
 ) -> None:
     """Start JupyterLab here with the guided lab notebooks and open LAB; print its URL.
 
@@ -173,13 +194,14 @@ def notebook(
                          "them (or `.venv/bin/pip install jupyterlab ipywidgets matplotlib`).")
     name = resolve(lab)
     check_address(ip, port)
+    root = workdir(directory)
     token = secrets.token_urlsafe(24)
     log_fd, log_path = tempfile.mkstemp(prefix="labkit-jupyter-", suffix=".log")
     env = {**os.environ, "JUPYTER_TOKEN": token, "PYTHONUNBUFFERED": "1",
            "JUPYTERLAB_SETTINGS_DIR": os.environ.get("JUPYTERLAB_SETTINGS_DIR") or
            settings_dir()}
     started = time.monotonic()
-    proc = subprocess.Popen(server_argv(name, ip, port), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(server_argv(name, ip, port, root), stdin=subprocess.DEVNULL,
                             stdout=log_fd, stderr=log_fd, env=env, start_new_session=True)
     os.close(log_fd)
     shown = "127.0.0.1" if ip in ("0.0.0.0", "::") else ip
@@ -202,7 +224,8 @@ def notebook(
         if not ipaddress.ip_address(ip).is_loopback:
             info(f"listening on {ip}: anyone who reaches port {port} and has the token can "
                  "run commands as this user.")
-        info(f"Ctrl-C stops JupyterLab and its kernels. Server log: {log_path}")
+        info(f"Notebooks (your copies): {root}. Ctrl-C stops JupyterLab and its kernels. "
+             f"Server log: {log_path}")
         while proc.poll() is None:
             time.sleep(0.5)
         raise LabkitError(f"JupyterLab exited (status {proc.returncode}): "

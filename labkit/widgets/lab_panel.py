@@ -127,10 +127,14 @@ class LabPanel(Panel):
 
     # -- view ----------------------------------------------------------------------
     def _show(self) -> None:
+        """Everything is computed first, then shown at once (the status table last), so
+        the table never says up beside a picture that still says down."""
         lab = self.session.lab()
         data = lab.status() if lab is not None else None
         running = {n for n, v in data["nodes"].items() if v["present"]} if data else None
-        self.status.value = status_html(data, self.session.condition())
-        self.picture.value = draw(self.session.topo, running)
+        picture = draw(self.session.topo, running)
+        table_html = status_html(data, self.session.condition())
+        self.picture.value = picture
         self.up_button.disabled = lab is not None
         self.down_button.disabled = lab is None and self.session.condition() == "down"
+        self.status.value = table_html

@@ -94,14 +94,16 @@ def cells_to_panel() -> int:
 
 
 @pytest.mark.needs_root
-def test_lab_panel_in_a_real_browser() -> None:
+def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     name = unique("br")
     env = {**os.environ, "LABKIT_LAB_NAME": name}
     started = time.monotonic()
-    proc = subprocess.Popen([*notebook_argv(), "01", "--port", str(free_port())], cwd=ROOT,
+    work = tmp_path / "labs"  # JupyterLab saves here, never into the checkout
+    proc = subprocess.Popen([*notebook_argv(), "01", "--port", str(free_port()),
+                             "--dir", str(work)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     timings: dict[str, float] = {}
@@ -132,6 +134,8 @@ def test_lab_panel_in_a_real_browser() -> None:
                 table = panel.locator("table.lk-status-table")
                 table.wait_for(timeout=300 * MS)
                 timings["up_click_to_status_table_s"] = time.monotonic() - clicked
+                panel.get_by_text(f"lab '{name}' is up on").wait_for(timeout=60 * MS)
+                assert panel.get_by_role("button", name="Up").is_disabled()
                 text = table.inner_text()
                 assert "h1a" in text and "198.18.1.2/24" in text and "UP" in text
                 picture = panel.locator("img.lk-topology")
@@ -168,3 +172,4 @@ def test_lab_panel_in_a_real_browser() -> None:
     assert leftover_lab == [], "the notebook's lab outlived its kernel"
     print(json.dumps(timings))
     assert Path(ARTIFACTS / "01-first-lab-panel.png").stat().st_size > 10_000
+    assert (work / "01-first-lab.ipynb").exists()

@@ -225,7 +225,7 @@ def test_02_tipc_crossover(lab_names: list[str]) -> None:
 def test_03_tipc_encryption(lab_names: list[str]) -> None:
     vm_allowed()
     base = unique("nb")
-    lab_names.extend([f"{base}p", f"{base}e", f"{base}k"])
+    lab_names.extend([f"{base}p", f"{base}e"])
     from tests.conftest import OURS
 
     OURS.update(lab_names)
@@ -234,3 +234,29 @@ def test_03_tipc_encryption(lab_names: list[str]) -> None:
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert all(leftovers(n) == [] for n in lab_names)
+
+
+def test_notebook_verb_names_and_bad_input() -> None:
+    """`labkit notebook` finds a lab by number or name, and refuses what it cannot serve
+    in one paragraph (exit 2), before starting anything."""
+    import socket
+
+    from labkit.cli.notebook import resolve
+    from tests.conftest import run_cli
+
+    assert resolve("01") == resolve("first-lab") == resolve("01-first-lab.ipynb") == \
+        "01-first-lab.ipynb"
+    assert resolve(None) == NOTEBOOKS[0]
+    bad = run_cli("notebook", "nope")
+    assert bad.returncode == 2
+    assert "no single lab notebook matches 'nope'" in bad.stderr
+    assert "01-first-lab" in bad.stderr and "Traceback" not in bad.stderr
+    bad_ip = run_cli("notebook", "01", "--ip", "localhost.example")
+    assert bad_ip.returncode == 2 and "is not an IP address" in bad_ip.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = run_cli("notebook", "01", "--port", str(port))
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1 port {port}" in busy.stderr
+    assert "--port" in busy.stderr
