@@ -118,8 +118,9 @@ def leftovers(lab: str) -> list[str]:
             continue
         res = persistent.exec_(vm.name, ["ip", "netns", "list"], capture=True, timeout=120,
                                cwd="/")
-        left += [f"{line.split()[0]} in VM {vm.name}" for line in
-                 res.out.decode(errors="replace").splitlines() if line.startswith(f"lk-{lab}.")]
+        out = res.out.decode(errors="replace") if isinstance(res.out, bytes) else res.out
+        left += [f"{line.split()[0]} in VM {vm.name}" for line in out.splitlines()
+                 if line.startswith(f"lk-{lab}.")]
         holders = [n for n in state.names() if (st := state.load(n)) is not None
                    and any(p.vm == vm.name for p in st.placement.vms)]
         if not holders:
