@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from labkit.cli.forward import attach
+from labkit.cli.lab_arg import attach
 from labkit.cli.output import emit_json, info
 from labkit.errors import LabkitError, UsageError, require_root
 

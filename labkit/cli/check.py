@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.lab_arg import attach
 from labkit.cli.output import console, emit_json
 from labkit.verify.verdict import Verdict, exit_code
 
@@ -39,8 +39,7 @@ def check(
 
     Exit code 0 all passed, 1 something failed, 2 there was nothing to check.
     """
-    from labkit.verify.checks import run_checks
-    raise typer.Exit(report(run_checks(local_lab(name)), json))
+    raise typer.Exit(report(attach(name).checks(), json))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from labkit.cli.forward import attach
+from labkit.cli.lab_arg import attach
 from labkit.cli.output import strip_dashes
 from labkit.errors import UsageError, require_root
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.lab_arg import attach
 from labkit.cli.output import console, emit_json
 
 
@@ -23,11 +23,11 @@ def inject(
     """Inject crafted TIPC frames (scapy) under a fresh node identity and report how the
     TIPC view of the nodes on the same segment changed: new peers, new links. A wrong net
     id or a malformed header must change nothing."""
-    from labkit.features.tipc.inject import inject as run
-    from labkit.features.tipc.lab import config_of
-
-    lab = local_lab(name)
-    result = run(lab, config_of(lab), node, iface, frame, count, window)
+    lab = attach(name)
+    lab.feature_config("tipc")
+    # next to the kernel that holds the node (the watchers share its segment, so its kernel)
+    result = lab.host_of(lab.node(node).name).call(
+        lab, "labkit.features.tipc.inject:inject_json", node, iface, frame, count, window)
     if json:
         emit_json(result)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import attach
+from labkit.cli.lab_arg import attach
 from labkit.errors import require_root
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from labkit.cli.forward import local_lab
+from labkit.cli.lab_arg import attach
 from labkit.cli.output import console, emit_json
 
 app = typer.Typer(help="TIPC clusters: identities, bearers, links, name tables, keys.",
@@ -18,11 +18,7 @@ def status_cmd(
 ) -> None:
     """Nodes, links (up/active, MTU, tx/rx, retransmissions), name-table bindings and
     whether keys are set (never their bytes), read from the kernel over TIPCv2 netlink."""
-    from labkit.features.tipc.lab import config_of
-    from labkit.features.tipc.status import status
-
-    lab = local_lab(name)
-    data = status(lab, config_of(lab))
+    data = attach(name).feature_status("tipc")
     if json:
         emit_json(data)
         return

@@ -12,7 +12,7 @@ import importlib
 import typer
 
 from labkit import features
-from labkit.cli.forward import local_lab
+from labkit.cli.lab_arg import attach
 from labkit.cli.output import console, emit_json
 
 _PROTOCOLS = {"tcp": "", **features.traffic_protocols()}
@@ -45,7 +45,7 @@ def traffic(
     and messages/s as measured by the receiver."""
     from labkit.traffic.meter import measure
 
-    lab = local_lab(name)
+    lab = attach(name)
     proto_name = Proto(proto).value
     result = measure(lab, src, dst, proto=proto_name, socket=sock, size=size,
                      duration=duration, max_messages=max_messages)

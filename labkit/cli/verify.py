@@ -12,7 +12,7 @@ import typer
 
 from labkit import features
 from labkit.cli.check import report
-from labkit.cli.forward import attach
+from labkit.cli.lab_arg import attach
 
 app = typer.Typer(help="Verify what the kernel did (exit 0 pass, 1 fail, 2 could not run).",
                   no_args_is_help=True)

@@ -54,6 +54,12 @@ class Feature:
         """Validate the lab-level block and per-node blocks; return the feature's config."""
         raise NotImplementedError
 
+    def prepare(self, lab: Lab, config: Any) -> dict[str, Any]:
+        """Before any node is built, on the machine that runs `up`: make what every kernel
+        of the lab must share (keys, certificates), kept 0600 in the lab's state there.
+        The result reaches setup() as lab.prepared[key], wherever setup runs."""
+        return {}
+
     def setup(self, lab: Lab, config: Any) -> dict[str, Any]:
         """Switch the feature on for this host's nodes; returns what the state records."""
         return {}

@@ -82,7 +82,8 @@ def remove_here(name: str) -> teardown.Removed:
 @remote
 def guest_up(topo_text: str, path: str, here: list[str] | None,
              placement: dict[str, Any], me: str | None = None,
-             peers: dict[str, str] | None = None) -> dict[str, Any]:
+             peers: dict[str, str] | None = None,
+             prepared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build this VM's part of a lab (not waiting for features: see guest_wait).
 
     here: this VM's nodes when the lab spans VMs (me: this VM, peers: every VM's
@@ -94,6 +95,7 @@ def guest_up(topo_text: str, path: str, here: list[str] | None,
     topo = loader.loads(topo_text, path)
     where = Placement.from_json(placement)
     lab = Lab(topo, placement=where, here=here)
+    lab.prepared = prepared or {}
     span = None
     if here is not None and me is not None:
         span = Span(topo.name, me, {n: p.vm for p in where.vms for n in p.nodes}, peers or {})

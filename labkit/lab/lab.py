@@ -138,6 +138,9 @@ class Lab:
         self.nodes = {n: Node(self, n) for n in topo.nodes}
         self._attached = attached  # found running: a `with` block must not remove it
         self._hosts: dict[str, LabHost] = {}
+        # What each feature's prepare() made for every kernel of the lab (keys...): filled
+        # by `up` on the machine that runs it, handed to setup() wherever that runs.
+        self.prepared: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Lab {self.name} on {self.placement.describe()}>"
@@ -247,6 +250,8 @@ class Lab:
             st.mark_builder()
             st.save()  # intent first: a SIGKILL from here on leaves a record
             try:
+                self.prepared = {key: features.get(key).prepare(self, cfg)
+                                 for key, cfg in self.topo.features.items()}
                 if self.placement.local:
                     from labkit.lab import deploy
 
@@ -294,7 +299,8 @@ class Lab:
                 progress(2, 3, f"building the lab in VM {part.vm}")
             host.call(None, "labkit.lab.deploy:guest_up", self.topo.source,
                       os.path.abspath(self.topo.path), list(part.nodes) if several else None,
-                      self.placement.to_json(), part.vm if several else None, peers)
+                      self.placement.to_json(), part.vm if several else None, peers,
+                      self.prepared)
         for host in hosts:
             if progress:
                 progress(3, 3, f"waiting for features in VM {host.name}")
@@ -379,11 +385,23 @@ class Lab:
     def verify(self, kind: str, feature: str | None = None, **options: Any) -> Verdict:
         """One verification (`labkit verify KIND`): pass, fail, or could not run."""
         key = self._verifying_feature(kind, feature)
-        data = self.call("labkit.lab.ops:feature_verify", key, kind, options)
+        hosts = self.hosts
+        if len(hosts) > 1:
+            named = {self.host_of(n).name for n in (options.get("src"), options.get("dst"))
+                     if n in self.nodes}
+            if len(named) != 1:  # the feature coordinates its nodes' kernels from here
+                return features.get(key).verify(self, self.feature_config(key), kind,
+                                                **options)
+            hosts = [h for h in hosts if h.name in named]  # all it names are in one kernel
+        data = hosts[0].call(self, "labkit.lab.ops:feature_verify", key, kind, options)
         return Verdict(**data)
 
     def checks(self) -> list[Verdict]:
         """The checks the topology declares, netlab style."""
+        if len(self.hosts) > 1:  # checks reach across kernels from here
+            from labkit.verify.checks import run_checks
+
+            return run_checks(self)
         return [Verdict(**d) for d in self.call("labkit.lab.ops:run_checks")]
 
     def _verifying_feature(self, kind: str, feature: str | None) -> str:

@@ -9,15 +9,16 @@ is attached to first, then one its routes reach, and the verdict says which and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labkit import features
+from labkit.hosts.rpc import remote
 from labkit.topology.model import Check
-from labkit.traffic.exchange import exchange
+from labkit.traffic.exchange import exchange_nodes
 from labkit.verify.verdict import Verdict
 
 if TYPE_CHECKING:
-    from labkit.lab.lab import Lab
+    from labkit.lab.lab import Lab, Node
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,20 @@ def choose_address(node: str, routes: dict[str, Route | None], sender: str) -> C
                                    f"(via {route.gateway} on {route.dev})")
     return Choice(next(iter(routes)), f"{sender} has no route to any address of {node}; "
                                       "tried its first")
+
+
+def node_routes(node: Node, addresses: list[str]) -> dict[str, Route | None]:
+    """kernel_routes for a node wherever it runs (next to its kernel)."""
+    if node.host.local:
+        return kernel_routes(node.ns, addresses)
+    found = node.call(routes_json, addresses)
+    return {a: Route(*r) if r else None for a, r in found.items()}
+
+
+@remote
+def routes_json(lab: Lab, node: str, addresses: list[str]) -> dict[str, list[Any] | None]:
+    return {a: [r.dev, r.gateway] if r else None
+            for a, r in kernel_routes(lab.node(node).ns, addresses).items()}
 
 
 def kernel_routes(ns: str, addresses: list[str]) -> dict[str, Route | None]:
@@ -82,16 +97,16 @@ def run_check(lab: Lab, check: Check) -> Verdict:
         if not candidates:
             return Verdict(check.name, "error",
                            f"node {p['to']} has no IPv{p['family']} address to reach.")
-        choice = choose_address(p["to"], kernel_routes(src.ns, candidates), p["from"])
-        address, why, dst_ns = choice.address, choice.reason, lab.node(p["to"]).ns
+        choice = choose_address(p["to"], node_routes(src, candidates), p["from"])
+        address, why, dst = choice.address, choice.reason, lab.node(p["to"])
     else:
         address = p["to"]
         owner = next((n for n in lab.nodes.values() if address in n.addresses()), None)
         if owner is None:
             return Verdict(check.name, "error",
                            f"no node of the lab owns {address}, so nothing can answer there.")
-        dst_ns = owner.ns
-    result = exchange(src.ns, dst_ns, address, p["port"], p["proto"])
+        dst = owner
+    result = exchange_nodes(src, dst, address, p["port"], p["proto"])
     used = f" [{address}: {why}]" if why else ""
     if not result.ran:
         return Verdict(check.name, "error", result.detail + used)

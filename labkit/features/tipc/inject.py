@@ -19,6 +19,7 @@ from labkit.errors import UsageError
 from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import TipcConfig
 from labkit.features.tipc.layers import FRAME_KINDS, crafted
+from labkit.hosts.rpc import remote
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -88,3 +89,10 @@ def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: i
             "frames": count, "frame_bytes": len(frame), "watchers": watchers,
             "window_s": window, "before": before, "after": after,
             "changes": _changes(before, after)}
+
+
+@remote
+def inject_json(lab: Lab, node: str, iface: str, kind: str, count: int = 3,
+                window: float = 2.0) -> dict[str, Any]:
+    """inject() for a caller on another machine (the CLI, for a lab in a VM)."""
+    return inject(lab, lab.feature_config("tipc"), node, iface, kind, count, window)

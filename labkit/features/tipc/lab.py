@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.errors import UsageError
 from labkit.features.tipc.config import TipcConfig
 
 if TYPE_CHECKING:
@@ -12,8 +11,4 @@ if TYPE_CHECKING:
 
 
 def config_of(lab: Lab) -> TipcConfig:
-    cfg = lab.topo.features.get("tipc")
-    if cfg is None:
-        raise UsageError(f"lab '{lab.name}' has no TIPC cluster (no `tipc:` in "
-                         f"{lab.topo.path}).", hint="Try topologies/cluster.yaml.")
-    return cfg
+    return lab.feature_config("tipc")  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ from labkit.errors import LabkitError
 from labkit.features.tipc import keys
 from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import Bearer, TipcConfig, TipcNode
+from labkit.features.tipc.identity import Secret
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -57,23 +58,38 @@ def configure_node(lab: Lab, cfg: TipcConfig, tn: TipcNode, key: bytes | None,
         raise
 
 
-def setup(lab: Lab, cfg: TipcConfig) -> dict[str, Any]:
-    key = node_keys = None
+def prepare(lab: Lab, cfg: TipcConfig) -> dict[str, Any]:
+    """The lab's keys, made (or read from key_file) once on the machine running `up`, so
+    that nodes in different kernels share them and a capture can be decrypted there."""
     enc = cfg.encryption
-    if enc is not None and enc.mode == "per-node":
-        node_keys = keys.per_node(lab.name, [tn.identity for tn in cfg.nodes.values()],
-                                  enc.key_bits)
-    elif enc is not None:
-        key = keys.for_lab(lab.name, enc.key_file, enc.key_bits)
+    if enc is None:
+        return {}
+    if enc.mode == "per-node":
+        made = keys.per_node(lab.name, [tn.identity for tn in cfg.nodes.values()],
+                             enc.key_bits)
+        return {"node_keys": {ident: key.hex() for ident, key in made.items()}}
+    return {"key": keys.for_lab(lab.name, enc.key_file, enc.key_bits).hex()}
+
+
+def setup(lab: Lab, cfg: TipcConfig) -> dict[str, Any]:
+    """Identities, keys and bearers of this kernel's TIPC nodes."""
+    made = lab.prepared.get("tipc") or prepare(lab, cfg)
+    key = Secret(bytes.fromhex(made["key"])) if "key" in made else None
+    node_keys = ({ident: Secret(bytes.fromhex(k)) for ident, k in made["node_keys"].items()}
+                 if "node_keys" in made else None)
     for tn in cfg.nodes.values():
-        configure_node(lab, cfg, tn, key, node_keys)
+        if lab.here(tn.name):
+            configure_node(lab, cfg, tn, key, node_keys)
     return cfg.as_dict()
 
 
 def missing_links(lab: Lab, cfg: TipcConfig) -> list[str]:
-    """Expected links that are not up yet, as TIPC names them."""
+    """Expected links that are not up yet, as TIPC names them, seen from this kernel's end
+    of each (in a lab spanning kernels, each kernel judges the links of its own nodes)."""
     up: dict[str, set[str]] = {}
     for tn in cfg.nodes.values():
+        if not lab.here(tn.name):
+            continue
         with TipcNetlink(lab.node(tn.name).ns) as nl:
             up[tn.name] = {link["name"] for link in nl.links()
                            if link["up"] and not link["broadcast"]}
@@ -82,8 +98,11 @@ def missing_links(lab: Lab, cfg: TipcConfig) -> list[str]:
         a, b = cfg.nodes[a_name], cfg.nodes[b_name]
         ba = next(x for x in a.bearers if x.full_name == ba_name)
         bb = next(x for x in b.bearers if x.full_name == bb_name)
-        if link_name(a, ba, b, bb) not in up[a_name]:
-            missing.append(link_name(a, ba, b, bb))
+        if a_name in up:
+            if link_name(a, ba, b, bb) not in up[a_name]:
+                missing.append(link_name(a, ba, b, bb))
+        elif b_name in up and link_name(b, bb, a, ba) not in up[b_name]:
+            missing.append(link_name(b, bb, a, ba))
     return missing
 
 

@@ -42,5 +42,6 @@ def status(lab: Lab, cfg: TipcConfig) -> dict[str, Any]:
                  "key_bits": enc.key_bits if enc else None,
                  "rekeying_minutes": enc.rekeying if enc else None},
         "expected_links": len(cfg.expected_links),
-        "nodes": {name: node_status(lab.node(name).ns) for name in cfg.nodes},
+        "nodes": {name: node_status(lab.node(name).ns) for name in cfg.nodes
+                  if lab.here(name)},
     }

@@ -23,6 +23,12 @@ SAME_KERNEL_SCOPE = (
 )
 
 
+CROSS_KERNEL_SCOPE = (
+    "{a} and {b} run in different kernels, so their unicast user data crossed the bearer "
+    "between them (no crossover between kernels): the marked messages were on the wire."
+)
+
+
 def judge_crossover(name: str, dst: str, evidence: dict[str, Any]) -> Verdict:
     """Did user data go socket to socket? From delivered counts, lo clones, bearer frames
     and link counters."""

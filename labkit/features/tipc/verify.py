@@ -191,6 +191,14 @@ def crossover(lab: Lab, cfg: TipcConfig, src: str, dst: str, count: int = 20) ->
     for n in (src, dst):
         if n not in cfg.nodes:
             return Verdict(name, "error", f"node {n} is not a TIPC node of lab {lab.name}.")
+    if lab.host_of(src).name != lab.host_of(dst).name:
+        return Verdict(name, "fail", f"{src} and {dst} run in different kernels "
+                       f"({lab.host_of(src).name}, {lab.host_of(dst).name}): the crossover "
+                       "joins sockets of namespaces of one kernel, so no crossover is "
+                       "possible here; their user data crosses the bearers (see `labkit "
+                       "verify encryption`).",
+                       {"src_kernel": lab.host_of(src).name,
+                        "dst_kernel": lab.host_of(dst).name})
     marker = b"LKX" + secrets.token_hex(8).encode()
     with contextlib.ExitStack() as stack:
         taps = [_tapped(stack, lab, src, i) for i in _bearer_ifaces(cfg, src)]
@@ -209,9 +217,20 @@ def crossover(lab: Lab, cfg: TipcConfig, src: str, dst: str, count: int = 20) ->
     return judge_crossover(name, dst, evidence)
 
 
+def across_kernels(lab: Lab, cfg: TipcConfig) -> list[tuple[str, str]]:
+    """Expected links whose ends run in different kernels, as (node, peer)."""
+    return [(a, b) for a, _, b, _ in cfg.expected_links
+            if lab.host_of(a).name != lab.host_of(b).name]
+
+
 def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
     """Capture on every bearer for at most `seconds` (less once every bearer carried
-    MIN_FRAMES_PER_BEARER frames) while marked unicast and broadcast messages are sent."""
+    MIN_FRAMES_PER_BEARER frames) while marked unicast and broadcast messages are sent.
+
+    In a lab spanning kernels, unicast user data crosses the link between them: that is
+    what is judged there (encryption_across)."""
+    if across_kernels(lab, cfg):
+        return encryption_across(lab, cfg, seconds)
     name = "tipc encryption on the bearers"
     marker = b"LKE" + secrets.token_hex(8).encode()
     delivered = broadcast = 0
@@ -229,3 +248,94 @@ def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
                      "interfaces": [f"{t.node}:{t.iface}" for t in taps],
                      "keys_configured": cfg.encryption is not None})
     return judge_encryption(name, evidence, SAME_KERNEL_SCOPE.format(broadcast=broadcast))
+
+
+def encryption_across(lab: Lab, cfg: TipcConfig, seconds: float = 3.0,
+                      count: int = 20) -> Verdict:
+    """Unicast user data with a marker over a link between two kernels, captured on both
+    ends' bearers. Everything runs as processes in the nodes (wherever they run): the
+    capture, a TIPC receiver and a TIPC sender, all standard library, all bounded."""
+    import json
+    import subprocess
+    import sys
+
+    from labkit.features.tipc.verdicts import CROSS_KERNEL_SCOPE
+    from labkit.packets.capture import read_pcap
+
+    a, b = across_kernels(lab, cfg)[0]
+    name = f"tipc encryption of user data between kernels ({a} -> {b})"
+    marker = b"LKE" + secrets.token_hex(8).encode()
+    instance = 20000 + secrets.randbelow(10000)
+    captures = []
+    try:
+        for node in (a, b):
+            for iface in _bearer_ifaces(cfg, node):
+                proc = lab.node(node).popen(
+                    [sys.executable, "-m", "labkit.packets.capture", iface, "--count",
+                     str(MAX_TAP_FRAMES), "--duration", str(seconds + 120)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                captures.append((f"{node}:{iface}", proc))
+        for where, proc in captures:
+            if not _ready(proc.stderr, START_TIMEOUT, b"ready"):
+                return Verdict(name, "error", f"the capture on {where} did not start.")
+        agent = [sys.executable, "-m", "labkit.traffic.agent"]
+        common = ["--proto", "tipc", "--endpoint", "labkit.features.tipc.endpoint",
+                  "--socket", "rdm", "--port", str(instance), "--marker", marker.hex()]
+        server = lab.node(b).popen([*agent, "serve", *common, "--timeout",
+                                    str(START_TIMEOUT + seconds + 30)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        captures.append(("receiver", server))
+        if not _ready(server.stdout, START_TIMEOUT, b"ready"):
+            return Verdict(name, "error", f"the TIPC receiver on {b} did not start.")
+        sent = lab.node(a).run([*agent, "send", *common, "--size", "1000",
+                                "--max-messages", str(count), "--duration", str(seconds)],
+                               timeout=START_TIMEOUT + seconds + 60)
+        got: dict[str, Any] = {}
+        try:
+            out, _ = server.communicate(timeout=START_TIMEOUT + seconds + 60)
+            got = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError, subprocess.TimeoutExpired):
+            pass
+        frames: list[bytes] = []
+        for _where, proc in captures[:-1]:
+            proc.terminate()  # ends the capture; every frame is already flushed
+            raw, _ = proc.communicate(timeout=60)
+            frames += [f for _, f in read_pcap(raw)]
+    finally:
+        for _, proc in captures:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    evidence = wire_evidence(frames, marker)
+    evidence.update({
+        "marker_messages_sent": count if sent.returncode == 0 else 0,
+        "marker_messages_delivered": got.get("messages", 0),
+        "receiver_saw_marker": bool(got.get("marker_seen")),
+        "interfaces": [w for w, _ in captures[:-1]], "link": f"{a} -> {b}",
+        "keys_configured": cfg.encryption is not None,
+    })
+    if not got.get("messages"):
+        return Verdict(name, "error", f"no marked message reached {b}, so the path could "
+                       "not be judged.", evidence)
+    return judge_encryption(name, evidence, CROSS_KERNEL_SCOPE.format(a=a, b=b))
+
+
+START_TIMEOUT = 120.0  # s for a process to start in a node (an emulated VM is slow)
+
+
+def _ready(stream: Any, timeout: float, word: bytes) -> bool:
+    """True once `word` appears on a process's pipe, within timeout seconds."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while time.monotonic() < deadline and word not in seen:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    return word in seen
