@@ -116,6 +116,7 @@ class Panel:
             self.progress.layout.visibility = "visible"
             self.progress.value = 0
             self.say(f"{what}...")
+            opening = self.message.value
 
             def run() -> None:
                 started = time.monotonic()
@@ -127,9 +128,8 @@ class Panel:
                     self.error = exc
                     self.show_error(exc)
                 else:
-                    took = time.monotonic() - started
-                    if self.message.value.endswith("...</span>") or not self.message.value:
-                        self.say(f"{what}: done in {took:.1f} s")
+                    if self.message.value == opening:  # done() said nothing of its own
+                        self.say(f"{what}: done in {time.monotonic() - started:.1f} s")
                 finally:
                     self.progress.layout.visibility = "hidden"
 

@@ -68,6 +68,7 @@ class CaptureViewer(Panel):
         self._pcap = bytearray()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
+        self._why = ""  # the capture process's last error line
         nodes = list(session.topo.nodes)
         self.node = w.Dropdown(options=nodes, value=node or (nodes[0] if nodes else None),
                                description="node")
