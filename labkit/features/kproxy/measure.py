@@ -147,18 +147,45 @@ def _timed(lab: Lab, path: Path, pid: int | None, test: dict[str, Any],
     return result, usage.sample(pid) - before
 
 
+def received_while_sending(got: dict[str, Any], sent: dict[str, Any]) -> tuple[int, float]:
+    """(bytes that had arrived when the sender stopped, seconds from the first of them):
+    iperf3's view of a run. What arrives after is what the path held in its queues."""
+    end = float(sent["end"])
+    count = 0
+    for t, total in got["series"]:
+        if t > end:
+            break
+        count = int(total)
+    return count, max(0.0, end - float(got["first"]))
+
+
 def throughput(lab: Lab, path: Path, direction: str, seconds: float,
                pid: int | None) -> dict[str, Any]:
     test = {"test": direction, "id": f"{direction}-timed", "seconds": seconds,
             "framed": path.framed}
-    res, delta = _timed(lab, path, pid, test, seconds + 60)
+    server: subprocess.Popen[str] | None = None
+    if direction == "down":  # the server is the sender: its stdout says when it stopped
+        server = start_server(lab, path, timeout=seconds + 90)
+    try:
+        res, delta = _timed(lab, path, pid, test, seconds + 60)
+    finally:
+        served = stop(server) if server is not None else []
     if "error" in res:
         return {"error": res["error"]}
-    got = res["server"] if direction == "up" else res["received"]
+    if direction == "up":
+        got, sent = res["server"], res["sent"]
+    else:
+        got = res["received"]
+        sent = next((r for r in served if r.get("id") == test["id"]), {})
+        if "end" not in sent:
+            return {"error": "the measuring server did not report its send"}
     moved = int(got["bytes"])
-    rate = moved / got["seconds"] if got["seconds"] else 0.0
-    return {"MBps": round(rate / 1e6, 1), "bytes": moved, "seconds": round(got["seconds"], 3),
-            **_cost(delta, moved)}
+    during, window = received_while_sending(got, sent)
+    return {"MBps": round(during / window / 1e6, 1) if window else 0.0,
+            "MBps_to_last_byte": round(moved / got["seconds"] / 1e6, 1)
+            if got["seconds"] else 0.0,
+            "bytes": moved, "seconds": round(window, 3),
+            "queued_at_end_bytes": moved - during, **_cost(delta, moved)}
 
 
 def integrity(lab: Lab, path: Path, size: int) -> dict[str, Any]:
@@ -251,10 +278,10 @@ def measure_pair(lab: Lab, pair: str | None = None, src: str | None = None,
     server = start_server(lab, path, timeout=seconds * 4 + 120)
     try:
         row["up"] = throughput(lab, path, "up", seconds, pid)
-        row["down"] = throughput(lab, path, "down", seconds, pid)
         row["latency"] = latency(lab, path, rounds)
     finally:
         stop(server)
+    row["down"] = throughput(lab, path, "down", seconds, pid)
     counters_after = proxy_counters(lab, path.pair)
     if path.pair.tls:
         row["crypto"] = _crypto(counters_before, counters_after, row)

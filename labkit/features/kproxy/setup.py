@@ -74,11 +74,15 @@ def setup(lab: Lab, cfg: KproxyConfig) -> dict[str, Any]:
     for pair in cfg.pairs.values():
         if pair.mode == "direct" or pair.proxy is None or not lab.here(pair.proxy):
             continue
+        node = lab.node(pair.proxy)
         with open(log_path(lab.name, pair.name), "ab") as log:
             os.chmod(log.name, 0o600)
-            proc = lab.node(pair.proxy).popen(
-                [sys.executable, "-m", "labkit.features.kproxy.proxy",
-                 json.dumps(spec(lab, pair))], stdin=subprocess.DEVNULL,
+            # The node's host directly, not node.popen: that records the process in the
+            # lab's state under the lab's lock, which `up` holds while features start.
+            # `down` finds the proxy anyway: it stops every process in the namespaces.
+            proc = node.host.popen(
+                node.ns, [sys.executable, "-m", "labkit.features.kproxy.proxy",
+                          json.dumps(spec(lab, pair))], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log)
         started[pair.name] = {"pid": proc.pid, "node": pair.proxy, "mode": pair.mode}
     return {"pairs": cfg.as_dict()["pairs"], "proxies": started}
