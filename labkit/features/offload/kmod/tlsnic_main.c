@@ -61,9 +61,12 @@ static netdev_tx_t tlsnic_xmit(struct sk_buff *skb, struct net_device *dev)
 	if (!skb)
 		goto dropped;
 	/*
-	 * The wire ends in this same kernel: the bytes it carries were encrypted (by us or
-	 * by the software fallback), so they must not reach the receiver marked decrypted.
+	 * The wire ends in this same kernel, and what crosses a wire is bytes, not the
+	 * sender's socket: keeping skb->sk would make the receiving side's egress (an ifb
+	 * redirect, say) take it for a TLS-offloaded skb and run tls_device's fallback on it
+	 * again. The bytes are encrypted (by us or by the fallback): not "decrypted" either.
 	 */
+	skb_orphan(skb);
 	tlsnic_clear_decrypted(skb);
 	len = skb->len;
 	if (dev_forward_skb(peer, skb) != NET_RX_SUCCESS)

@@ -1,0 +1,133 @@
+"""One transfer through a tlsnic pair three ways: plain TCP, software kTLS, NIC offload.
+
+A probe for the README's figures, run as root where tlsnic.ko is installed (the VM):
+
+    .venv/bin/labkit vm run --kernel debian-6.12 --memory 2G -- \\
+        .venv/bin/python labkit/features/offload/kmod/user/throughput.py --mib 16
+
+The receiver is a plain TCP sink in the other namespace, so the three runs differ only in
+what the sender's side does with the bytes: nothing, kTLS in software, or kTLS records the
+NIC encrypts (its own time is its tx_tls_encrypt_ns counter). Keys are random and never
+written anywhere. The pair is made with iproute2 alone (`ip link add X type tlsnic` names
+the peer tlsnicN; it is then moved and renamed), to show that way works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import resource
+import secrets
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+SOL_TLS, TLS_TX, TCP_ULP = 282, 1, 31
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def socket_in(ns: str) -> socket.socket:
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET):
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+        return socket.socket()
+    finally:
+        _libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+
+
+def nic_counters(ns: str, dev: str) -> dict[str, int]:
+    out = sh("ip", "netns", "exec", ns, "ethtool", "-S", dev)
+    return {k: int(v) for k, v in re.findall(r"^\s+(\w+): (\d+)$", out, re.M)}
+
+
+def one_run(tx: str, rx: str, mode: str, size: int, port: int) -> dict[str, float]:
+    sh("ip", "netns", "exec", tx, "ethtool", "-K", "nic0", "tls-hw-tx-offload",
+       "on" if mode == "offload" else "off")
+    lsock = socket_in(rx)
+    lsock.bind(("198.18.0.2", port))
+    lsock.listen(1)
+    got = [0]
+
+    def sink() -> None:
+        conn, _ = lsock.accept()
+        while chunk := conn.recv(1 << 20):
+            got[0] += len(chunk)
+        conn.close()
+
+    th = threading.Thread(target=sink)
+    th.start()
+    s = socket_in(tx)
+    s.connect(("198.18.0.2", port))
+    if mode != "tcp":
+        key, salt, seq = secrets.token_bytes(16), secrets.token_bytes(4), bytes(8)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
+        s.setsockopt(SOL_TLS, TLS_TX, struct.pack("=HH8s16s4s8s", 0x0303, 51, seq, key, salt,
+                                                  seq))
+    conf = sh("ip", "netns", "exec", tx, "ss", "-tin", "dst", "198.18.0.2")
+    txconf = (re.search(r"txconf: (\w+)", conf) or [None, "none"])[1]
+    data = os.urandom(1 << 20)
+    before = nic_counters(tx, "nic0")
+    ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    for _ in range(size >> 20):
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    th.join()
+    elapsed = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    s.close()
+    lsock.close()
+    after = nic_counters(tx, "nic0")
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"txconf": txconf, "seconds": elapsed, "mib_s": size / elapsed / (1 << 20),
+            "cpu_s": cpu, "nic_encrypt_s": (after["tx_tls_encrypt_ns"]
+                                            - before["tx_tls_encrypt_ns"]) / 1e9,
+            "received": got[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=16, help="MiB per transfer")
+    args = ap.parse_args()
+    sh("modprobe", "tlsnic")
+    tag = secrets.token_hex(3)
+    tx, rx = f"lktp-{tag}-tx", f"lktp-{tag}-rx"
+    try:
+        for ns in (tx, rx):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", tx, "link", "add", "nic0", "type", "tlsnic")
+        sh("ip", "-n", tx, "link", "set", "tlsnic0", "netns", rx, "name", "nic1")
+        sh("ip", "-n", tx, "addr", "add", "198.18.0.1/24", "dev", "nic0")
+        sh("ip", "-n", rx, "addr", "add", "198.18.0.2/24", "dev", "nic1")
+        sh("ip", "-n", tx, "link", "set", "nic0", "up")
+        sh("ip", "-n", rx, "link", "set", "nic1", "up")
+        size = args.mib << 20
+        print(f"{args.mib} MiB per transfer, receiver a plain TCP sink; kernel "
+              f"{os.uname().release}")
+        print(f"{'mode':8} {'txconf':6} {'MiB/s':>7} {'sender CPU s':>12} {'CPU s/GiB':>9} "
+              f"{'NIC encrypt s':>13}")
+        for i, mode in enumerate(("tcp", "sw", "offload")):
+            r = one_run(tx, rx, mode, size, 5000 + i)
+            assert r["received"] >= size, r
+            print(f"{mode:8} {r['txconf']:6} {r['mib_s']:7.2f} {r['cpu_s']:12.2f} "
+                  f"{r['cpu_s'] * 1024 / args.mib:9.1f} {r['nic_encrypt_s']:13.2f}")
+    finally:
+        for ns in (tx, rx):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
