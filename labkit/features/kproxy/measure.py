@@ -10,6 +10,7 @@ a lab in a VM (`measure_pair` is @remote).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -66,10 +67,13 @@ def _agent(*args: str) -> list[str]:
     return [sys.executable, "-m", "labkit.features.kproxy.meteragent", *args]
 
 
-def start_server(lab: Lab, path: Path, timeout: float) -> subprocess.Popen[str]:
+def start_server(lab: Lab, path: Path, timeout: float,
+                 connections: int = 0) -> subprocess.Popen[str]:
+    """The measuring server in the upstream node; with `connections`, it exits by itself
+    once it has served that many (and printed what it sent)."""
     up = path.pair.upstream
     args = ["serve", "--address", up.address, "--port", str(up.port), "--timeout",
-            str(timeout)]
+            str(timeout), "--connections", str(connections)]
     if path.pair.tls:
         mine = certs.node_paths(lab.name, path.dst)
         args += ["--tls", mine.cert, mine.key]
@@ -85,7 +89,12 @@ def start_server(lab: Lab, path: Path, timeout: float) -> subprocess.Popen[str]:
     return server
 
 
-def stop(server: subprocess.Popen[str]) -> list[dict[str, Any]]:
+def stop(server: subprocess.Popen[str], wait: float = 0.0) -> list[dict[str, Any]]:
+    """End the server (after `wait` seconds for it to finish by itself: its last result
+    is printed after its client has gone); the results it printed."""
+    if wait:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=wait)  # its few lines fit in the pipe
     if server.poll() is None:
         server.terminate()
     try:
@@ -165,11 +174,11 @@ def throughput(lab: Lab, path: Path, direction: str, seconds: float,
             "framed": path.framed}
     server: subprocess.Popen[str] | None = None
     if direction == "down":  # the server is the sender: its stdout says when it stopped
-        server = start_server(lab, path, timeout=seconds + 90)
+        server = start_server(lab, path, timeout=seconds + 90, connections=1)
     try:
         res, delta = _timed(lab, path, pid, test, seconds + 60)
     finally:
-        served = stop(server) if server is not None else []
+        served = stop(server, wait=30) if server is not None else []
     if "error" in res:
         return {"error": res["error"]}
     if direction == "up":
@@ -191,14 +200,14 @@ def throughput(lab: Lab, path: Path, direction: str, seconds: float,
 def integrity(lab: Lab, path: Path, size: int) -> dict[str, Any]:
     """Exactly `size` bytes each way, sha256 of everything sent vs everything received."""
     out: dict[str, Any] = {"bytes": size}
-    server = start_server(lab, path, timeout=600)
+    server = start_server(lab, path, timeout=600, connections=2)
     try:
         up, down = run_client(lab, path, [
             {"test": "up", "id": "up-hash", "bytes": size, "hash": True, "framed": path.framed},
             {"test": "down", "id": "down-hash", "bytes": size, "hash": True,
              "framed": path.framed}], timeout=600)
     finally:
-        served = stop(server)
+        served = stop(server, wait=30)
     if "error" in up or "error" in down:
         return {**out, "intact": False, "error": up.get("error") or down.get("error")}
     sent_down = next((r for r in served if r.get("id") == "down-hash"), {})
