@@ -18,9 +18,7 @@ app = typer.Typer(help="Verify what the kernel did (exit 0 pass, 1 fail, 2 could
                   no_args_is_help=True)
 
 _HELP = {
-    "crossover": "Traffic between nodes of one kernel goes socket to socket (TIPC): send "
-                 "marked messages, capture on the bearers and the receiver's lo; pass when the "
-                 "marker is on lo, never on a bearer, and link counters did not grow.",
+    "crossover": "Traffic between nodes of one kernel takes a shortcut that skips the wire.",
     "encryption": "Capture what crosses the lab's links and judge it: pass when the feature's "
                   "traffic is encrypted and a marker sent through it never appears in clear.",
     "throughput": "Measure throughput on the feature's path and compare it with a threshold "
@@ -53,8 +51,9 @@ def _make(kind: str) -> None:
         verdict = attach(name).verify(kind, feature, **options)
         raise typer.Exit(report([verdict], json))
 
-    command.__doc__ = _HELP.get(kind, f"The {kind} verification.") + \
-        f" Features that answer it: {', '.join(owners)}."
+    specific = [features.get(k).verification_help.get(kind, k) for k in owners]
+    command.__doc__ = (_HELP.get(kind, f"The {kind} verification.") + "\n\n"
+                       + "\n\n".join(specific))
     app.command(kind)(command)
 
 

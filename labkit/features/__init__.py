@@ -47,6 +47,7 @@ class Feature:
     modules: tuple[str, ...] = ()  # kernel modules a VM loads at boot for this feature
     check_kinds: dict[str, tuple[str, ...]] = {}  # `checks:` type -> required keys
     verifications: tuple[str, ...] = ()  # `labkit verify KIND --feature KEY`
+    verification_help: dict[str, str] = {}  # KIND -> what this feature's check does
     traffic: dict[str, str] = {}  # `labkit traffic --proto P` -> endpoint module
 
     def parse(self, block: LMap | None, nodes: dict[str, LMap], topo: Topology,

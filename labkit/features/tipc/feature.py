@@ -34,6 +34,14 @@ class TipcFeature(Feature):
     modules = ("tipc",)
     check_kinds = {"tipc_crossover": ("from", "to"), "tipc_encryption": ()}
     verifications = ("crossover", "encryption")
+    verification_help = {
+        "crossover": "tipc: between namespaces of one kernel user data goes socket to socket: "
+                     "marked messages must show on the receiver's lo, never on a bearer, and "
+                     "the link counters must not grow with them.",
+        "encryption": "tipc: every TIPC frame on the bearers is TIPCv7 and a marker sent "
+                      "through the cluster never shows in clear (between kernels: unicast "
+                      "user data crossing the bearer).",
+    }
     traffic = {"tipc": "labkit.features.tipc.endpoint"}
     parse = staticmethod(config.parse)
 

@@ -20,7 +20,6 @@ from typing import Any
 from labkit.errors import LabkitError
 from labkit.hosts.vm import kernels, kvm, wire
 from labkit.hosts.vm.vng import (
-    DEFAULT_MODULES,
     Boot,
     Tools,
     find_tools,
@@ -65,10 +64,17 @@ def prepare(
         oneshot=oneshot, memory=memory, cpus=cpus, cwd=cwd,
         overlays=[*vng_overlays, *(overlays or [])], rwdirs=list(rwdirs or []),
         forwards=list(forwards or []),
-        modules=list(DEFAULT_MODULES if modules is None else modules),
+        # by default what every lab feature needs loaded by hand (no autoload alias)
+        modules=list(_feature_modules() if modules is None else modules),
         fast_ro=fast_ro, fast_rw=fast_rw, append=list(append or []),
     )
     return boot, tools
+
+
+def _feature_modules() -> list[str]:
+    from labkit import features
+
+    return features.modules()
 
 
 def listen(path: str) -> socket.socket:

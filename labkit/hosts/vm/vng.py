@@ -31,8 +31,6 @@ FAST_TAG = "labkit.host"
 FORWARD_MAC = "52:54:00:4c:4b:01"
 # Guest dirs vng already overlays (writable in the guest, untouched on the host).
 VNG_OVERLAYS = ("/etc", "/lib", "/home", "/opt", "/srv", "/usr", "/var", "/tmp")
-# TIPC's module declares no net-pf-30 alias, so socket(AF_TIPC) cannot autoload it.
-DEFAULT_MODULES = ("tipc",)
 _SAFE = re.compile(r"[A-Za-z0-9_./+@%:=-]+")
 
 
@@ -58,7 +56,7 @@ class Boot:
     overlays: list[str] = field(default_factory=list)
     rwdirs: list[str] = field(default_factory=list)
     forwards: list[tuple[int, int]] = field(default_factory=list)
-    modules: list[str] = field(default_factory=lambda: list(DEFAULT_MODULES))
+    modules: list[str] = field(default_factory=list)  # loaded by the agent at boot
     fast_ro: list[str] = field(default_factory=list)  # see agent.fast_mounts
     fast_rw: list[str] = field(default_factory=list)
     backplane: Backplane | None = None  # a NIC on the lab VMs' private network
