@@ -226,7 +226,7 @@ def test_02_tipc_crossover(lab_names: list[str]) -> None:
 def test_03_tipc_encryption(lab_names: list[str]) -> None:
     vm_allowed()
     base = unique("nb")
-    lab_names.extend([f"{base}p", f"{base}e"])
+    lab_names.extend([f"{base}p", f"{base}e", f"{base}k"])
     from tests.conftest import OURS
 
     OURS.update(lab_names)
