@@ -51,6 +51,7 @@ extern const char *const tlsnic_strategy_names[TLSNIC_NR_STRATEGIES + 1];
 	X(TX_TLS_BAD_STREAM, "tx_tls_bad_stream")			\
 	X(TX_TLS_ENCRYPT_NS, "tx_tls_encrypt_ns")			\
 	X(TX_TLS_DUMP_NS, "tx_tls_dump_ns")				\
+	X(TX_TLS_COPY_NS, "tx_tls_copy_ns")				\
 	X(TX_NOMEM, "tx_nomem")
 
 #define TLSNIC_ENUM(id, name) TLSNIC_##id,
