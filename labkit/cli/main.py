@@ -30,11 +30,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# One module per verb; each has register(app). Order is the order in --help.
+# One module per verb; each has register(app). Order is the order in --help: the core
+# verbs, then every feature's own (from the feature registry), then the machine's.
 VERBS = [
     "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph", "notebook",
-    "capture", "traffic", "verify", "inject", "tipc", "wireshark", "doctor", "vm",
+    "capture", "traffic", "verify",
 ]
+LAST_VERBS = ["doctor", "vm"]
 
 
 def version_text() -> str:
@@ -98,12 +100,14 @@ class BrokenVerb(LabkitError):
 
 
 def register_verbs(target: typer.Typer, verbs: list[str]) -> None:
+    """verbs: names under labkit.cli, or full module paths (a feature's verbs)."""
     for verb in verbs:
+        path = verb if "." in verb else f"labkit.cli.{verb}"
         try:
-            module = importlib.import_module(f"labkit.cli.{verb}")
+            module = importlib.import_module(path)
         except Exception as exc:
             raise BrokenVerb(
-                f"the `{verb.rstrip('_')}` command cannot be loaded: module labkit.cli.{verb} "
+                f"the `{verb.rstrip('_')}` command cannot be loaded: module {path} "
                 f"failed to import ({type(exc).__name__}: {exc}).",
                 hint="This is a labkit bug or a broken install; run again with "
                      "LABKIT_DEBUG=1 for the traceback, or reinstall (scripts/setup.sh).",
@@ -113,8 +117,14 @@ def register_verbs(target: typer.Typer, verbs: list[str]) -> None:
 
 
 BROKEN: BrokenVerb | None = None
+def all_verbs() -> list[str]:
+    from labkit import features
+
+    return [*VERBS, *features.cli_modules(), *LAST_VERBS]
+
+
 try:
-    register_verbs(app, VERBS)
+    register_verbs(app, all_verbs())
 except BrokenVerb as _exc:
     BROKEN = _exc  # reported by main(): one paragraph, not a traceback at import
 

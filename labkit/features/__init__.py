@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # topology key -> module defining FEATURE
 FEATURES: dict[str, str] = {
     "tipc": "labkit.features.tipc.feature",
+    "handshake": "labkit.features.handshake.feature",
     "kproxy": "labkit.features.kproxy.feature",
 }
 
@@ -49,6 +50,7 @@ class Feature:
     verifications: tuple[str, ...] = ()  # `labkit verify KIND --feature KEY`
     verification_help: dict[str, str] = {}  # KIND -> what this feature's check does
     traffic: dict[str, str] = {}  # `labkit traffic --proto P` -> endpoint module
+    cli: tuple[str, ...] = ()  # modules with register(app): the feature's own verbs
 
     def parse(self, block: LMap | None, nodes: dict[str, LMap], topo: Topology,
               p: Problems) -> Any:
@@ -116,6 +118,11 @@ def with_verification(kind: str) -> list[str]:
 
 def traffic_protocols() -> dict[str, str]:
     return {proto: mod for f in all_features() for proto, mod in f.traffic.items()}
+
+
+def cli_modules() -> list[str]:
+    """Every feature's verb modules, in registry order (`labkit tipc`, `labkit kproxy`...)."""
+    return [mod for f in all_features() for mod in f.cli]
 
 
 def modules(keys_: list[str] | None = None) -> list[str]:

@@ -29,9 +29,9 @@ from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
 from labkit.features.tipc import layers as T
-from labkit.packets.wireshark import frames, pcapfile
-from labkit.packets.wireshark.plugin import INSTALLED_NAME, plugin_path
-from labkit.packets.wireshark.tipc_crypto import Decrypter, TipcKey, load_keys, parse_keys
+from labkit.features.tipc.wireshark import frames, pcapfile
+from labkit.features.tipc.wireshark.plugin import INSTALLED_NAME, plugin_path
+from labkit.features.tipc.wireshark.tipc_crypto import Decrypter, TipcKey, load_keys, parse_keys
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "tipc"
 V7_UNKNOWN_KEY = ("v7_master_key", "v7_cluster_key")
@@ -50,14 +50,8 @@ TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(
     TSHARK is None, reason="tshark is not installed (Debian: apt-get install tshark)")
 
-# The CLI with the wireshark verb, whether or not labkit.cli.main lists it yet.
-CLI = [sys.executable, "-c",
-       "import sys\n"
-       "from labkit.cli import main, wireshark\n"
-       "if 'wireshark' not in main.VERBS:\n"
-       "    wireshark.register(main.app)\n"
-       "sys.argv[0] = 'labkit'\n"
-       "main.main()\n"]
+# The CLI (the wireshark verb comes from the TIPC feature's registry entry).
+CLI = [sys.executable, "-m", "labkit.cli.main"]
 
 
 def pcap(name: str) -> str:

@@ -43,6 +43,8 @@ class TipcFeature(Feature):
                       "user data crossing the bearer).",
     }
     traffic = {"tipc": "labkit.features.tipc.endpoint"}
+    cli = ("labkit.features.tipc.cli", "labkit.features.tipc.cli_inject",
+           "labkit.features.tipc.wireshark.cli")
     parse = staticmethod(config.parse)
 
     def prepare(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:

@@ -23,7 +23,7 @@ DEFAULT_PERSONAL_DIR = "~/.local/lib/wireshark/plugins"
 
 def plugin_path() -> str:
     """The plugin file inside the installed labkit package."""
-    path = str(resources.files("labkit.packets.wireshark") / PLUGIN_FILE)
+    path = str(resources.files("labkit.features.tipc.wireshark") / PLUGIN_FILE)
     if not os.path.isfile(path):
         raise LabkitError(f"the Wireshark plugin {path} is missing from this labkit install.",
                           hint="Reinstall labkit (`pip install -e .` in the checkout).")

@@ -1,6 +1,6 @@
 """`labkit wireshark ...`: lab captures that open properly in Wireshark and tshark.
 
-Thin layer over labkit.packets.wireshark: the TIPC v7 dissector plugin (install, path) and
+Thin layer over labkit.features.tipc.wireshark: the TIPC v7 dissector plugin (install, path) and
 the decrypted copy of a TIPC capture (decrypt).
 """
 
@@ -59,7 +59,7 @@ def install_cmd(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Copy the plugin (see INSTALL_HELP)."""
-    from labkit.packets.wireshark.plugin import install
+    from labkit.features.tipc.wireshark.plugin import install
 
     done = install(directory)
     if json_out:
@@ -81,7 +81,7 @@ def install_cmd(
 @app.command("path")
 def path_cmd() -> None:
     """Print the plugin's path, e.g. for `tshark -X lua_script:PATH -r CAPTURE`."""
-    from labkit.packets.wireshark.plugin import plugin_path
+    from labkit.features.tipc.wireshark.plugin import plugin_path
 
     print(plugin_path())
 
@@ -106,9 +106,9 @@ def decrypt_cmd(
 ) -> None:
     """Decrypt a capture (see DECRYPT_HELP)."""
     from labkit.errors import UsageError
-    from labkit.packets.wireshark.decrypt import decrypt_pcap
-    from labkit.packets.wireshark.frames import TIPC_UDP_PORT
-    from labkit.packets.wireshark.tipc_crypto import load_keys
+    from labkit.features.tipc.wireshark.decrypt import decrypt_pcap
+    from labkit.features.tipc.wireshark.frames import TIPC_UDP_PORT
+    from labkit.features.tipc.wireshark.tipc_crypto import load_keys
 
     bad = [p for p in udp_port if not 0 < p < 65536]
     if bad:

@@ -15,8 +15,8 @@ from typing import Any
 
 from labkit.errors import UsageError
 from labkit.features.tipc.identity import node_hash
-from labkit.packets.wireshark import frames, pcapfile
-from labkit.packets.wireshark.tipc_crypto import Decrypter, KeySet, parse_ehdr
+from labkit.features.tipc.wireshark import frames, pcapfile
+from labkit.features.tipc.wireshark.tipc_crypto import Decrypter, KeySet, parse_ehdr
 
 MAX_PASSES = 4  # keys learned late can open frames seen earlier; each pass must learn one
 
