@@ -70,10 +70,9 @@ def nvme_keyring() -> int:
     return ring
 
 
-def add_psk(identity: str) -> int:
-    """A fresh random PSK under this identity in .nvme; its serial. The bytes exist only in
-    the kernel (and briefly here)."""
-    return keyring.add_readable(NVME_PSK_TYPE, identity, secrets.token_bytes(PSK_LEN),
+def add_psk(identity: str, key: bytes | None = None) -> int:
+    """The PSK (random unless given) under this identity in .nvme; its serial."""
+    return keyring.add_readable(NVME_PSK_TYPE, identity, key or secrets.token_bytes(PSK_LEN),
                                 nvme_keyring())
 
 

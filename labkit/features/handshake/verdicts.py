@@ -1,0 +1,192 @@
+"""Judging captured traffic: is everything on the consumer's port TLS, is the marker never
+in clear, and do the records decrypt to it with the key log? Pure functions over frames
+and evidence, so host tests can feed them recorded captures.
+
+Streams are rebuilt from TCP sequence numbers per direction; a stream whose SYN is in the
+capture is judged from its first byte (record boundaries are known), others only for the
+marker. A record is a 5-byte header (content type 20-23, version 3.x, length up to
+2^14+256) and its body; anything else is not TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from labkit.features.handshake.uapi import MAX_CIPHERTEXT, RECORD_HEADER
+from labkit.verify.verdict import Verdict
+
+RECORD_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake",
+                23: "application_data"}
+
+
+@dataclass
+class Stream:
+    """One direction of one TCP connection, rebuilt from the captured segments."""
+
+    src: str
+    dst: str
+    syn_seen: bool = False
+    isn: int | None = None
+    segments: dict[int, bytes] = field(default_factory=dict)  # relative seq -> payload
+
+    @property
+    def flow(self) -> str:
+        return f"{self.src} > {self.dst}"
+
+    def data(self) -> tuple[bytes, bool]:
+        """The contiguous bytes from the start, and whether a gap cut them short."""
+        out = bytearray()
+        pos = 0
+        for seq in sorted(self.segments):
+            payload = self.segments[seq]
+            if seq > pos:
+                return bytes(out), True
+            if seq + len(payload) > pos:
+                out += payload[pos - seq:]
+                pos = seq + len(payload)
+        return bytes(out), False
+
+
+def tcp_streams(frames: list[bytes], port: int) -> list[Stream]:
+    """Streams of TCP connections to or from the port, in order of appearance."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    streams: dict[tuple[str, str], Stream] = {}
+    for raw in frames:
+        pkt = Ether(raw)
+        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+        tcp = pkt.getlayer(TCP)
+        if ip is None or tcp is None or port not in (tcp.sport, tcp.dport):
+            continue
+        src, dst = f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}"
+        st = streams.setdefault((src, dst), Stream(src, dst))
+        payload = bytes(tcp.payload)
+        if tcp.flags & 0x02:  # SYN: the stream starts at seq + 1
+            st.syn_seen, st.isn = True, int(tcp.seq) + 1
+            continue
+        if not payload:
+            continue
+        if st.isn is None:
+            st.isn = int(tcp.seq)
+        rel = (int(tcp.seq) - st.isn) & 0xFFFFFFFF
+        if rel < 1 << 31:
+            st.segments.setdefault(rel, payload)
+    return list(streams.values())
+
+
+def walk_records(data: bytes) -> dict[str, Any]:
+    """Split a stream into TLS records: how many, of which types, and where (if anywhere)
+    the bytes stop being TLS. A record cut off by the capture's end is not an error."""
+    pos, types = 0, {}
+    while pos + RECORD_HEADER <= len(data):
+        kind, major, length = data[pos], data[pos + 1], int.from_bytes(data[pos + 3:pos + 5],
+                                                                        "big")
+        if kind not in RECORD_TYPES or major != 3 or length > MAX_CIPHERTEXT:
+            return {"records": sum(types.values()), "types": types, "tls": False,
+                    "bad_at": pos, "bad_bytes": data[pos:pos + 16].hex()}
+        name = RECORD_TYPES[kind]
+        types[name] = types.get(name, 0) + 1
+        pos += RECORD_HEADER + length
+    return {"records": sum(types.values()), "types": types, "tls": True, "bad_at": None,
+            "bad_bytes": ""}
+
+
+def wire_evidence(frames: list[bytes], port: int, marker: bytes) -> dict[str, Any]:
+    streams = []
+    payload_bytes = 0
+    for st in tcp_streams(frames, port):
+        data, gap = st.data()
+        payload_bytes += sum(len(p) for p in st.segments.values())
+        entry: dict[str, Any] = {"flow": st.flow, "bytes": len(data), "from_start": st.syn_seen,
+                                 "gap": gap}
+        if st.syn_seen and data:
+            entry.update(walk_records(data))
+        streams.append(entry)
+    return {"port": port, "frames": len(frames), "tcp_payload_bytes": payload_bytes,
+            "streams": streams, "marker_frames": sum(marker in f for f in frames)}
+
+
+_SCAPY_LOCK = threading.Lock()
+
+
+def decrypt_marker(frames: list[bytes], port: int, keylog: str, marker: bytes) -> dict[str, Any]:
+    """Decrypt the captured sessions with scapy's TLS layer and an NSS key log; how many
+    application-data records decrypted, and how many of them hold the marker."""
+    from scapy.config import conf
+    from scapy.layers.inet import TCP
+    from scapy.layers.tls.record import TLS
+    from scapy.layers.tls.record_tls13 import TLS13
+    from scapy.packet import bind_layers
+    from scapy.sendrecv import sniff
+    from scapy.sessions import TCPSession
+
+    from labkit.packets.capture import PcapWriter
+
+    with _SCAPY_LOCK, tempfile.TemporaryDirectory(prefix="labkit-tls-") as tmp:
+        os.chmod(tmp, 0o700)
+        pcap = os.path.join(tmp, "capture.pcap")
+        with open(pcap, "wb") as fh:
+            writer = PcapWriter(fh)
+            for i, frame in enumerate(frames):
+                writer(float(i) / 1000, frame)
+        bind_layers(TCP, TLS, sport=port)
+        bind_layers(TCP, TLS, dport=port)
+        saved = (conf.tls_session_enable, conf.tls_nss_filename)
+        conf.tls_session_enable, conf.tls_nss_filename = True, keylog
+        try:
+            packets = sniff(offline=pcap, session=TCPSession, quiet=True)
+        finally:
+            conf.tls_session_enable, conf.tls_nss_filename = saved
+    decrypted = holding = 0
+    for pkt in packets:
+        for layer in pkt.iterpayloads():
+            if not isinstance(layer, TLS13):
+                continue
+            for msg in (getattr(layer.inner, "msg", None) or []):
+                if type(msg).__name__ == "TLSApplicationData":
+                    decrypted += 1
+                    holding += marker in bytes(msg.data or b"")
+    return {"decrypted_records": decrypted, "marker_records": holding}
+
+
+def judge(name: str, evidence: dict[str, Any]) -> Verdict:
+    """pass: TLS from the first byte of every stream that began in the capture, no marker
+    in clear, and (with a key log) the marker inside a decrypted record."""
+    judged = [s for s in evidence["streams"] if s.get("from_start") and s["bytes"]]
+    if not evidence.get("marker_delivered"):
+        return Verdict(name, "error", "the marker never arrived at the other side, so the "
+                                      "traffic could not be judged.", evidence)
+    if not evidence["tcp_payload_bytes"]:
+        return Verdict(name, "error", f"nothing crossed TCP port {evidence['port']} while "
+                                      "capturing.", evidence)
+    problems = []
+    if evidence["marker_frames"]:
+        problems.append(f"the marker appeared in clear in {evidence['marker_frames']} frames")
+    not_tls = [s for s in judged if not s.get("tls")]
+    for s in not_tls:
+        problems.append(f"{s['flow']} is not TLS records (at byte {s['bad_at']}: "
+                        f"{s['bad_bytes'][:16]}...)")
+    if not judged:
+        problems.append("no connection began inside the capture, so no stream could be "
+                        "judged from its first byte")
+    keylog = evidence.get("keylog")
+    if keylog and not problems and not evidence.get("marker_records"):
+        problems.append(f"with the key log, {evidence.get('decrypted_records', 0)} records "
+                        "decrypted but none held the marker")
+    if problems:
+        return Verdict(name, "fail", "; ".join(problems) + ".", evidence)
+    records = sum(s.get("records", 0) for s in judged)
+    tail = (f" With the key log, {evidence['decrypted_records']} application-data records "
+            f"decrypted and {evidence['marker_records']} held the marker."
+            if keylog else " No key log was kept (`keylog: true` in the topology lets this "
+                           "check decrypt the records too).")
+    return Verdict(name, "pass", f"{len(judged)} TCP streams on port {evidence['port']} were "
+                                 f"TLS from their first byte ({records} records), and the "
+                                 "marker written through the consumer never appeared in "
+                                 "clear." + tail, evidence)
