@@ -144,6 +144,9 @@ def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
                 panel.screenshot(path=str(ARTIFACTS / "01-first-lab-panel.png"))
                 page.screenshot(path=str(ARTIFACTS / "01-first-lab-up.png"))
                 tree = below(proc.pid)
+            except BaseException:
+                page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+                raise
             finally:
                 browser.close()
         assert any(ns.startswith(f"lk-{name}.") for ns in lab_namespaces())  # control
