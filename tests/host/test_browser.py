@@ -93,6 +93,27 @@ def cells_to_panel() -> int:
     return next(i for i, c in enumerate(cells) if "LabPanel(session)" in "".join(c["source"]))
 
 
+ACTIVE_CELL = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'))
+    .findIndex(c => c.classList.contains('jp-mod-active'))"""
+
+
+def run_cells_through(page: object, last: int) -> None:
+    """Shift+Enter from the top until cell `last` has run, one key at a time: each press
+    must move the active cell on (a key pressed while JupyterLab re-renders can be lost,
+    so a lost one is pressed again)."""
+    for _ in range(4 * (last + 1)):
+        active = page.evaluate(ACTIVE_CELL)  # type: ignore[attr-defined]
+        if active > last:
+            return
+        page.keyboard.press("Shift+Enter")  # type: ignore[attr-defined]
+        try:
+            page.wait_for_function(f"() => ({ACTIVE_CELL})() !== {active}",  # type: ignore
+                                   timeout=10 * MS)
+        except sync_api.TimeoutError:
+            continue
+    pytest.fail(f"could not run the notebook's cells through cell {last}")
+
+
 @pytest.mark.needs_root
 def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
     if not os.path.exists(CHROMIUM):
@@ -123,8 +144,7 @@ def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
                 page.screenshot(path=str(ARTIFACTS / "01-first-lab-opened.png"))
                 page.locator(".jp-Notebook .jp-Cell").first.click()
                 page.keyboard.press("Escape")
-                for _ in range(cells_to_panel() + 1):
-                    page.keyboard.press("Shift+Enter")
+                run_cells_through(page, cells_to_panel())
                 panel = page.locator(".lk-lab-panel")
                 panel.wait_for(timeout=180 * MS)
                 tree = below(proc.pid)
