@@ -5,6 +5,7 @@ demand or live (every second, for a bounded time) while traffic runs.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import ipywidgets as w
 
 from labkit.errors import LabkitError
-from labkit.widgets.base import Panel, table
+from labkit.widgets.base import Panel, esc, table
 from labkit.widgets.session import LabSession
 
 READINGS = "labkit.widgets.readings:counters"
@@ -27,7 +28,10 @@ def read_all(session: LabSession) -> dict[str, Any]:
     for host in lab.hosts:
         nodes.update(host.call(lab, READINGS)["nodes"])
     tipc = lab.feature_status("tipc") if session.has_feature("tipc") else None
-    return {"t": time.monotonic(), "nodes": nodes, "tipc": tipc}
+    # Other features' counters as their status reports them (kproxy, handshake, ...).
+    others = {key: lab.feature_status(key) for key in sorted(session.topo.features)
+              if key != "tipc"}
+    return {"t": time.monotonic(), "nodes": nodes, "tipc": tipc, "features": others}
 
 
 def _delta(now: int, before: int | None) -> str:
@@ -81,6 +85,10 @@ def render(now: dict[str, Any], before: dict[str, Any] | None) -> str:
                     rows.append([node, key, value, _delta(value, prev.get(key))])
         out.append(table(["node", "counter", "value", "Δ"], rows, "lk-counters-tls")
                    if rows else '<p class="lk-muted">every kTLS counter is 0.</p>')
+    for key, status in now.get("features", {}).items():
+        text = json.dumps(status, indent=1, default=str)
+        out.append(f"<details><summary><b>{esc(key)}</b> (its status)</summary>"
+                   f"<pre>{esc(text[:20000])}</pre></details>")
     return "".join(out)
 
 
