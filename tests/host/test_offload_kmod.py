@@ -37,8 +37,8 @@ def cached_kernels() -> list[str]:
     return sorted(p.parent.name for p in KERNELS.glob("*/kernel.json"))
 
 
-@pytest.mark.parametrize("kernel", cached_kernels() or ["(none cached)"])
-def test_module_builds_without_warnings(kernel: str, tmp_path: Path) -> None:
+def kbuild_tree(kernel: str) -> Path:
+    """The cached kernel's unpacked headers, or skip saying what is missing."""
     kdir = KERNELS / kernel
     if not (kdir / "kernel.json").is_file():
         pytest.skip(f"no VM kernel cached in {KERNELS}: .venv/bin/labkit vm kernels fetch")
@@ -51,19 +51,46 @@ def test_module_builds_without_warnings(kernel: str, tmp_path: Path) -> None:
         pytest.skip(f"{kernel}'s headers are not unpacked yet: bash scripts/build_kmod.sh")
     if not shutil.which("x86_64-linux-gnu-gcc-12"):
         pytest.skip("gcc-12 (the VM kernels' compiler) is not installed: apt-get install gcc-12")
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in [*KMOD.glob("*.c"), *KMOD.glob("*.h"), KMOD / "Makefile"]:
-        shutil.copy(f, src)
+    return headers
+
+
+def build_w1(headers: Path, src: Path) -> tuple[int, str, list[str]]:
     out = subprocess.run(
         ["make", "-C", str(headers), f"M={src}", "W=1", "CC=x86_64-linux-gnu-gcc-12",
          "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"],
         capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-3000:]
-    warnings = [ln for ln in log.splitlines() if "warning" in ln.lower()]
+    return out.returncode, log, [ln for ln in log.splitlines() if "warning" in ln.lower()]
+
+
+@pytest.mark.parametrize("kernel", cached_kernels() or ["(none cached)"])
+def test_module_builds_without_warnings(kernel: str, tmp_path: Path) -> None:
+    headers = kbuild_tree(kernel)
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in [*KMOD.glob("*.c"), *KMOD.glob("*.h"), KMOD / "Makefile"]:
+        shutil.copy(f, src)
+    rc, log, warnings = build_w1(headers, src)
+    assert rc == 0, log[-3000:]
     assert not warnings, "\n".join(warnings)
     assert (src / "tlsnic.ko").is_file()
+
+
+def test_w1_build_does_report_warnings(tmp_path: Path) -> None:
+    """Positive control for the check above: a W=1-only warning is seen."""
+    kernels = [k for k in cached_kernels()
+               if (KERNELS / k / "build" / "root").is_dir()]
+    if not kernels:
+        pytest.skip("no cached kernel has its headers unpacked: bash scripts/build_kmod.sh")
+    headers = kbuild_tree(kernels[-1])
+    (tmp_path / "probe.c").write_text(
+        "#include <linux/module.h>\n"
+        "int probe_without_prototype(void) { int unused_but_set; unused_but_set = 1; "
+        "return 0; }\nMODULE_LICENSE(\"GPL\");\nMODULE_DESCRIPTION(\"W=1 probe\");\n")
+    (tmp_path / "Makefile").write_text("obj-m := probe.o\n")
+    rc, log, warnings = build_w1(headers, tmp_path)
+    assert rc == 0, log[-3000:]
+    assert any("unused_but_set" in w or "probe_without_prototype" in w for w in warnings), log
 
 
 def test_build_script_skips_kernels_without_tls_device(tmp_path: Path) -> None:
