@@ -69,46 +69,39 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
     return fd
 
 
-def _elem(map_fd: int, key: bytes, value: ctypes.Array | None, flags: int) -> bytes:
-    kbuf = ctypes.create_string_buffer(key, len(key))
-    _keep.append(kbuf)
-    return struct.pack("=IIQQQ", map_fd, 0, ctypes.addressof(kbuf),
+def _elem(map_fd: int, key: ctypes.Array, value: ctypes.Array | None, flags: int) -> bytes:
+    """The attr of an element command. The caller keeps `key` and `value` referenced until
+    the syscall returns (locals, never shared: the proxy's threads call these at once)."""
+    return struct.pack("=IIQQQ", map_fd, 0, ctypes.addressof(key),
                        ctypes.addressof(value) if value is not None else 0, flags)
 
 
-_keep: list[ctypes.Array] = []  # buffers referenced by an attr until the syscall returns
-
-
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    kbuf = ctypes.create_string_buffer(key, len(key))
     vbuf = ctypes.create_string_buffer(value, len(value))
-    try:
-        bpf(MAP_UPDATE_ELEM, _elem(map_fd, key, vbuf, flags), "updating a map element")
-    finally:
-        _keep.clear()
+    bpf(MAP_UPDATE_ELEM, _elem(map_fd, kbuf, vbuf, flags), "updating a map element")
 
 
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
+    kbuf = ctypes.create_string_buffer(key, len(key))
     vbuf = ctypes.create_string_buffer(value_size)
     try:
-        bpf(MAP_LOOKUP_ELEM, _elem(map_fd, key, vbuf, 0), "looking up a map element")
+        bpf(MAP_LOOKUP_ELEM, _elem(map_fd, kbuf, vbuf, 0), "looking up a map element")
     except BpfError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
-    finally:
-        _keep.clear()
     return vbuf.raw
 
 
 def map_delete(map_fd: int, key: bytes) -> bool:
+    kbuf = ctypes.create_string_buffer(key, len(key))
     try:
-        bpf(MAP_DELETE_ELEM, _elem(map_fd, key, None, 0), "deleting a map element")
+        bpf(MAP_DELETE_ELEM, _elem(map_fd, kbuf, None, 0), "deleting a map element")
     except BpfError as exc:
         if exc.errno == errno.ENOENT:
             return False
         raise
-    finally:
-        _keep.clear()
     return True
 
 

@@ -15,6 +15,7 @@ it is counted as dropped once nothing has moved for STALL seconds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import select
@@ -38,6 +39,7 @@ FIN_RECEIVED = {8, 9, 11, 6, 7}
 TICK = 0.005  # s between drain checks while a close is pending
 STALL = 0.3  # s without progress after which unjudged bytes are an incomplete message
 DRAIN_TIMEOUT = 10.0
+PEER_RESET = {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED}
 EVENTS = select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP | select.EPOLLET
 
 
@@ -55,11 +57,13 @@ class End:
 
 @dataclass
 class Pending:
-    """A close to forward from `src` to `dst` once the data before it has drained."""
+    """A close to forward from `src` to `dst` once the data before it has drained; an
+    abort (the stream parser refused the stream) resets both sides at once."""
 
     src: End
     dst: End
     reset: bool
+    abort: bool = False
     since: float = field(default_factory=time.monotonic)
     progress: tuple[int, int] = (-1, -1)
     moved_at: float = field(default_factory=time.monotonic)
@@ -143,7 +147,12 @@ class Joiner:
         err = end.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             if not any(p.reset for p in conn.pending):
-                conn.pending.append(Pending(end, peer, reset=True))
+                # ECONNRESET and friends: the peer reset. Anything else (EMSGSIZE, EPROTO)
+                # is the stream parser giving up on the stream: a policy violation.
+                abort = err not in PEER_RESET
+                conn.pending.append(Pending(end, peer, reset=True, abort=abort))
+                if abort:
+                    self.proxy.stats.add(stream_errors=1)
             return
         state = tcpstate.read(end.sock).state
         if state in FIN_RECEIVED and not end.fin_seen:
@@ -159,17 +168,19 @@ class Joiner:
             conn.pending.remove(p)
             if p.reset:
                 self.proxy.stats.add(resets=1)
-                self._finish(conn, rst=p.dst)
+                self._finish(conn, rst=(p.src, p.dst) if p.abort else (p.dst,))
                 return
             with contextlib.suppress(OSError):
                 p.dst.sock.shutdown(socket.SHUT_WR)
             p.dst.fin_sent = True
             self.proxy.stats.add(half_closes=1)
         if conn.a.fin_sent and conn.b.fin_sent:
-            self._finish(conn, rst=None)
+            self._finish(conn)
 
     def _drained(self, p: Pending) -> bool:
         """Has everything that arrived on p.src before its close reached p.dst?"""
+        if p.abort:
+            return True  # nothing more is forwarded on a stream the policy refused
         now = time.monotonic()
         try:
             counts = self.sockmap.counters(p.src.key)
@@ -193,14 +204,14 @@ class Joiner:
             return True
         return False
 
-    def _finish(self, conn: Joined, rst: End | None) -> None:
+    def _finish(self, conn: Joined, rst: tuple[End, ...] = ()) -> None:
         conn.done = True
         up, down = self.sockmap.counters(conn.a.key), self.sockmap.counters(conn.b.key)
         for end in (conn.a, conn.b):
             fd = end.sock.fileno()
             with contextlib.suppress(OSError):
                 self.epoll.unregister(fd)
-            if end is rst:
+            if end in rst:
                 with contextlib.suppress(OSError):
                     end.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                         struct.pack("ii", 1, 0))

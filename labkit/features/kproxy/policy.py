@@ -17,7 +17,12 @@ from labkit.features.kproxy.programs import Rule
 
 
 class StreamError(Exception):
-    """A message longer than the rule allows: the connection is reset."""
+    """A message longer than the rule allows: the connection is reset. `passed` holds the
+    complete messages before it, which still go through (as in the kernel)."""
+
+    def __init__(self, message: str, passed: bytes = b"") -> None:
+        super().__init__(message)
+        self.passed = passed
 
 
 @dataclass
@@ -56,7 +61,10 @@ class Filter:
         out = bytearray()
         pos = 0
         while len(self.buf) - pos >= self.rule.header:
-            length = header_length(self.rule, self.buf[pos: pos + self.rule.header])
+            try:
+                length = header_length(self.rule, self.buf[pos: pos + self.rule.header])
+            except StreamError as exc:
+                raise StreamError(str(exc), bytes(out)) from None
             if len(self.buf) - pos < length:
                 break
             msg = self.buf[pos: pos + length]

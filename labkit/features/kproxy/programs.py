@@ -7,6 +7,8 @@ socket's cookie (SO_COOKIE, what bpf_get_socket_cookie returns for it):
                       arrived on one socket leaves (the egress of the other)
     flows   HASH      cookie(X) -> struct flow: counters for what arrived on X, and the
                       framing state of the stream parser
+    misses  ARRAY     [0] = {chunks dropped because their socket had no flow entry,
+                      the last such socket's cookie}: never expected, always shown
 
 A third map, `active` (SOCKHASH, cookie(X) -> X), holds the programs: a socket starts
 being proxied when it is inserted there, after both sockets are in `peers`, so the
@@ -66,6 +68,7 @@ FLOW = struct.Struct("=IIIIQQQQ")
 NEXT_SEQ, STARTED, MSG_SEQ = 0, 4, 8  # u32: framing state (stream parser only)
 PASS_MSGS, PASS_BYTES, DROP_MSGS, DROP_BYTES = 16, 24, 32, 40  # u64 counters
 COOKIE = struct.Struct("=Q")
+MISSES = struct.Struct("=QQ")  # value of misses[0]: count, last cookie
 
 HEADER_SIZES = {"u16": 2, "u32": 4}  # framing -> length prefix bytes (big endian)
 MAX_PREFIX = 8  # bytes of payload the verdict compares (one 64-bit load)
@@ -154,7 +157,7 @@ def verdict(rule: Rule | None) -> Program:
         p.ldx(W, R9, R6, SKB_LEN)  # r9 = bytes in this chunk
         # A FIN reaches the verdict as an empty skb; redirected, it would make the
         # peer's send fail with EPIPE once the proxy has half-closed it.
-        p.jmp_imm(JEQ, R9, 0, "untracked")
+        p.jmp_imm(JEQ, R9, 0, "empty")
     else:
         p.ldx(W, R9, R7, NEXT_SEQ).ldx(W, R1, R7, MSG_SEQ)
         p.alu32(SUB, R9, R1)  # r9 = length of this message (set by the parser)
@@ -179,5 +182,12 @@ def verdict(rule: Rule | None) -> Program:
         p.mov_imm(R1, 1).atomic_add(DW, R7, DROP_MSGS, R1)
         p.atomic_add(DW, R7, DROP_BYTES, R9)
         p.mov_imm(R0, SK_DROP).exit()
-    p.label("untracked").mov_imm(R0, SK_DROP).exit()
+    # A socket without a flow entry is not one this proxy joined: drop, and count it.
+    p.label("untracked")
+    p.st_imm(W, FP, -20, 0)
+    p.ld_map(R1, "misses").mov(R2, FP).alu_imm(ADD, R2, -20).call(MAP_LOOKUP_ELEM)
+    p.jmp_imm(JEQ, R0, 0, "empty")
+    p.mov_imm(R1, 1).atomic_add(DW, R0, 0, R1)
+    p.ldx(DW, R1, FP, -8).stx(DW, R0, 8, R1)  # the cookie it came from, for diagnosis
+    p.label("empty").mov_imm(R0, SK_DROP).exit()
     return p

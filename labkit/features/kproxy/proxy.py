@@ -15,6 +15,7 @@ Standard library only, so that it starts fast in an emulated VM.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -83,14 +84,20 @@ class Proxy:
             if self.joiner is not None:
                 try:
                     self.joiner.join(a, b)
+                    continue
                 except OSError as exc:
-                    print(f"kproxy {self.spec['pair']}: cannot join sockets: {exc}",
-                          file=sys.stderr, flush=True)
-                    self.stats.add(active=-1, closed=1)
-                    for s in (a, b):
-                        with contextlib.suppress(OSError):
-                            tcpstate.reset(s)
-                continue
+                    if exc.errno != errno.EOPNOTSUPP:
+                        print(f"kproxy {self.spec['pair']}: cannot join sockets: {exc}",
+                              file=sys.stderr, flush=True)
+                        self.stats.add(active=-1, closed=1)
+                        for s in (a, b):
+                            with contextlib.suppress(OSError):
+                                tcpstate.reset(s)
+                        continue
+                # A side already half-closed (it sent everything and its FIN before the
+                # join): sockmap takes only ESTABLISHED sockets, so this connection is
+                # relayed in user space, under the same policy.
+                self.stats.add(user_space_fallbacks=1)
             threading.Thread(target=self._relay, args=(a, b), daemon=True,
                              name="conn").start()
 
@@ -106,7 +113,8 @@ class Proxy:
                 with contextlib.suppress(OSError):
                     tcpstate.reset(s)
             return
-        Connection(self, *sides).run()
+        mode = "boomerang" if self.mode == "sockmap" else self.mode
+        Connection(self, *sides, mode=mode).run()
 
     def _tls_sides(self, a: socket.socket, b: socket.socket) -> tuple[Any, Any]:
         from labkit.features.kproxy import tlsctx
@@ -140,6 +148,7 @@ class Proxy:
     def status(self) -> dict[str, Any]:
         data = self.stats.snapshot()
         if self.joiner is not None:
+            data["verdict_misses"] = self.sockmap.misses_count()
             up, down = self.joiner.totals()
             for key, c in (("upstream", up), ("downstream", down)):
                 data[key].update(bytes=c.pass_bytes, dropped_messages=c.drop_msgs,

@@ -83,8 +83,9 @@ class Side:
 class Connection:
     """Both directions of one proxied connection, and the closes between them."""
 
-    def __init__(self, proxy: Proxy, a: Side, b: Side) -> None:
+    def __init__(self, proxy: Proxy, a: Side, b: Side, mode: str) -> None:
         self.proxy = proxy
+        self.mode = mode  # splice | boomerang
         self.a, self.b = a, b  # a: accepted from the client, b: connected upstream
         self.events: queue.Queue[tuple[str, bool]] = queue.Queue()
         self.closing = threading.Event()  # a reset or abort is being forwarded
@@ -159,7 +160,7 @@ class Connection:
 
     def _move(self, src: Side, dst: Side, up: bool) -> str:
         stats = self.proxy.stats
-        if self.proxy.mode == "splice":
+        if self.mode == "splice":
             return self._splice(src, dst, up)
         rule = self.proxy.rule
         flt = Filter(rule) if rule is not None else None
@@ -177,7 +178,11 @@ class Connection:
                 self.plain[up] += n
             else:
                 before = (flt.tally.drop_msgs, flt.tally.drop_bytes, flt.tally.pass_msgs)
-                out = flt.feed(view[:n])
+                try:
+                    out = flt.feed(view[:n])
+                except StreamError as exc:
+                    dst.write_all(exc.passed)  # the messages before the bad one
+                    raise
                 if out:
                     dst.write_all(out)
                 stats.moved(up, bytes=len(out), messages=flt.tally.pass_msgs - before[2],

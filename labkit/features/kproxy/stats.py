@@ -45,6 +45,7 @@ class Stats:
     drain_timeouts: int = 0  # closes forwarded before in-flight data had drained
     stream_errors: int = 0  # policy: oversized message, connection reset
     tls_failures: int = 0  # handshakes that failed (the connection is reset)
+    user_space_fallbacks: int = 0  # sockmap: connections the kernel would not join
     upstream: Direction = field(default_factory=Direction)
     downstream: Direction = field(default_factory=Direction)
     crypto: Crypto | None = None
