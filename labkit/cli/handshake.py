@@ -160,31 +160,34 @@ def resume_cmd(name: str = typer.Argument(..., help="Lab name."),
 @app.command("dos")
 def dos_cmd(
     name: str = typer.Argument(..., help="Lab name (an NVMe lab with TLS)."),
-    connects: int = typer.Option(8, "--connects", min=1, max=64,
-                                 help="NVMe controllers the host connects at once."),
-    hold: float = typer.Option(3.0, "--hold", min=0.1, max=60,
-                               help="Seconds the host's daemon stays stalled."),
+    connects: int = typer.Option(12, "--connects", min=1, max=256,
+                                 help="TCP connections opened to the target at once."),
+    hold: float = typer.Option(5.0, "--hold", min=0.1, max=60,
+                               help="Seconds the target's daemon stays stalled at most."),
     json: bool = typer.Option(False, "--json", help="The whole report as JSON."),
 ) -> None:
-    """The limits step: stall the host's daemon, connect many controllers at once, watch
-    the kernel queue requests up to its per-namespace cap and refuse the rest (EAGAIN),
-    resume, and check that the lab's own controller still carries data."""
-    info("stalling the host's daemon and connecting "
-         f"{connects} controllers at once; this takes up to a minute under emulation")
+    """The limits step: stall the target's daemon, open many TCP connections to the NVMe
+    port (each one a handshake request of nvmet's), watch the kernel queue them up to its
+    per-namespace cap and refuse the rest at once, see what a real host connect gets
+    meanwhile, resume, and check that the lab recovers."""
+    info(f"stalling the target's daemon and opening {connects} connections; this takes up "
+         "to a minute under emulation")
     data = attach(name).call(f"{OPS}:dos", connects, hold)
     if json:
         emit_json(data)
         return
     w = data["while_stalled"]
-    console.print(f"kernel cap: {data['pending_cap']} queued requests per namespace; "
-                  f"{data['connects']} connects while the daemon was stalled for "
-                  f"{data['hold_s']:g} s: {w['ready_notifications']} queued (READY reached the "
-                  f"stalled daemon), {w['refused_at_once_EAGAIN']} refused at once with "
-                  f"EAGAIN, {w['accepted']} accepted.", soft_wrap=True, markup=False)
-    console.print("after resume: " + ", ".join(f"{k} {v}" for k, v in data["summary"].items())
-                  + f"; extra controllers removed: "
-                  f"{', '.join(data['extra_controllers_removed']) or 'none'}",
-                  soft_wrap=True, markup=False)
+    console.print(f"kernel cap: {data['pending_cap']} queued requests per namespace. With "
+                  f"{data['target']}'s daemon stalled, {data['connects']} connections: "
+                  f"{w['queued']} queued (READY reached the stalled daemon), "
+                  f"{w['refused_at_once']} closed at once by the target (the kernel refused "
+                  f"the request, EAGAIN), {w['accepted']} taken.", soft_wrap=True,
+                  markup=False)
+    d, a = data["host_connect_while_stalled"], data["host_connect_after_resume"]
+    console.print(f"a host connect meanwhile: {d['result']} after {d['seconds']:g} s; after "
+                  f"resume: {a['result']} after {a['seconds']:g} s. Daemon failures while "
+                  f"draining: {data['daemon_failures_after'] or 'none'}.", soft_wrap=True,
+                  markup=False)
     for line in data["kernel_log"][-8:]:
         console.print(f"  kernel: {line}", soft_wrap=True, markup=False)
     console.print(("recovered: " if data["recovered"] else "NOT recovered: ")

@@ -3,9 +3,11 @@ a node's event log is, the daemon's pid, stalling and resuming it, and the DoS s
 
 The DoS step follows the review thread's worry: requests the daemon does not take stay
 queued in the kernel, per namespace, up to a cap (uapi.pending_cap); past it the kernel
-refuses new ones at once (EAGAIN), and queued ones fail when the consumer's own timeout
-expires. With the host's daemon stalled, many NVMe connects at once show both; resuming
-the daemon drains the queue and the lab recovers.
+refuses new ones at once (EAGAIN, and nvmet drops the connection), and queued ones fail
+when the consumer's own timeout expires. The NVMe host cannot show it (connects through
+/dev/nvme-fabrics are serialised: one handshake at a time), the target can: every TCP
+connection to its TLS port is a server handshake request in its namespace. Resuming the
+daemon drains the queue and the lab recovers.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import subprocess
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from labkit.base import procs
+from labkit.base import netns, procs
 from labkit.base.wait import poll, wait_until
 from labkit.errors import UsageError
 from labkit.features.handshake import content, nvme, paths, setup
@@ -71,7 +73,7 @@ def _signal(lab: Lab, node: str, sig: int, stalled: bool) -> dict[str, Any]:
                     s.get("stalled") == stalled and s, 30,
                     f"the daemon of {node} to {'stall' if stalled else 'resume'}")
     return {"node": node, "stalled": st["stalled"], "ready": st["ready"],
-            "accepted": st["accepted"]}
+            "accepted": st["accepted"], "failed": st.get("failed", {})}
 
 
 @remote
@@ -90,18 +92,46 @@ def _kernel_log() -> list[str]:
     return res.stdout.splitlines()
 
 
+def _closed(sock: socket.socket) -> bool:
+    """Did the server close (or reset) this connection?"""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _open_connections(ns: str, address: str, port: int, count: int) -> list[socket.socket]:
+    """TCP connections that never send a byte: each makes the target ask for a handshake."""
+    out = []
+    for _ in range(count):
+        sock = netns.socket_in(ns, socket.AF_INET6 if ":" in address else socket.AF_INET,
+                               socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect((address, port))
+        except OSError:
+            sock.close()
+            continue
+        out.append(sock)
+    return out
+
+
 @remote
-def dos(lab: Lab, connects: int = 8, hold: float = 3.0) -> dict[str, Any]:
-    """Stall the NVMe host's daemon, start `connects` controller connects at once, watch
-    for `hold` seconds, resume, and report what each connect saw and whether the lab's own
-    controller and content check survived."""
+def dos(lab: Lab, connects: int = 12, hold: float = 5.0) -> dict[str, Any]:
+    """The limits step, on an NVMe lab with TLS: stall the target's daemon; open `connects`
+    TCP connections to the target port (each one makes nvmet ask for a server handshake);
+    try a real controller connect from the host while they wait; after at most `hold`
+    seconds resume the daemon, drop the connections, and check that the lab recovers (a
+    new controller connects, the content check passes)."""
     cfg = config(lab)
     n = cfg.nvme
-    if n is None or not n.tls:
+    if n is None or not n.tls or n.path is None:
         raise UsageError(f"lab '{lab.name}' has no NVMe consumer with TLS.",
                          hint="The DoS step runs on topologies/nvme-tls.yaml.")
-    if not 1 <= connects <= 64:
-        raise UsageError("connects must be 1..64.")
+    if not 1 <= connects <= 256:
+        raise UsageError("connects must be 1..256.")
     with open(KERNEL_TIMEOUT) as fh:
         kernel_timeout = float(fh.read().strip())
     if not 0 < hold < kernel_timeout:
@@ -111,34 +141,38 @@ def dos(lab: Lab, connects: int = 8, hold: float = 3.0) -> dict[str, Any]:
     before = set(nvme.controllers(sub))
     log_mark = len(_kernel_log())
     cap = pending_cap(mem_total())
-    stalled = stall(lab, n.host)
-    outcomes: list[dict[str, Any]] = [{} for _ in range(connects)]
+    target_status = paths.status(lab.name, n.target)
+    stalled = stall(lab, n.target)
     start = time.monotonic()
+    socks = _open_connections(lab.node(n.host).ns, n.path.server_addr, n.port, connects)
 
-    def one(i: int) -> None:
-        t0 = time.monotonic()
-        try:
-            inst = nvme.connect(setup.nvme_connect(lab, cfg, duplicate=True))
-            outcomes[i] = {"result": "connected", "controller": f"nvme{inst}"}
-        except nvme.ConnectFailed as exc:
-            outcomes[i] = {"result": errno.errorcode.get(exc.errno, str(exc.errno))}
-        outcomes[i].update(started=round(t0 - start, 3), seconds=round(time.monotonic() - t0, 3))
+    def queued() -> int:
+        return int((read_status(target_status) or {}).get("ready", 0)) - stalled["ready"]
 
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(connects)]
-    for t in threads:
-        t.start()
-
-    def settled() -> bool:  # every connect is queued (READY reached the daemon) or refused
-        st = read_status(paths.status(lab.name, n.host)) or {}
-        queued = st.get("ready", 0) - stalled["ready"]
-        return queued + sum(o.get("result") == "EAGAIN" for o in outcomes) >= connects
-
-    poll(settled, hold, interval=0.1)
-    during = read_status(paths.status(lab.name, n.host)) or {}
-    refused_at_once = sum(1 for o in outcomes if o.get("result") == "EAGAIN")
-    resumed = resume(lab, n.host)
-    for t in threads:
-        t.join(kernel_timeout * 3 + 30)
+    poll(lambda: queued() + sum(_closed(s) for s in socks) >= len(socks), hold, interval=0.1)
+    closed_at_once = sum(_closed(s) for s in socks)
+    waiting = queued()
+    t0 = time.monotonic()
+    try:
+        inst = nvme.connect(setup.nvme_connect(lab, cfg, duplicate=True))
+        during = {"result": "connected", "controller": f"nvme{inst}"}
+    except nvme.ConnectFailed as exc:
+        during = {"result": errno.errorcode.get(exc.errno, str(exc.errno))}
+    during["seconds"] = round(time.monotonic() - t0, 3)
+    during_status = read_status(target_status) or {}
+    resumed = resume(lab, n.target)
+    for sock in socks:
+        sock.close()
+    wait_until(lambda: (read_status(target_status) or {}).get("in_flight", 1) == 0,
+               kernel_timeout * 3 + 30, "the target's daemon to finish what it had taken")
+    after_status = read_status(target_status) or {}
+    t0 = time.monotonic()
+    try:
+        inst = nvme.connect(setup.nvme_connect(lab, cfg, duplicate=True))
+        after = {"result": "connected", "controller": f"nvme{inst}"}
+    except nvme.ConnectFailed as exc:
+        after = {"result": errno.errorcode.get(exc.errno, str(exc.errno))}
+    after["seconds"] = round(time.monotonic() - t0, 3)
     new = sorted(set(nvme.controllers(sub)) - before)
     for inst in new:
         nvme.disconnect(inst)
@@ -146,21 +180,18 @@ def dos(lab: Lab, connects: int = 8, hold: float = 3.0) -> dict[str, Any]:
     lines = [ln for ln in _kernel_log()[log_mark:] if "TLS" in ln or "tls" in ln]
     check = content.nvme_content(lab, cfg)
     return {
-        "connects": connects, "hold_s": hold, "kernel_timeout_s": kernel_timeout,
-        "pending_cap": cap, "stalled": stalled,
-        "while_stalled": {"ready_notifications": during.get("ready", 0) - stalled["ready"],
-                          "accepted": during.get("accepted", 0) - stalled["accepted"],
-                          "refused_at_once_EAGAIN": refused_at_once},
-        "resumed": resumed, "outcomes": outcomes,
-        "summary": _summary(outcomes), "extra_controllers_removed": [f"nvme{i}" for i in new],
-        "kernel_log": lines[-20:], "recovered": check.outcome == "pass",
+        "connects": len(socks), "hold_s": hold, "kernel_timeout_s": kernel_timeout,
+        "pending_cap": cap, "target": n.target, "stalled": stalled,
+        "while_stalled": {
+            "queued": waiting, "refused_at_once": closed_at_once,
+            "accepted": during_status.get("accepted", 0) - stalled["accepted"],
+            "seconds": round(time.monotonic() - start, 3)},
+        "host_connect_while_stalled": during, "resumed": resumed,
+        "daemon_failures_after": {k: v - stalled.get("failed", {}).get(k, 0)
+                                  for k, v in after_status.get("failed", {}).items()},
+        "host_connect_after_resume": after,
+        "refused_in_kernel_log": sum("err=-11" in ln or "-11" in ln for ln in lines),
+        "kernel_log": lines[-20:], "extra_controllers_removed": [f"nvme{i}" for i in new],
+        "recovered": after["result"] == "connected" and check.outcome == "pass",
         "content_check": check.detail,
     }
-
-
-def _summary(outcomes: list[dict[str, Any]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for o in outcomes:
-        key = o.get("result", "unfinished")
-        out[key] = out.get(key, 0) + 1
-    return out
