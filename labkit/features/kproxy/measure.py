@@ -42,7 +42,14 @@ class Path:
 
     @property
     def framed(self) -> int:
-        return self.pair.rule.header if self.pair.rule else 0
+        """Length prefix of measurement messages: the policy's, or 4 on TLS pairs (whose
+        streams end with a zero-length message rather than a half-close)."""
+        if self.pair.rule:
+            return self.pair.rule.header
+        return 4 if self.pair.tls else 0
+
+    def spec(self, **fields: Any) -> dict[str, Any]:
+        return {"framed": self.framed, "eom": self.pair.tls, **fields}
 
 
 def path_of(lab: Lab, pair_name: str | None, src: str | None) -> Path:
@@ -170,8 +177,7 @@ def received_while_sending(got: dict[str, Any], sent: dict[str, Any]) -> tuple[i
 
 def throughput(lab: Lab, path: Path, direction: str, seconds: float,
                pid: int | None) -> dict[str, Any]:
-    test = {"test": direction, "id": f"{direction}-timed", "seconds": seconds,
-            "framed": path.framed}
+    test = path.spec(test=direction, id=f"{direction}-timed", seconds=seconds)
     server: subprocess.Popen[str] | None = None
     if direction == "down":  # the server is the sender: its stdout says when it stopped
         server = start_server(lab, path, timeout=seconds + 90, connections=1)
@@ -203,9 +209,8 @@ def integrity(lab: Lab, path: Path, size: int) -> dict[str, Any]:
     server = start_server(lab, path, timeout=600, connections=2)
     try:
         up, down = run_client(lab, path, [
-            {"test": "up", "id": "up-hash", "bytes": size, "hash": True, "framed": path.framed},
-            {"test": "down", "id": "down-hash", "bytes": size, "hash": True,
-             "framed": path.framed}], timeout=600)
+            path.spec(test="up", id="up-hash", bytes=size, hash=True),
+            path.spec(test="down", id="down-hash", bytes=size, hash=True)], timeout=600)
     finally:
         served = stop(server, wait=30)
     if "error" in up or "error" in down:
@@ -221,8 +226,8 @@ def integrity(lab: Lab, path: Path, size: int) -> dict[str, Any]:
 
 
 def latency(lab: Lab, path: Path, rounds: int, size: int = 64) -> dict[str, Any]:
-    res = run_client(lab, path, [{"test": "rr", "id": "rr", "rounds": rounds, "size": size,
-                                  "framed": path.framed}], timeout=120)[0]
+    res = run_client(lab, path, [path.spec(test="rr", id="rr", rounds=rounds, size=size)],
+                     timeout=120)[0]
     if "error" in res:
         return {"error": res["error"]}
     rtts = sorted(res["rtt_us"])

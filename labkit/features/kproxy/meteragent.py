@@ -105,6 +105,11 @@ def stream_out(sock: socket.socket, spec: dict[str, Any]) -> dict[str, Any]:
             if digest:
                 digest.update(part)
             sent += n
+    if spec.get("eom"):  # the end of the stream, said in-band (a zero-length message)
+        sock.sendall(b"\0" * header)
+        if digest:
+            digest.update(b"\0" * header)
+        sent += header
     end = time.monotonic()
     return {"bytes": sent, "seconds": end - t0, "start": t0, "end": end,
             "sha256": digest.hexdigest() if digest else None}
@@ -140,6 +145,67 @@ def stream_in(sock: socket.socket, want_hash: bool) -> dict[str, Any]:
             "series": series, "sha256": digest.hexdigest() if digest else None}
 
 
+def stream_in_framed(sock: socket.socket, header: int, want_hash: bool) -> dict[str, Any]:
+    """stream_in for TLS pairs: read messages up to the zero-length one that ends the
+    stream, instead of a half-close. (A TCP half-close without close_notify fails the
+    TLS session for writing in OpenSSL 3, and Python cannot send close_notify alone.)"""
+    digest = hashlib.sha256() if want_hash else None
+    buf = bytearray(RECV_BUFFER)
+    view = memoryview(buf)
+    got = 0
+    need = 0  # payload bytes still to come in the current message
+    head = b""  # a length prefix split between two reads
+    first = last = mark = 0.0
+    series: list[list[float]] = []
+    ended = False
+    while not ended:
+        n = sock.recv_into(buf)
+        if not n:
+            raise ConnectionError(f"the stream ended after {got} bytes, without its end")
+        last = time.monotonic()
+        if not got:
+            first = mark = last
+        pos = 0
+        while pos < n:
+            if need:
+                take = min(need, n - pos)
+                need -= take
+                pos += take
+                continue
+            part = bytes(view[pos: min(n, pos + header - len(head))])
+            head += part
+            pos += len(part)
+            if len(head) == header:
+                need = int.from_bytes(head, "big")
+                head = b""
+                if not need:
+                    ended = True  # counted like the sender counted it: with the rest
+                    n = pos
+                    break
+        got += n
+        if digest:
+            digest.update(view[:n])
+        if last - mark >= SERIES_STEP:
+            series.append([last, got])
+            mark = last
+    series.append([last, got])
+    return {"bytes": got, "seconds": last - first, "first": first, "last": last,
+            "series": series, "sha256": digest.hexdigest() if digest else None}
+
+
+def receive(sock: socket.socket, spec: dict[str, Any]) -> dict[str, Any]:
+    if spec.get("eom"):
+        return stream_in_framed(sock, int(spec["framed"]), bool(spec.get("hash")))
+    return stream_in(sock, bool(spec.get("hash")))
+
+
+def end_of_sending(sock: socket.socket, spec: dict[str, Any]) -> None:
+    """Say the stream is over: a half-close, or (TLS pairs) nothing more: the zero-length
+    message stream_out sent already said it."""
+    if not spec.get("eom"):
+        half_close(sock)
+
+
 def half_close(sock: socket.socket) -> None:
     # socket.socket's shutdown keeps an SSLSocket's TLS state (see relay.Side.shutdown)
     socket.socket.shutdown(sock, socket.SHUT_WR)
@@ -153,12 +219,12 @@ def handle(conn: socket.socket, lock: threading.Lock) -> None:
         result["test"], result["id"] = spec.get("test"), spec.get("id")
         kind = spec.get("test")
         if kind == "up":
-            got = stream_in(conn, bool(spec.get("hash")))
+            got = receive(conn, spec)
             result.update(got)
             send_msg(conn, got)
         elif kind == "down":
             result.update(stream_out(conn, spec))
-            half_close(conn)
+            end_of_sending(conn, spec)
             result["client"] = recv_msg(conn)
         elif kind == "rr":
             size = int(spec["size"])
@@ -255,10 +321,10 @@ def run_test(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
         send_msg(sock, spec)
         if spec["test"] == "up":
             out["sent"] = stream_out(sock, spec)
-            half_close(sock)
+            end_of_sending(sock, spec)
             out["server"] = recv_msg(sock)
         elif spec["test"] == "down":
-            got = stream_in(sock, bool(spec.get("hash")))
+            got = receive(sock, spec)
             out["received"] = got
             send_msg(sock, got)
         elif spec["test"] == "rr":
