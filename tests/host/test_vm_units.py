@@ -185,7 +185,8 @@ def _boot(tmp_path: Path, accel: str, **kw: object) -> vng.Boot:
 
 def test_vng_argv(tmp_path: Path) -> None:
     tools = vng.Tools(vng="/x/vng", qemu="/usr/bin/qemu-system-x86_64", busybox="/bin/busybox")
-    argv = vng.vng_argv(_boot(tmp_path, "tcg", forwards=[(8888, 8889)], fast_ro=["/opt/py"]), tools)
+    argv = vng.vng_argv(_boot(tmp_path, "tcg", forwards=[(8888, 8889)], fast_ro=["/opt/py"],
+                              modules=["tipc"], append=["init_on_alloc=0"]), tools)
     assert "--disable-kvm" in argv
     first_qemu = next(i for i, a in enumerate(argv) if a.startswith("--qemu-opts="))
     assert all(a.startswith("--qemu-opts=") for a in argv[first_qemu:])
@@ -195,7 +196,16 @@ def test_vng_argv(tmp_path: Path) -> None:
     agent_cmd = argv[argv.index("--exec") + 1]
     assert "--oneshot" in agent_cmd and "--modprobe tipc" in agent_cmd
     assert "--fast-ro /opt/py" in agent_cmd and "--net-mac" in agent_cmd
+    assert "--append=init_on_alloc=0" in argv[:first_qemu]
     assert "--disable-kvm" not in vng.vng_argv(_boot(tmp_path, "kvm"), tools)
+
+
+def test_boot_loads_what_the_registered_features_need() -> None:
+    from labkit import features
+    from labkit.hosts.vm import boot
+
+    assert "tipc" in features.modules()  # the control: TIPC has no autoload alias
+    assert boot._feature_modules() == features.modules()
 
 
 def test_vng_rejects_unsafe_paths() -> None:
