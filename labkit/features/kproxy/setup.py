@@ -21,7 +21,9 @@ from labkit.lab import state
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
-READY_TIMEOUT = 60.0  # s for a proxy to answer (Python under TCG is slow to start)
+# s for a proxy to answer: Python starts in well under a second here, but under TCG
+# emulation on a loaded machine a VM's first imports were seen to take minutes.
+READY_TIMEOUT = 300.0
 
 
 def control_path(lab: str, pair: str) -> str:
@@ -103,20 +105,32 @@ def answers(lab: Lab, pair: Pair) -> dict[str, Any] | None:
         return None
 
 
+def _pid(lab: Lab, pair: Pair) -> int | None:
+    st = state.load(lab.name)
+    started = (st.features.get("kproxy", {}) if st else {}).get("proxies", {})
+    return started.get(pair.name, {}).get("pid")
+
+
+def _alive(pid: int | None) -> bool:
+    from labkit.base import procs
+
+    return pid is None or procs.alive(pid)
+
+
 def wait_ready(lab: Lab, cfg: KproxyConfig) -> None:
     """Until every local proxy answers; a proxy that exited is reported with its log."""
     for pair in cfg.pairs.values():
         if pair.mode == "direct" or pair.proxy is None or not lab.here(pair.proxy):
             continue
+        pid = _pid(lab, pair)
 
-        def ready(pair: Pair = pair) -> bool:
+        def ready(pair: Pair = pair, pid: int | None = pid) -> bool:
             if answers(lab, pair) is not None:
                 return True
-            tail = _log_tail(lab.name, pair.name)
-            if "cannot start" in tail:
-                raise LabkitError(f"the proxy of kproxy pair '{pair.name}' did not start:\n"
-                                  f"{tail}", loc=pair.loc,
-                                  hint="The verifier's log, if any, is above.")
+            if not _alive(pid):
+                raise LabkitError(f"the proxy of kproxy pair '{pair.name}' exited at start:"
+                                  f"\n{_log_tail(lab.name, pair.name) or '(no output)'}",
+                                  loc=pair.loc, hint="A verifier log, if any, is above.")
             return False
 
         wait_until(ready, READY_TIMEOUT, f"the proxy of kproxy pair '{pair.name}' to answer",

@@ -1,0 +1,161 @@
+"""The SSL-proxy variant on a kernel with kTLS: the proxy terminates TLS on both legs
+(kTLS joined with splice, or OpenSSL in the proxy process), the data arrives intact, and
+a capture of both legs shows nothing but TLS records, the test's own plaintext marker
+nowhere; a plaintext pair through the same capture shows the check can fail. And why the
+in-kernel SSL proxy is not sockmap: this kernel refuses kTLS sockets in a sockmap.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from labkit.base import netns
+from labkit.features.kproxy import measure
+from labkit.features.kproxy.lab import config_of
+from labkit.features.kproxy.wire import Sniffer, read_tls, streams
+from labkit.lab import names
+from labkit.lab.lab import Lab
+from tests.conftest import ROOT, renamed, unique
+
+pytestmark = pytest.mark.kernel
+TOPOLOGY = ROOT / "topologies" / "kproxy-tls.yaml"
+PLAIN_PAIR = """    - {name: tp, mode: splice, proxy: proxy, listen: 9446,
+       upstream: "server:9546", client: client}
+"""
+MARKER = b'"test": "up"'  # in every measurement's control message, in plaintext
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_namespaces() -> Iterator[None]:
+    """The module's lab outlives single tests; its removal is checked at module end."""
+    yield
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    name = unique("kt")
+    # this kernel is the one under test: no `kernel:` line (it would ask for a VM)
+    text = re.sub(r"^kernel:.*\n", "", renamed(TOPOLOGY, name), flags=re.M) + PLAIN_PAIR
+    path = tmp_path_factory.mktemp("kproxy-tls") / f"{name}.yaml"
+    path.write_text(text)
+    running = Lab.load(str(path)).up(on="host")
+    try:
+        yield running
+    finally:
+        running.down()
+        assert not netns.list_names(names.lab_prefix(name))
+
+
+def tls_stat(lab: Lab) -> dict[str, int]:
+    out = lab.node("proxy").run(["cat", "/proc/net/tls_stat"], check=True).stdout
+    return {k: int(v) for k, v in (line.split() for line in out.splitlines() if line.strip())}
+
+
+def legs(lab: Lab, pair_name: str) -> dict[str, Any]:
+    """Run 4 MiB each way (sha256 checked) through the pair while capturing both of the
+    proxy's legs; each direction's stream read as TLS records."""
+    pair = config_of(lab).pairs[pair_name]
+    assert pair.bind is not None
+    proxy = lab.node("proxy").ns
+    sniffers = {"client leg": Sniffer(proxy, "eth1"), "server leg": Sniffer(proxy, "eth2")}
+    try:
+        result = measure.integrity(lab, measure.path_of(lab, pair_name, None), 4 << 20)
+    finally:
+        frames = {leg: s.stop() for leg, s in sniffers.items()}
+    ports = {"client leg": pair.bind.port, "server leg": pair.upstream.port}
+    seen: dict[str, Any] = {}
+    for leg, captured in frames.items():
+        for flow, data in streams(captured).items():
+            if ports[leg] in (flow[1], flow[3]) and data:
+                way = "toward the listener" if flow[3] == ports[leg] else "back"
+                seen.setdefault(f"{leg}, {way}", []).append((read_tls(data), MARKER in data))
+    return {"integrity": result, "directions": seen,
+            "truncated": sum(s.truncated for s in sniffers.values())}
+
+
+@pytest.mark.needs("ktls", "bpf_sockmap")
+@pytest.mark.parametrize("pair", ["ts", "tb"], ids=["ktls-splice", "openssl-boomerang"])
+def test_the_ssl_proxy_is_intact_and_both_legs_carry_only_tls(lab: Lab, pair: str) -> None:
+    before = tls_stat(lab)
+    got = legs(lab, pair)
+    after = tls_stat(lab)
+    assert got["integrity"]["intact"], got["integrity"]
+    assert got["truncated"] == 0
+    assert len(got["directions"]) == 4  # both ways on both legs
+    for direction, readings in got["directions"].items():
+        for reading, marker in readings:
+            assert reading.only_tls, (direction, reading.problem)
+            assert reading.records.get("application_data", 0) > 0, direction
+            assert not marker, f"{direction}: the plaintext marker crossed the wire"
+    kernel_tx = after["TlsTxSw"] - before["TlsTxSw"]
+    kernel_rx = after["TlsRxSw"] - before["TlsRxSw"]
+    if pair == "ts":  # two connections, kTLS TX and RX on both of the proxy's sockets
+        assert (kernel_tx, kernel_rx) == (4, 4)
+    else:  # OpenSSL in the proxy: the kernel did no TLS for it
+        assert (kernel_tx, kernel_rx) == (0, 0)
+
+
+@pytest.mark.needs("bpf_sockmap")
+def test_a_plaintext_pair_fails_the_same_check(lab: Lab) -> None:
+    got = legs(lab, "tp")
+    assert got["integrity"]["intact"]
+    readings = [r for rs in got["directions"].values() for r in rs]
+    assert readings and not any(reading.only_tls for reading, _ in readings)
+    assert any(marker for _, marker in readings)
+
+
+@pytest.fixture
+def scratch_ns() -> Iterator[str]:
+    name = f"kptls-{os.getpid()}"
+    netns.create(name)
+    try:
+        with netns.entered(name):
+            os.system("ip link set lo up")
+        yield name
+    finally:
+        netns.delete(name)
+
+
+TCP_ULP, SOL_TLS, TLS_TX = 31, 282, 1
+KEY = struct.pack("=HH8s16s4s8s", 0x0304, 51, b"\x01" * 8, b"\x02" * 16, b"\x03" * 4,
+                  b"\0" * 8)  # a fixed test key, not a secret
+
+
+@pytest.mark.needs("ktls", "bpf_sockmap")
+def test_the_kernel_refuses_ktls_sockets_in_a_sockmap(scratch_ns: str) -> None:
+    """The reason the in-kernel SSL proxy joins its kTLS legs with splice, not sockmap."""
+    from labkit.features.kproxy.sockmap import Sockmap
+
+    made = []
+
+    def pair(port: int) -> tuple[socket.socket, socket.socket]:
+        listener = netns.socket_in(scratch_ns, socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1)
+        client = netns.socket_in(scratch_ns, socket.AF_INET, socket.SOCK_STREAM)
+        client.connect(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        made.extend([listener, client, accepted])
+        return client, accepted
+
+    try:
+        with Sockmap(None) as sm:
+            a, b = pair(7101)
+            sm.join(a, b)  # positive control: plain TCP sockets join
+            c, d = pair(7102)
+            c.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
+            c.setsockopt(SOL_TLS, TLS_TX, KEY)
+            with pytest.raises(OSError) as info:
+                sm.join(c, d)
+            assert info.value.errno == errno.EINVAL
+    finally:
+        for s in made:
+            s.close()
