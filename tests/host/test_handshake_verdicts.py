@@ -22,6 +22,7 @@ from labkit.features.handshake import certs
 from labkit.features.handshake.verdicts import (
     decrypt_marker,
     judge,
+    starttls_probe,
     walk_records,
     wire_evidence,
 )
@@ -44,6 +45,24 @@ def test_walk_records_accepts_records_and_a_cut_tail() -> None:
 def test_walk_records_refuses_what_is_not_tls(stream: bytes) -> None:
     out = walk_records(stream)
     assert not out["tls"] and out["bad_at"] == 0
+
+
+def rpc_record(*words: int, tail: bytes = b"") -> bytes:
+    body = b"".join(w.to_bytes(4, "big") for w in words) + tail
+    return (0x80000000 | len(body)).to_bytes(4, "big") + body
+
+
+def test_rpc_with_tls_opening_is_allowed_before_the_records() -> None:
+    """RFC 9289: the client's NULL call with an AUTH_TLS (7) credential and the server's
+    "STARTTLS" reply travel in clear; TLS records follow. Other RPC is not skipped."""
+    hello = bytes([22, 3, 1, 0, 2, 1, 2])
+    probe = rpc_record(0x5FB340D8, 0, 2, 100003, 4, 0, 7, 0, 0, 0)  # as captured in the VM
+    reply = rpc_record(0x5FB340D8, 1, 0, 0, 8, tail=b"STARTTLS" + bytes(4))
+    plain = rpc_record(1, 0, 2, 100003, 4, 1, 1, 0, 0, 0)  # AUTH_UNIX: real NFS traffic
+    assert starttls_probe(probe + hello) == len(probe) == 44
+    assert starttls_probe(reply) == len(reply) == 36
+    assert starttls_probe(plain + hello) == 0
+    assert starttls_probe(hello) == 0
 
 
 def evidence(streams: list[dict[str, object]], **kw: object) -> dict[str, object]:

@@ -93,10 +93,10 @@ def _kernel_log() -> list[str]:
 
 
 def _closed(sock: socket.socket) -> bool:
-    """Did the server close (or reset) this connection?"""
+    """Did the server close (or reset) this connection? (sockets are non-blocking)"""
     try:
         return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
-    except BlockingIOError:
+    except (BlockingIOError, TimeoutError):
         return False
     except OSError:
         return True
@@ -114,6 +114,7 @@ def _open_connections(ns: str, address: str, port: int, count: int) -> list[sock
         except OSError:
             sock.close()
             continue
+        sock.setblocking(False)
         out.append(sock)
     return out
 

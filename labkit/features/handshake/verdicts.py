@@ -4,8 +4,10 @@ and evidence, so host tests can feed them recorded captures.
 
 Streams are rebuilt from TCP sequence numbers per direction; a stream whose SYN is in the
 capture is judged from its first byte (record boundaries are known), others only for the
-marker. A record is a 5-byte header (content type 20-23, version 3.x, length up to
-2^14+256) and its body; anything else is not TLS.
+marker. RPC-with-TLS (NFS, RFC 9289) opens in clear with an AUTH_TLS probe and its
+"STARTTLS" reply; that opening, and only it, is allowed before the records. A record is
+a 5-byte header (content type 20-23, version 3.x, length up to 2^14+256) and its body;
+anything else is not TLS.
 """
 
 from __future__ import annotations
@@ -97,6 +99,26 @@ def walk_records(data: bytes) -> dict[str, Any]:
             "bad_bytes": ""}
 
 
+AUTH_TLS = 7  # RFC 9289: the credential flavor of RPC-with-TLS's probe
+
+
+def starttls_probe(data: bytes) -> int:
+    """Bytes of an RPC-with-TLS (RFC 9289) opening at the start of a stream, else 0: the
+    client's NULL call with an AUTH_TLS credential, or the server's accepted reply whose
+    verifier says "STARTTLS". They travel in clear by design; TLS starts after them."""
+    if len(data) < 4:
+        return 0
+    mark = int.from_bytes(data[:4], "big")
+    length = mark & 0x7FFFFFFF
+    if not mark & 0x80000000 or len(data) < 4 + length or length < 24:
+        return 0
+    body = data[4:4 + length]
+    words = [int.from_bytes(body[i:i + 4], "big") for i in range(0, min(len(body), 32), 4)]
+    is_call = words[1] == 0 and words[2] == 2 and words[5] == 0 and words[6] == AUTH_TLS
+    is_reply = words[1] == 1 and words[2] == 0 and body[20:28] == b"STARTTLS"
+    return 4 + length if is_call or is_reply else 0
+
+
 def wire_evidence(frames: list[bytes], port: int, marker: bytes) -> dict[str, Any]:
     streams = []
     payload_bytes = 0
@@ -106,7 +128,12 @@ def wire_evidence(frames: list[bytes], port: int, marker: bytes) -> dict[str, An
         entry: dict[str, Any] = {"flow": st.flow, "bytes": len(data), "from_start": st.syn_seen,
                                  "gap": gap}
         if st.syn_seen and data:
-            entry.update(walk_records(data))
+            skip = starttls_probe(data)
+            if skip:
+                entry["starttls_probe_bytes"] = skip  # RFC 9289's clear opening
+            entry.update(walk_records(data[skip:]))
+            if entry["bad_at"] is not None:
+                entry["bad_at"] += skip
         streams.append(entry)
     return {"port": port, "frames": len(frames), "tcp_payload_bytes": payload_bytes,
             "streams": streams, "marker_frames": sum(marker in f for f in frames)}

@@ -1,0 +1,296 @@
+"""The handshake labs on a kernel with the handshake family (the debian-6.12 VM in CI):
+in-kernel consumers (NVMe/TCP with a TLS 1.3 PSK, NFS with xprtsec=tls) served by
+labkit's daemons, what crosses the wire, OpenSSL on the other side of `labkit tls`, many
+connect/disconnect cycles, bad peers, the kernel's queue cap, and a clean `down`.
+
+One lab per topology for the whole module (builds are slow under emulation); the plain
+controls are the same labs without TLS. Every lab is brought down at the end, pass or
+fail, and `down` is itself checked for leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.base import netns
+from labkit.base.wait import wait_until
+from labkit.features.handshake import nvme, ops, paths, setup, status
+from labkit.features.handshake.config import HandshakeConfig
+from labkit.lab import names
+from labkit.lab.lab import Lab
+from tests.conftest import ROOT, renamed, run_cli, unique
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs("handshake", "ktls")]
+TOPOS = ROOT / "topologies"
+PEER = [sys.executable, "-m", "labkit.features.handshake.peer"]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_namespaces() -> Iterator[None]:
+    """Module-scoped labs outlive single tests; `down` is checked where they end."""
+    yield
+
+
+def _up(tmp: Path, source: str) -> Lab:
+    name = unique("h")
+    path = tmp / f"{name}.yaml"
+    path.write_text(renamed(TOPOS / source, name))
+    return Lab.load(str(path)).up()
+
+
+def _down(lab: Lab) -> None:
+    lab.down()
+    assert not netns.list_names(names.lab_prefix(lab.name))
+
+
+@pytest.fixture(scope="module")
+def nvme_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = _up(tmp_path_factory.mktemp("nvme"), "nvme-tls.yaml")
+    try:
+        yield lab
+    finally:
+        if lab._attached:  # test_down_leaves_nothing takes it down itself
+            _down(lab)
+
+
+@pytest.fixture(scope="module")
+def nfs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = _up(tmp_path_factory.mktemp("nfs"), "nfs-tls.yaml")
+    yield lab
+    _down(lab)
+
+
+def cfg(lab: Lab) -> HandshakeConfig:
+    return lab.feature_config("handshake")  # type: ignore[no-any-return]
+
+
+# -- NVMe/TCP over TLS -------------------------------------------------------------------
+
+
+def test_nvme_controller_live_with_tls_on_every_queue(nvme_lab: Lab) -> None:
+    c = cfg(nvme_lab)
+    sub = nvme.subnqn(nvme_lab.name, c.nvme.target)  # type: ignore[union-attr]
+    states = {i: nvme.ctrl_attr(i, "state") for i in nvme.controllers(sub)}
+    assert list(states.values()) == ["live"], states
+    queues = 1 + c.nvme.io_queues  # type: ignore[union-attr]
+    for node in ("h", "t"):  # iproute2's ss, not labkit, reports the ULP on each queue
+        ulp = nvme.ulp_sockets(nvme_lab.node(node).ns, 4420)
+        assert len(ulp) == queues, ulp
+        assert all("tcp-ulp-tls version: 1.3 cipher: aes-gcm-128" in s for s in ulp), ulp
+        assert status.tls_stat(nvme_lab.node(node).ns)["TlsCurrTxSw"] >= queues
+
+
+def test_nvme_content_check_passes(nvme_lab: Lab) -> None:
+    (verdict,) = nvme_lab.checks()
+    assert verdict.outcome == "pass", verdict.detail
+    assert verdict.evidence  # both directions were compared
+
+
+def test_nvme_traffic_is_encrypted_and_decrypts_with_the_key_log(nvme_lab: Lab) -> None:
+    verdict = nvme_lab.verify("encryption", "handshake")
+    assert verdict.outcome == "pass", verdict.detail
+    ev = verdict.evidence
+    assert ev["marker_frames"] == 0 and ev["marker_records"] >= 1
+    assert all(s["tls"] for s in ev["streams"] if s["from_start"])
+
+
+def test_openssl_s_client_to_labkit_tls_serve(nvme_lab: Lab) -> None:
+    """labkit serves (kTLS on its socket), OpenSSL's s_client checks it against the lab CA
+    and exchanges a line both ways."""
+    server = nvme_lab.node("t").popen([*PEER, "serve", "--lab", nvme_lab.name, "--node", "t",
+                                       "--port", "4433", "--echo", "--timeout", "60"],
+                                      stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        assert json.loads(server.stderr.readline())["event"] == "listening"
+        client = subprocess.Popen(
+            nvme_lab.node("h").command(["openssl", "s_client", "-connect", "198.18.4.1:4433",
+                                        "-CAfile", paths.ca(nvme_lab.name), "-tls1_3",
+                                        "-verify_return_error", "-quiet"]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(b"ping-from-openssl\n")
+        client.stdin.flush()
+        echoed = client.stdout.readline()
+        client.stdin.close()
+        client.wait(30)
+        report = json.loads(server.stderr.readline())
+        server.wait(30)
+    finally:
+        server.kill()
+    assert echoed == b"ping-from-openssl\n"
+    assert report["event"] == "ktls" and report["ulp"] == "tls"
+    assert report["version"] == "TLSv1.3"
+
+
+def test_labkit_tls_connect_to_openssl_s_server(nvme_lab: Lab) -> None:
+    """OpenSSL serves (-rev: each line comes back reversed, after two session tickets that
+    labkit's kTLS socket must skip as handshake records)."""
+    lab = nvme_lab.name
+    server = subprocess.Popen(
+        nvme_lab.node("t").command(["openssl", "s_server", "-accept", "4434", "-tls1_3",
+                                    "-cert", paths.cert(lab, "t"), "-key", paths.key(lab, "t"),
+                                    "-naccept", "1", "-rev"]),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "LISTEN" in nvme_lab.node("t").run(
+            ["ss", "-tlnH", "sport = :4434"]).stdout, 60, "s_server to listen")
+        res = nvme_lab.node("h").run([*PEER, "connect", "--lab", lab, "--node", "h", "--to",
+                                      "198.18.4.1", "--port", "4434", "--send",
+                                      "hello-from-labkit\n", "--expect", "18",
+                                      "--timeout", "30"], timeout=120)
+    finally:
+        server.kill()
+        server.wait(10)
+    reports = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    assert res.returncode == 0, res.stderr
+    assert reports[0]["event"] == "ktls" and reports[0]["ulp"] == "tls"
+    assert res.stdout == "tikbal-morf-olleh\n"  # s_server -rev: the line, reversed
+
+
+def daemon_pids(lab: Lab) -> dict[str, int]:
+    return {n: ops.daemon_pid(lab, n) for n in ("t", "h")}
+
+
+def daemon_fds(lab: Lab) -> dict[str, int]:
+    return {n: len(os.listdir(f"/proc/{pid}/fd")) for n, pid in daemon_pids(lab).items()}
+
+
+def test_fifty_connect_disconnect_cycles_same_daemons_no_fd_leak(nvme_lab: Lab) -> None:
+    c = cfg(nvme_lab)
+    sub = nvme.subnqn(nvme_lab.name, c.nvme.target)  # type: ignore[union-attr]
+    pids, fds = daemon_pids(nvme_lab), daemon_fds(nvme_lab)
+    done_before = status.daemon(nvme_lab.name, "h")["done"]
+    nvme.disconnect_all(sub)
+    for _ in range(50):
+        inst = nvme.connect(setup.nvme_connect(nvme_lab, c))
+        nvme.wait_live(inst, sub, 60)
+        assert nvme.disconnect(inst)
+        wait_until(lambda: not nvme.controllers(sub), 30, "the controller to go")
+    setup.connect_nvme(nvme_lab, c)  # leave the lab as it was
+    assert daemon_pids(nvme_lab) == pids  # no restart
+    assert daemon_fds(nvme_lab) == fds  # /proc/PID/fd, before and after
+    done = status.daemon(nvme_lab.name, "h")["done"] - done_before
+    assert done == 51 * (1 + c.nvme.io_queues)  # type: ignore[union-attr]
+
+
+def test_garbage_and_timeouts_leave_the_target_daemon_serving(nvme_lab: Lab) -> None:
+    """A client that sends garbage, and one that says nothing until the kernel's timeout
+    (lowered to 3 s here): both end in DONE with an errno; then a real host connects."""
+    c = cfg(nvme_lab)
+    param = "/sys/module/nvmet_tcp/parameters/tls_handshake_timeout"
+    saved = Path(param).read_text().strip() if os.path.exists(param) else None
+    before = status.daemon(nvme_lab.name, "t")
+    pid = ops.daemon_pid(nvme_lab, "t")
+    if saved is not None:
+        Path(param).write_text("3")
+    try:
+        junk = netns.socket_in(nvme_lab.node("h").ns, socket.AF_INET, socket.SOCK_STREAM)
+        quiet = netns.socket_in(nvme_lab.node("h").ns, socket.AF_INET, socket.SOCK_STREAM)
+        with netns.entered(nvme_lab.node("h").ns):
+            junk.connect(("198.18.4.1", 4420))
+            quiet.connect(("198.18.4.1", 4420))
+        junk.sendall(b"\x16\x03\x03\x00\x05garbage-not-a-hello" * 4)
+
+        def failed() -> dict[str, int]:
+            f = status.daemon(nvme_lab.name, "t")["failed"]
+            return f if sum(f.values()) >= sum(before["failed"].values()) + 2 else {}
+
+        got = wait_until(failed, 60, "both bad connections to end in DONE")
+        junk.close()
+        quiet.close()
+    finally:
+        if saved is not None:
+            Path(param).write_text(saved)
+    assert got.get("EPROTO", 0) > before["failed"].get("EPROTO", 0)
+    assert got.get("ETIMEDOUT", 0) + got.get("ECONNRESET", 0) > \
+        before["failed"].get("ETIMEDOUT", 0) + before["failed"].get("ECONNRESET", 0)
+    assert ops.daemon_pid(nvme_lab, "t") == pid
+    inst = nvme.connect(setup.nvme_connect(nvme_lab, c, duplicate=True))  # still serving
+    nvme.wait_live(inst, nvme.subnqn(nvme_lab.name, c.nvme.target), 60)  # type: ignore
+    nvme.disconnect(inst)
+
+
+def test_dos_step_shows_the_cap_and_recovers(nvme_lab: Lab) -> None:
+    report = ops.dos(nvme_lab, connects=12, hold=5.0)
+    cap = report["pending_cap"]
+    w = report["while_stalled"]
+    assert w["queued"] == cap, report
+    assert w["refused_at_once"] >= report["connects"] - cap, report
+    assert w["accepted"] == 0
+    assert report["recovered"], report
+
+
+def test_down_leaves_nothing(nvme_lab: Lab) -> None:
+    c = cfg(nvme_lab)
+    name = nvme_lab.name
+    identity = setup.psk_identity(nvme_lab, c)
+    sub = nvme.subnqn(name, c.nvme.target)  # type: ignore[union-attr]
+    pids = list(daemon_pids(nvme_lab).values())
+    assert nvme.psk_present(identity) and nvme.controllers(sub)  # positive controls
+    assert os.path.exists(paths.cert(name, "t")) and os.path.exists(paths.key(name, "t"))
+    _down(nvme_lab)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids), "a daemon outlived down"
+    wait_until(lambda: not nvme.psk_present(identity), 30, "the PSK to leave the keyring")
+    assert not nvme.controllers(sub)
+    assert not os.path.exists(f"/sys/kernel/config/nvmet/subsystems/{sub}")
+    left = [f for f in os.listdir(os.path.dirname(paths.ca(name))) if f.startswith(name + ".")]
+    assert left == []
+    assert not os.path.exists(paths.work(name))
+
+
+# -- NFS over TLS ------------------------------------------------------------------------
+
+
+def test_nfs_mounted_with_xprtsec_tls(nfs_lab: Lab) -> None:
+    mounts = Path("/proc/mounts").read_text()
+    mine = [ln for ln in mounts.splitlines() if f"/{nfs_lab.name}/mnt " in ln]
+    assert mine and " nfs4 " in mine[0] and "xprtsec=tls" in mine[0], mine
+    (verdict,) = nfs_lab.checks()
+    assert verdict.outcome == "pass", verdict.detail
+    for node in ("s", "c"):
+        assert status.ktls_sockets(nfs_lab.node(node).ns), node
+    d = status.daemon(nfs_lab.name, "c")
+    assert d["done"] >= 1 and not d["failed"]
+
+
+def test_nfs_traffic_is_encrypted(nfs_lab: Lab) -> None:
+    verdict = nfs_lab.verify("encryption", "handshake")
+    assert verdict.outcome == "pass", verdict.detail
+    assert verdict.evidence["marker_records"] >= 1
+
+
+# -- the plaintext controls ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["nvme-tls-off.yaml", "nfs-tls-off.yaml"])
+def test_plaintext_controls_fail_verify(tmp_path: Path, source: str) -> None:
+    lab = _up(tmp_path, source)
+    try:
+        (content,) = lab.checks()
+        assert content.outcome == "pass", content.detail  # the consumer works...
+        res = run_cli("verify", "encryption", lab.name, "--feature", "handshake", "--json",
+                      timeout=300)
+        assert res.returncode == 1, res.stdout + res.stderr  # ...in clear
+        verdict = json.loads(res.stdout)
+        verdict = verdict[0] if isinstance(verdict, list) else verdict
+        assert verdict["evidence"]["marker_frames"] >= 1
+        assert re.search(r"marker appeared in clear", json.dumps(verdict))
+    finally:
+        _down(lab)
+
+
+def test_handshake_latency_is_reported(nfs_lab: Lab) -> None:
+    d = status.daemon(nfs_lab.name, "s")
+    assert d["latency_ms"]["count"] >= 1 and d["latency_ms"]["p50"] > 0
+    assert time.time() > 0
