@@ -27,7 +27,7 @@ names=()
 for arg in "$@"; do
   case $arg in
     --force) force=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $arg (use --force or kernel names, e.g. debian-6.12)" ;;
     *) names+=("$arg") ;;
   esac
