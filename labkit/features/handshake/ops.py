@@ -58,6 +58,18 @@ def events_since(lab: Lab, node: str, seq: int = 0) -> list[dict[str, Any]]:
     return read_events(paths.events(lab.name, _daemon_node(lab, node)), seq)
 
 
+@remote
+def reconnect_nvme(lab: Lab) -> dict[str, Any]:
+    """Drop the NVMe host's controller and connect it again from its node: a fresh set of
+    handshakes (one per queue) to watch in a trace."""
+    cfg = config(lab)
+    if cfg.nvme is None:
+        raise UsageError(f"lab '{lab.name}' has no NVMe consumer.",
+                         hint="Try topologies/nvme-tls.yaml.")
+    nvme.disconnect_all(nvme.subnqn(lab.name, cfg.nvme.target))
+    return setup.connect_nvme(lab, cfg)
+
+
 def daemon_pid(lab: Lab, node: str) -> int:
     st = read_status(paths.status(lab.name, _daemon_node(lab, node))) or {}
     pid = int(st.get("pid", 0))
