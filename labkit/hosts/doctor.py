@@ -215,8 +215,11 @@ def kernel_capabilities(kernel_dir: str | Path, version: str) -> tuple[dict[str,
     report = kernel_report(kernel_dir)
     if report is not None:
         return report, "probed in a VM"
-    configs = sorted((Path(kernel_dir) / "boot").glob(f"config-{version}*")) or \
-        sorted((Path(kernel_dir) / "boot").glob("config-*"))
+    base = Path(kernel_dir)
+    configs = (sorted((base / "boot").glob(f"config-{version}*"))
+               or sorted((base / "boot").glob("config-*"))
+               or sorted(base.glob(f"config-{version}*"))  # beside a user's bzImage
+               or [p for p in (base / ".config",) if p.is_file()])  # a build tree
     if not configs:
         return {}, "unknown (no config file and never probed)"
     return from_config(configs[-1].read_text(errors="replace")), "from its config file"

@@ -35,9 +35,10 @@ class VmHost:
     local = False
 
     def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
-                 memory: str | None = None) -> None:
+                 memory: str | None = None, append: Sequence[str] = ()) -> None:
         self.name, self.vm, self.kernel = vm, vm, kernel
         self.modules = list(modules)
+        self.append = list(append)  # kernel command-line options (a lab's own VM only)
         self.memory = memory or DEFAULT_MEMORY
         self._relay: Any = None
         self._lock = threading.Lock()
@@ -67,7 +68,8 @@ class VmHost:
             if info is None or info.status != "running":
                 say(0, 3, f"booting VM {self.vm} ({self.kernel})")
                 persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
-                                 modules=self.modules, backplane=True, cached=[PACKAGE])
+                                 modules=self.modules, backplane=True, cached=[PACKAGE],
+                                 append=self.append)
             say(1, 3, f"starting labkit in VM {self.vm}")
             self._start_daemon()
             say(2, 3, f"VM {self.vm} ready")

@@ -94,10 +94,12 @@ def guest_up(topo_text: str, path: str, here: list[str] | None,
 
     topo = loader.loads(topo_text, path)
     where = Placement.from_json(placement)
+    if here is None:  # the whole lab is in this VM: every node is this kernel's
+        here = list(topo.nodes)
     lab = Lab(topo, placement=where, here=here)
     lab.prepared = prepared or {}
     span = None
-    if here is not None and me is not None:
+    if me is not None:
         span = Span(topo.name, me, {n: p.vm for p in where.vms for n in p.nodes}, peers or {})
     with state.locked(topo.name):
         st = state.LabState(name=topo.name, topology=path, topology_text=topo_text,

@@ -211,7 +211,8 @@ class Lab:
         if host is None:
             from labkit.hosts.vmhost import VmHost
 
-            host = VmHost(part.vm, part.kernel, features.modules(sorted(self.topo.features)))
+            host = VmHost(part.vm, part.kernel, features.modules(sorted(self.topo.features)),
+                          append=getattr(self, "_kernel_options", ()))
             self._hosts[part.vm] = host
         return host
 
@@ -226,12 +227,19 @@ class Lab:
 
     # -- lifecycle -------------------------------------------------------------------
     def up(self, on: str | None = None, progress: Progress | None = None,
-           say: Callable[[str], None] | None = None) -> Lab:
+           say: Callable[[str], None] | None = None, isolated: bool = False,
+           kernel_options: Sequence[str] = ()) -> Lab:
         """Build the lab: here if this kernel has its features, else in a VM.
 
         on: None (decide), "host", or a kernel name such as "debian-6.12". progress gets
         (done, total, what); say gets one-line announcements (placement, downloads).
+        isolated: in VMs of the lab's own, booted fresh (with kernel_options on their
+        command line) and stopped at down, rather than the kernel's shared VM.
         """
+        if kernel_options and not isolated:
+            raise UsageError("kernel options need a VM of the lab's own.",
+                             hint="Pass isolated=True as well.")
+        self._kernel_options = list(kernel_options)
         from labkit.lab.placement import decide
 
         require_root()
@@ -239,7 +247,11 @@ class Lab:
             raise UsageError(f"lab '{self.name}' is already up.",
                              hint=f"Bring it down first with `labkit down {self.name}`.")
         announce = say or (lambda text: None)
-        self.placement = decide(self.topo, on, fetch=_fetcher(announce, progress))
+        self.placement = decide(self.topo, on, fetch=_fetcher(announce, progress),
+                                isolated=isolated)
+        if isolated and self.placement.local:
+            raise UsageError(f"lab '{self.name}' would run on this machine's kernel, which "
+                             "is not a VM of its own.", hint="Name a VM kernel with on=.")
         if not self.placement.local:
             announce(f"lab '{self.name}' runs {self.placement.reason}: "
                      f"{self.placement.describe()}")

@@ -65,15 +65,20 @@ class Placement:
                                for v in data["vms"]), str(data.get("reason", "")))
 
 
-def vm_name(kernel: str) -> str:
+def vm_name(kernel: str, lab: str | None = None) -> str:
     """The VM that holds every lab node on this kernel: `lk-6-12` for debian-6.12 (labs
-    share it, so a second lab on a kernel that is already up starts without a boot)."""
+    share it, so a second lab on a kernel that is already up starts without a boot); with
+    `lab`, that lab's own VM (`lk-6-12-NAME`)."""
     import hashlib
 
     if "/" in kernel:  # a user's bzImage or build tree
-        return "lk-k" + hashlib.sha1(kernel.encode()).hexdigest()[:10]
-    tag = kernel.lower().removeprefix("debian-")
-    return ("lk-" + "".join(c if c.isalnum() else "-" for c in tag))[:32]
+        base = "lk-k" + hashlib.sha1(kernel.encode()).hexdigest()[:10]
+    else:
+        tag = kernel.lower().removeprefix("debian-")
+        base = "lk-" + "".join(c if c.isalnum() else "-" for c in tag)
+    if lab is not None:
+        base += "-" + lab.lower().replace("_", "-")
+    return base[:32]
 
 
 def needed(topo: Topology) -> list[str]:
@@ -105,17 +110,19 @@ def kernel_probes(kernel: str) -> tuple[dict[str, Any], str] | None:
     if kernel in kernels.SERIES and kernels.cached(kernel) is None:
         return None  # fetchable, not fetched yet
     k = kernels.resolve(kernel)  # an unknown name or a bad path is the user's error
-    base = os.path.dirname(os.path.dirname(k.image)) if k.source == "cache" else \
-        os.path.dirname(k.image)
+    base = {"cache": os.path.dirname(os.path.dirname(k.image)),
+            "tree": k.run_arg}.get(k.source, os.path.dirname(k.image))
     return kernel_capabilities(base, k.version)
 
 
 def decide(topo: Topology, on: str | None = None,
-           fetch: Callable[[str], None] | None = None) -> Placement:
+           fetch: Callable[[str], None] | None = None, isolated: bool = False) -> Placement:
     """The placement for a lab, or MissingFeatureError naming what is missing where.
 
     on: None (the topology and the kernels decide), "host", or a kernel name. fetch is
     called with a kernel name that must be downloaded first (it shows progress).
+    isolated: VMs of the lab's own instead of the kernel's shared VM (a fresh kernel for
+    reproducing a bug: clean dmesg, no other lab, kernel options of its own).
     """
     wanted = needed(topo)
     per_node = {n.name: n.kernel for n in topo.nodes.values() if n.kernel}
@@ -149,10 +156,14 @@ def decide(topo: Topology, on: str | None = None,
             continue
         probes, source = known
         missing = lacking(probes, wanted)
+        if not probes and choice == on:  # a user's kernel without a config: try it
+            return _vm_placement(topo, choice, per_node, wanted, fetch,
+                                 "asked for; its features are unknown (no config file)",
+                                 isolated)
         if missing:
             tried.append(f"{choice} ({source}): {_explain(missing)}")
             continue
-        return _vm_placement(topo, choice, per_node, wanted, fetch, source)
+        return _vm_placement(topo, choice, per_node, wanted, fetch, source, isolated)
     hint = ("Fetch a kernel that has them: `labkit vm kernels fetch debian-6.12`, or see "
             "`labkit doctor --all-kernels`.")
     if on is not None or topo.kernels:
@@ -163,7 +174,8 @@ def decide(topo: Topology, on: str | None = None,
 
 
 def _vm_placement(topo: Topology, main: str, per_node: dict[str, str], wanted: list[str],
-                  fetch: Callable[[str], None] | None, source: str) -> Placement:
+                  fetch: Callable[[str], None] | None, source: str,
+                  isolated: bool = False) -> Placement:
     groups: dict[str, list[str]] = {}
     for node in topo.nodes:
         groups.setdefault(per_node.get(node, main), []).append(node)
@@ -189,7 +201,7 @@ def _vm_placement(topo: Topology, main: str, per_node: dict[str, str], wanted: l
                 f"nodes {', '.join(groups[kernel])} of lab '{topo.name}' ask for kernel "
                 f"{kernel}, which cannot run them: {_explain(missing)}.",
                 hint="Give those nodes another kernel.")
-    vms = tuple(VmPart(vm_name(k), k, tuple(nodes))
+    vms = tuple(VmPart(vm_name(k, topo.name if isolated else None), k, tuple(nodes))
                 for k, nodes in groups.items())
     reason = f"in a VM with {main} ({source})"
     return Placement("vm", vms, reason)

@@ -129,6 +129,7 @@ def start(
     boot_timeout: float | None = None,
     backplane: bool = False,
     cached: Sequence[str] = (),
+    append: Sequence[str] = (),
 ) -> VmInfo:
     """Boot a VM that stays up in the background; returns once its agent answers.
 
@@ -161,13 +162,14 @@ def start(
             kernel, hostname=name, serial_socket=str(state / "serial.sock"), oneshot=False,
             memory=memory, cpus=cpus, cwd="/", overlays=list(overlays),
             rwdirs=list(rwdirs), forwards=fwd, modules=None if modules is None else list(modules),
-            cached=list(cached),
+            cached=list(cached), append=list(append),
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
         summary: dict[str, Any] = {
             "name": name, "status": "booting", "kernel": spec.kernel.name,
             "kernel_version": spec.kernel.version, "accel": spec.accel.kind,
             "memory": memory or "1G", "cpus": cpus, "forwards": [f"{h}:{g}" for h, g in fwd],
+            "kernel_options": list(append),
         }
         config: dict[str, Any] = {"env": vng_env(tools), "boot_timeout": limit}
         with bp.locked() if backplane else contextlib.nullcontext():
