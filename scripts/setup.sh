@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # busybox-static: vng builds an initramfs for the Debian kernel (9p and virtio are modules)
 # tshark: checks captures and labkit's Wireshark dissector; vagrant(-libvirt): the
 # Vagrantfile is validated in the tests
-# graphviz: `dot` checks labkit's graph output; ethtool: large LANs, the offload NIC
+# graphviz: `dot` checks labkit's graph output; ethtool: large LANs, the offload NIC;
+# make, gcc-12, binutils: the offload NIC's kernel module, built against each VM kernel's
+# headers; libssl-dev, openssl: its user-space test harness and TLS peers
 APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3 tshark vagrant
-              vagrant-libvirt graphviz ethtool)
+              vagrant-libvirt graphviz ethtool make gcc-12 binutils libssl-dev openssl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2
@@ -43,5 +45,7 @@ if [ "${LABKIT_NO_VM:-0}" != 1 ]; then
   for kernel in debian-6.12 debian-6.1; do
     .venv/bin/labkit vm kernels fetch "$kernel"
   done
+  # the emulated TLS offload NIC, for each cached kernel that has CONFIG_TLS_DEVICE
+  bash scripts/build_kmod.sh
 fi
 echo "setup: done. The CLI is .venv/bin/labkit"
