@@ -106,7 +106,13 @@ def test_cli_up_places_the_lab_and_every_verb_works(warm_vm: str, topo_file,
         assert "n1:eth1-n2:eth1: up" in links.stdout, links.stderr
         tipc = run_cli("tipc", "status", name, "--json", timeout=TIMEOUT)
         assert tipc.returncode == 0, tipc.stderr
-        assert json.loads(tipc.stdout)["nodes"]["n3"]["identity"] == "n3"
+        tnodes = json.loads(tipc.stdout)["nodes"]
+        assert tnodes["n3"]["identity"] == "n3"
+        # the cluster's 4 links: n1-n2, n1-n3, n2-n3 on lan1 (eth) and n3-n4 (udp, routed)
+        up = {frozenset(lk["name"].replace("-", ":").split(":")[0::2])
+              for info in tnodes.values() for lk in info["links"] if lk["up"]}
+        assert up == {frozenset(p) for p in (("n1", "n2"), ("n1", "n3"), ("n2", "n3"),
+                                             ("n3", "n4"))}, up
         # A capture lands on this machine, where it said, and holds real frames: TIPC
         # link supervision on eth1 (positive control: the count is not zero).
         pcap = tmp_path / "n2.pcap"
