@@ -21,6 +21,8 @@ TCP = 6
 TLS_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
 MAX_RECORD = (1 << 14) + 256
 FRAME_MAX = 1 << 18
+SO_RCVBUFFORCE = 33
+SOL_PACKET, PACKET_STATISTICS = 263, 6
 Flow = tuple[str, int, str, int]  # src, sport, dst, dport
 
 
@@ -140,9 +142,11 @@ class Sniffer:
         from labkit.packets.capture import open_socket
 
         self.sock = open_socket(ns, iface)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        # beyond net.core.rmem_max (root may): an emulated VM reads frames slowly
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
         self.frames: list[bytes] = []
         self.truncated = 0
+        self.dropped = 0
         self.max_bytes = max_bytes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -165,11 +169,14 @@ class Sniffer:
 
     def stop(self, quiet: float = 0.3, timeout: float = 10.0) -> list[bytes]:
         """Once the interface has been quiet for `quiet` seconds (the closes' last frames
-        are in), or after `timeout`: the frames."""
+        are in), or after `timeout`: the frames. `dropped` says how many the kernel could
+        not queue for us (PACKET_STATISTICS): a capture with drops has holes."""
         from labkit.base.wait import poll
 
         poll(lambda: time.monotonic() - self.last >= quiet, timeout)
         self._stop.set()
         self._thread.join(5)
+        _, self.dropped = struct.unpack("II", self.sock.getsockopt(SOL_PACKET,
+                                                                   PACKET_STATISTICS, 8))
         self.sock.close()
         return self.frames
