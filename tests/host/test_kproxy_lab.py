@@ -366,3 +366,40 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ")[1][0] not in "ZX"
     except OSError:
         return False
+
+
+# -- the verbs ------------------------------------------------------------------------
+
+
+def test_verify_throughput_passes_fails_and_cannot_run(lab: Lab) -> None:
+    from tests.conftest import run_cli
+
+    ok = run_cli("verify", "throughput", lab.name, "--pair", "km", "--threshold", "1",
+                 "--seconds", "1", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "MB/s" in json.loads(ok.stdout)["verdicts"][0]["detail"]
+    too_much = run_cli("verify", "throughput", lab.name, "--pair", "km", "--threshold",
+                       "1e9", "--seconds", "1")
+    assert too_much.returncode == 1 and "below 1e+09 MB/s" in too_much.stdout
+    no_threshold = run_cli("verify", "throughput", lab.name, "--pair", "ks")
+    assert no_threshold.returncode == 2 and "--threshold" in no_threshold.stdout
+
+
+def test_kproxy_status_shows_pairs_counters_and_bpf_ids(lab: Lab) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from labkit.cli import kproxy
+
+    app = typer.Typer()
+    kproxy.register(app)
+    shown = CliRunner().invoke(app, ["kproxy", "status", lab.name, "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)["pairs"]
+    assert set(data) == {"km", "ks", "kb", "kd", "kl", "sl", "bl"}
+    assert data["kd"]["proxy_process"] is None  # direct: no proxy
+    km = data["km"]["proxy_process"]
+    assert km["listening"] and km["mode"] == "sockmap" and len(km["bpf"]["progs"]) == 1
+    assert all(bpfsys.exists("prog", i) for i in km["bpf"]["progs"])
+    text = CliRunner().invoke(app, ["kproxy", "status", lab.name])
+    assert "FIN/RST FWD" in text.output and "km    sockmap" in text.output
