@@ -118,8 +118,14 @@ def pair() -> Iterator[tuple[str, str]]:
         netns.delete(b)
 
 
-def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool) -> tuple[list[bytes], str]:
-    """One connection a -> b:PORT carrying the marker both ways, captured on a's veth."""
+PROBE = rpc_record(0x5FB340D8, 0, 2, 100003, 4, 0, 7, 0, 0, 0)
+STARTTLS = rpc_record(0x5FB340D8, 1, 0, 0, 8, tail=b"STARTTLS" + bytes(4))
+
+
+def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool,
+            starttls: bool = False) -> tuple[list[bytes], str]:
+    """One connection a -> b:PORT carrying the marker both ways, captured on a's veth;
+    with starttls, opened in clear the way RPC-with-TLS (RFC 9289) opens."""
     a, b = pair
     keylog = str(tmp / "keys.log")
     ls = netns.socket_in(b, socket.AF_INET, socket.SOCK_STREAM)
@@ -142,6 +148,9 @@ def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool) -> tuple
 
     def serve() -> None:
         conn, _ = ls.accept()
+        if starttls:
+            conn.recv(len(PROBE), socket.MSG_WAITALL)
+            conn.sendall(STARTTLS)
         s = server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn
         with s:
             got.append(s.recv(4096))
@@ -154,6 +163,9 @@ def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool) -> tuple
         c = netns.socket_in(a, socket.AF_INET, socket.SOCK_STREAM)
         with netns.entered(a):
             c.connect((B, PORT))
+        if starttls:
+            c.sendall(PROBE)
+            c.recv(len(STARTTLS), socket.MSG_WAITALL)
         s = client_ctx.wrap_socket(c, server_hostname=B) if client_ctx else c
         with s:
             s.sendall(b"hello " + marker)
@@ -190,3 +202,16 @@ def test_plaintext_session_fails(pair: tuple[str, str], tmp_path: Path) -> None:
     assert verdict.outcome == "fail"
     assert ev["marker_frames"] >= 2
     assert any(not s.get("tls") for s in ev["streams"] if s.get("from_start"))
+
+
+@pytest.mark.needs_root
+def test_rpc_with_tls_session_passes_and_decrypts(pair: tuple[str, str], tmp_path: Path) -> None:
+    """NFS's opening travels in clear; the check allows it, scapy decrypts what follows."""
+    marker = b"LKTLS" + secrets.token_hex(6).encode()
+    frames, keylog = session(pair, tmp_path, marker, tls=True, starttls=True)
+    ev = wire_evidence(frames, PORT, marker)
+    assert [s.get("starttls_probe_bytes") for s in ev["streams"]] == [len(PROBE), len(STARTTLS)]
+    ev.update(marker_delivered=True, keylog=True, **decrypt_marker(frames, PORT, keylog, marker))
+    verdict = judge("rpc-with-tls", ev)
+    assert verdict.outcome == "pass", verdict.detail
+    assert ev["marker_records"] >= 2 and "AUTH_TLS opening" in verdict.detail

@@ -116,7 +116,7 @@ def test_openssl_s_client_to_labkit_tls_serve(nvme_lab: Lab) -> None:
         client = subprocess.Popen(
             nvme_lab.node("h").command(["openssl", "s_client", "-connect", "198.18.4.1:4433",
                                         "-CAfile", paths.ca(nvme_lab.name), "-tls1_3",
-                                        "-verify_return_error", "-quiet"]),
+                                        "-verify_return_error", "-quiet", "-no_ign_eof"]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert client.stdin is not None and client.stdout is not None
         client.stdin.write(b"ping-from-openssl\n")

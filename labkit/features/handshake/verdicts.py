@@ -140,6 +140,60 @@ def wire_evidence(frames: list[bytes], port: int, marker: bytes) -> dict[str, An
 
 
 _SCAPY_LOCK = threading.Lock()
+MASK32 = 0xFFFFFFFF
+
+
+def strip_starttls(frames: list[bytes], port: int) -> list[bytes]:
+    """The capture as if TLS had started at each stream's first byte: the RFC 9289 opening
+    cut out and the later sequence (and acknowledgement) numbers moved back by its length,
+    so scapy's TLS session, which reads a stream from its start, can follow it."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    cut: dict[tuple[str, str], tuple[int, int]] = {}
+    for st in tcp_streams(frames, port):
+        if st.syn_seen and st.isn is not None:
+            skip = starttls_probe(st.data()[0])
+            if skip:
+                cut[(st.src, st.dst)] = (st.isn, skip)
+    if not cut:
+        return frames
+    out = []
+    for raw in frames:
+        pkt = Ether(raw)
+        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+        tcp = pkt.getlayer(TCP)
+        if ip is None or tcp is None or port not in (tcp.sport, tcp.dport):
+            out.append(raw)
+            continue
+        src, dst = f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}"
+        changed = False
+        if (src, dst) in cut and not tcp.flags & 0x02:
+            isn, skip = cut[(src, dst)]
+            rel = (int(tcp.seq) - isn) & MASK32
+            payload = bytes(tcp.payload)
+            if rel < skip and payload:  # (part of) the opening: drop it
+                tcp.remove_payload()
+                keep = payload[skip - rel:]
+                if keep:
+                    tcp.add_payload(keep)
+                rel = skip
+            if rel < 1 << 31:
+                tcp.seq = (isn + rel - skip) & MASK32
+            changed = True
+        if (dst, src) in cut and tcp.flags & 0x10:
+            isn, skip = cut[(dst, src)]
+            if ((int(tcp.ack) - isn) & MASK32) >= skip:
+                tcp.ack = (int(tcp.ack) - skip) & MASK32
+                changed = True
+        if changed:
+            for layer, field in ((ip, "len"), (ip, "plen"), (ip, "chksum"), (tcp, "chksum")):
+                if field in layer.fields:
+                    delattr(layer, field)
+            raw = bytes(pkt)
+        out.append(raw)
+    return out
 
 
 def decrypt_marker(frames: list[bytes], port: int, keylog: str, marker: bytes) -> dict[str, Any]:
@@ -155,6 +209,7 @@ def decrypt_marker(frames: list[bytes], port: int, keylog: str, marker: bytes) -
 
     from labkit.packets.capture import PcapWriter
 
+    frames = strip_starttls(frames, port)
     with _SCAPY_LOCK, tempfile.TemporaryDirectory(prefix="labkit-tls-") as tmp:
         os.chmod(tmp, 0o700)
         pcap = os.path.join(tmp, "capture.pcap")
@@ -209,11 +264,14 @@ def judge(name: str, evidence: dict[str, Any]) -> Verdict:
     if problems:
         return Verdict(name, "fail", "; ".join(problems) + ".", evidence)
     records = sum(s.get("records", 0) for s in judged)
+    opened = sum(1 for s in judged if s.get("starttls_probe_bytes"))
+    start = ("their first byte" if not opened else
+             f"their first byte after RPC-with-TLS's clear AUTH_TLS opening ({opened} streams)")
     tail = (f" With the key log, {evidence['decrypted_records']} application-data records "
             f"decrypted and {evidence['marker_records']} held the marker."
             if keylog else " No key log was kept (`keylog: true` in the topology lets this "
                            "check decrypt the records too).")
     return Verdict(name, "pass", f"{len(judged)} TCP streams on port {evidence['port']} were "
-                                 f"TLS from their first byte ({records} records), and the "
+                                 f"TLS from {start} ({records} records), and the "
                                  "marker written through the consumer never appeared in "
                                  "clear." + tail, evidence)
