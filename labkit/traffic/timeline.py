@@ -123,7 +123,7 @@ def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
         if '"ready"' not in ready:
             _stop(server)
             err = (server.stderr.read() if server.stderr else b"").decode(errors="replace")
-            why = err.strip().splitlines()[-1] if err.strip() else \
+            why = err.strip().splitlines()[-1].rstrip(".") if err.strip() else \
                 f"no ready line within {READY_TIMEOUT:g} s"
             raise LabkitError(f"the traffic server on {dst} did not start: {why}.")
         sender = lab.node(src).popen(
@@ -149,8 +149,8 @@ def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
             out, err = sender.communicate(timeout=END_GRACE)
             if sender.returncode != 0:
                 text = err.decode(errors="replace").strip().splitlines()
-                raise LabkitError(f"the traffic sender on {src} failed: "
-                                  f"{text[-1] if text else f'exit {sender.returncode}'}.",
+                why = text[-1].rstrip(".") if text else f"exit status {sender.returncode}"
+                raise LabkitError(f"the traffic sender on {src} failed: {why}.",
                                   hint="Is the receiver reachable? The lab panel's status "
                                        "table shows the links.")
             sent = json.loads(out.decode().strip().splitlines()[-1])

@@ -136,8 +136,8 @@ class CaptureViewer(Panel):
                 proc.wait(timeout=30)
                 errors.join(5)
             if not self._ready.is_set():
-                raise LabkitError(f"the capture on {where} did not start: "
-                                  f"{self._why or f'exit status {proc.returncode}'}.",
+                why = self._why.rstrip(".") or f"exit status {proc.returncode}"
+                raise LabkitError(f"the capture on {where} did not start: {why}.",
                                   hint="Choose an interface the node has (the lab panel's "
                                        "status table lists them).")
             return len(self.frames)
