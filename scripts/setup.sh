@@ -11,8 +11,12 @@ cd "$(dirname "$0")/.."
 # graphviz: `dot` checks labkit's graph output; ethtool: large LANs, the offload NIC;
 # make, gcc-12, binutils: the offload NIC's kernel module, built against each VM kernel's
 # headers; libssl-dev, openssl: its user-space test harness and TLS peers
+# chromium: the browser test clicks a notebook's widgets (driven by playwright)
+# nvme-cli, nfs-kernel-server, nfs-common, keyutils: the handshake upcall's in-kernel
+# consumers (NVMe/TCP and NFS with TLS) and the keyring for their PSKs
 APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3 tshark vagrant
-              vagrant-libvirt graphviz ethtool make gcc-12 binutils libssl-dev openssl)
+              vagrant-libvirt graphviz ethtool make gcc-12 binutils libssl-dev openssl
+              chromium nvme-cli nfs-kernel-server nfs-common keyutils)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2
@@ -35,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import labkit, pytest, hypothesis" 2>/dev/null || [ pyproject.toml -nt .venv/.labkit-installed ]; then
+if ! .venv/bin/python -c "import labkit, pytest, hypothesis, tlslite, jupyterlab, playwright" 2>/dev/null || [ pyproject.toml -nt .venv/.labkit-installed ]; then
   echo "setup: installing labkit and its dependencies into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch .venv/.labkit-installed

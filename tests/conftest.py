@@ -55,6 +55,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(ROOT_REASON)
 
 
+# A skip that only says the set-up was incomplete (a package or tool scripts/setup.sh
+# installs) is a CI defect, not a reason: under CI it fails, so a missing dependency
+# cannot turn a tier green by skipping it.
+SETUP_SKIP = re.compile(r"scripts/setup\.sh|is not installed", re.I)
+
+
+def _fail_setup_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if not (report.skipped and must_be_root()):
+        return
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if SETUP_SKIP.search(reason):
+        report.outcome = "failed"
+        report.longrepr = f"skipped for an incomplete set-up, which CI does not accept: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _fail_setup_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _fail_setup_skip(outcome.get_result())
+
+
 OURS: set[str] = set()  # lab names this test process made: leaks are judged only on them
 
 

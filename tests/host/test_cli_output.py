@@ -121,7 +121,7 @@ def test_feature_verbs_come_from_the_registry() -> None:
     assert "labkit.features.tipc.cli" in mods  # the control: TIPC has verbs
     assert all(m.startswith("labkit.features.") for m in mods)
     assert set(mods) <= set(main.all_verbs())
-    names = {c.name for c in main.app.registered_commands} | \
+    names = {c.name or c.callback.__name__ for c in main.app.registered_commands} | \
         {g.name for g in main.app.registered_groups}
     assert {"tipc", "inject", "wireshark"} <= names
 

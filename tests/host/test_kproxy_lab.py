@@ -389,7 +389,7 @@ def test_kproxy_status_shows_pairs_counters_and_bpf_ids(lab: Lab) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from labkit.cli import kproxy
+    from labkit.features.kproxy import cli as kproxy
 
     app = typer.Typer()
     kproxy.register(app)

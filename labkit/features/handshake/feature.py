@@ -42,7 +42,7 @@ class HandshakeFeature(Feature):
                       "records from the first byte, the marker is never in clear, and (with "
                       "the lab's key log) a decrypted record holds it. --pair nvme|nfs picks "
                       "one consumer."}
-    cli = ("labkit.cli.handshake", "labkit.cli.tls")
+    cli = ("labkit.features.handshake.cli", "labkit.features.handshake.cli_tls")
     parse = staticmethod(config.parse)
 
     def prepare(self, lab: Lab, cfg: config.HandshakeConfig) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class KproxyFeature(Feature):
     # autoload it, but only if modprobe works in the guest: load it at boot.
     modules = ("tls",)
     verifications = ("throughput",)
+    cli = ("labkit.features.kproxy.cli",)
     parse = staticmethod(config.parse)
 
     def needs_for(self, cfg: config.KproxyConfig) -> tuple[str, ...]:
