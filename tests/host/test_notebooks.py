@@ -30,6 +30,9 @@ LABS = ROOT / "labs"
 NOTEBOOKS = sorted(p.name for p in LABS.glob("*.ipynb"))
 CELL_TIMEOUT = 900  # s: bounded; a VM boot under TCG on a loaded machine is the longest step
 VM_NOTEBOOKS = {"02-tipc-crossover.ipynb", "03-tipc-encryption.ipynb"}
+# The feature labs' notebooks, run by one test each: True if their labs live in a VM here.
+FEATURE_NOTEBOOKS = {"04-kproxy.ipynb": False, "05-handshake.ipynb": True,
+                     "06-offload.ipynb": True}
 
 
 @dataclass
@@ -156,7 +159,8 @@ def lab_names() -> Iterator[list[str]]:
 
 def test_every_notebook_is_tested() -> None:
     """A notebook added to labs/ without a test here would never run in CI."""
-    assert set(NOTEBOOKS) == {"01-first-lab.ipynb"} | VM_NOTEBOOKS, NOTEBOOKS
+    assert set(NOTEBOOKS) <= {"01-first-lab.ipynb"} | VM_NOTEBOOKS | set(FEATURE_NOTEBOOKS), \
+        NOTEBOOKS
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -235,6 +239,37 @@ def test_03_tipc_encryption(lab_names: list[str]) -> None:
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert all(leftovers(n) == [] for n in lab_names)
+
+
+def labs_named(base: str) -> list[str]:
+    """Every lab a notebook made from its base name (some make several: base, basep...)."""
+    from labkit.lab import state
+
+    return sorted({n for n in state.names() if n.startswith(base)} |
+                  {ns[3:].split(".")[0] for ns in lab_namespaces()
+                   if ns.startswith(f"lk-{base}")})
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.vm] if vm else [])
+    for n, vm in FEATURE_NOTEBOOKS.items() if n in NOTEBOOKS])
+def test_feature_notebook(name: str, lab_names: list[str]) -> None:
+    """A feature lab's notebook, top to bottom, its graded checks passing, nothing left."""
+    if FEATURE_NOTEBOOKS[name]:
+        vm_allowed()
+    base = unique("nb")
+    from tests.conftest import OURS
+
+    run = execute(LABS / name, {"LABKIT_LAB_NAME": base})
+    save_executed(run, name)
+    made = labs_named(base)
+    lab_names.extend(made)
+    OURS.update(made)
+    assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
+    assert run.cleanup_ran
+    assert all(leftovers(n) == [] for n in made), made
+    assert 'class="lk-pass">PASS' in "\n".join(run.outputs)  # positive: checks were graded
 
 
 def test_notebook_verb_names_and_bad_input() -> None:
