@@ -10,12 +10,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 
 echo "== host tier (kernel $(uname -r))"
-.venv/bin/python -m pytest -m "not kernel" tests "$@"
+.venv/bin/python -m pytest -m "not kernel" --durations=25 tests "$@"
 host=$?
 
 if [ "${LABKIT_NATIVE_KERNEL:-0}" = 1 ]; then
   echo "== kernel tier (natively, on $(uname -r))"
-  .venv/bin/python -m pytest -m kernel tests -p no:cacheprovider "$@"
+  .venv/bin/python -m pytest -m kernel --durations=15 tests -p no:cacheprovider "$@"
   kernel=$?
   [ $host = 0 ] && [ $kernel = 0 ]
   exit
@@ -29,7 +29,7 @@ for kernel in ${LABKIT_TEST_KERNELS:-debian-6.12 debian-6.1}; do
   echo "== kernel tier (in a $kernel VM)"
   start=$(date +%s)
   .venv/bin/labkit vm run --kernel "$kernel" --memory 2G -- \
-    .venv/bin/python -m pytest -m kernel tests -p no:cacheprovider "$@"
+    .venv/bin/python -m pytest -m kernel --durations=15 tests -p no:cacheprovider "$@"
   rc=$?
   echo "== kernel tier on $kernel took $(( $(date +%s) - start )) s (exit $rc)"
   if [ $rc = 5 ]; then

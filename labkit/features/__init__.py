@@ -29,6 +29,7 @@ FEATURES: dict[str, str] = {
     "tipc": "labkit.features.tipc.feature",
     "handshake": "labkit.features.handshake.feature",
     "kproxy": "labkit.features.kproxy.feature",
+    "offload": "labkit.features.offload.feature",
 }
 
 
@@ -51,6 +52,7 @@ class Feature:
     verification_help: dict[str, str] = {}  # KIND -> what this feature's check does
     traffic: dict[str, str] = {}  # `labkit traffic --proto P` -> endpoint module
     cli: tuple[str, ...] = ()  # modules with register(app): the feature's own verbs
+    layers: tuple[str, ...] = ()  # modules whose import binds scapy layers for its frames
 
     def parse(self, block: LMap | None, nodes: dict[str, LMap], topo: Topology,
               p: Problems) -> Any:
@@ -84,6 +86,12 @@ class Feature:
     def verify(self, lab: Lab, config: Any, kind: str, **options: Any) -> Verdict:
         """One `labkit verify KIND` for this feature; options come from the command line."""
         raise NotImplementedError
+
+    def counters(self, status: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+        """The status as counter rows for live panels: {row: {column: value}}, the same
+        rows and columns reading after reading so that changes can be shown; None to show
+        the status as it is."""
+        return None
 
 
 @cache
@@ -123,6 +131,13 @@ def traffic_protocols() -> dict[str, str]:
 def cli_modules() -> list[str]:
     """Every feature's verb modules, in registry order (`labkit tipc`, `labkit kproxy`...)."""
     return [mod for f in all_features() for mod in f.cli]
+
+
+def bind_layers() -> None:
+    """Import every feature's scapy layers, so that dissecting a frame knows them all."""
+    for f in all_features():
+        for mod in f.layers:
+            importlib.import_module(mod)
 
 
 def modules(keys_: list[str] | None = None) -> list[str]:

@@ -33,11 +33,12 @@ READY_TIMEOUT = 120.0  # s for the capture process to open its socket (slow in a
 
 
 def dissect(frame: bytes) -> Any:
-    """The frame as scapy layers, with labkit's TIPC layers bound (v2 and v7)."""
+    """The frame as scapy layers, with every feature's own layers bound (TIPC v2 and v7)."""
     from scapy.layers.l2 import Ether
 
-    import labkit.features.tipc.layers  # noqa: F401 (binds TIPC to its ethertype and port)
+    from labkit import features
 
+    features.bind_layers()
     return Ether(frame)
 
 

@@ -1,6 +1,7 @@
-"""The live counters panel: interface counters, TIPC link statistics and kTLS counters
-(/proc/net/tls_stat) per node, with the change since the previous reading, refreshed on
-demand or live (every second, for a bounded time) while traffic runs.
+"""The live counters panel: interface counters and kTLS counters (/proc/net/tls_stat) per
+node, and each feature's own counters (TIPC links, proxies, NICs: Feature.counters), with the
+change since the previous reading, refreshed on demand or live (every second, for a bounded
+time) while traffic runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from labkit import features
 from labkit.errors import LabkitError
 from labkit.widgets.base import Panel, esc, table
 from labkit.widgets.session import LabSession
@@ -22,16 +24,13 @@ MAX_LIVE = 300.0  # s a live refresh runs at most
 
 
 def read_all(session: LabSession) -> dict[str, Any]:
-    """One reading: {"nodes": {node: {...}}, "tipc": feature status or None, "t": time}."""
+    """One reading: {"nodes": {node: {...}}, "features": {key: status}, "t": time}."""
     lab = session.require("reading counters")
     nodes: dict[str, Any] = {}
     for host in lab.hosts:
         nodes.update(host.call(lab, READINGS)["nodes"])
-    tipc = lab.feature_status("tipc") if session.has_feature("tipc") else None
-    # Other features' counters as their status reports them (kproxy, handshake, ...).
-    others = {key: lab.feature_status(key) for key in sorted(session.topo.features)
-              if key != "tipc"}
-    return {"t": time.monotonic(), "nodes": nodes, "tipc": tipc, "features": others}
+    statuses = {key: lab.feature_status(key) for key in sorted(session.topo.features)}
+    return {"t": time.monotonic(), "nodes": nodes, "features": statuses}
 
 
 def _delta(now: int, before: int | None) -> str:
@@ -40,7 +39,7 @@ def _delta(now: int, before: int | None) -> str:
 
 def render(now: dict[str, Any], before: dict[str, Any] | None) -> str:
     """Tables of the reading, with the change since `before`."""
-    old = before or {"nodes": {}, "tipc": None}
+    old = before or {"nodes": {}, "features": {}}
     rows = []
     for node, info in now["nodes"].items():
         for iface, c in info["interfaces"].items():
@@ -54,23 +53,6 @@ def render(now: dict[str, Any], before: dict[str, Any] | None) -> str:
     out = ["<b>Interfaces</b>", table(["node", "iface", "rx pkts", "Δ", "tx pkts", "Δ",
                                        "rx bytes", "tx bytes", "drops"], rows,
                                       "lk-counters-ifaces")]
-    out.append("<b>TIPC links</b>")
-    if now["tipc"] is None:
-        out.append('<p class="lk-muted">This lab has no TIPC (no <code>tipc:</code> block in '
-                   "its topology).</p>")
-    else:
-        rows = []
-        for node, st in now["tipc"]["nodes"].items():
-            prev = {lk["name"]: lk for lk in (old["tipc"] or {"nodes": {}})["nodes"]
-                    .get(node, {}).get("links", [])}
-            for lk in st["links"]:
-                p = prev.get(lk["name"], {})
-                rows.append([node, lk["name"], "up" if lk["up"] else "DOWN", lk["tx_packets"],
-                             _delta(lk["tx_packets"], p.get("tx_packets")), lk["rx_packets"],
-                             _delta(lk["rx_packets"], p.get("rx_packets")),
-                             lk["retransmissions"]])
-        out.append(table(["node", "link", "state", "tx", "Δ", "rx", "Δ", "retrans"], rows,
-                         "lk-counters-tipc"))
     out.append("<b>kTLS (/proc/net/tls_stat)</b>")
     tls = {n: i["tls"] for n, i in now["nodes"].items() if i["tls"] is not None}
     if not tls:
@@ -85,11 +67,43 @@ def render(now: dict[str, Any], before: dict[str, Any] | None) -> str:
                     rows.append([node, key, value, _delta(value, prev.get(key))])
         out.append(table(["node", "counter", "value", "Δ"], rows, "lk-counters-tls")
                    if rows else '<p class="lk-muted">every kTLS counter is 0.</p>')
+    if not now.get("features"):
+        out.append('<p class="lk-muted">This lab switches on no kernel feature (no '
+                   f"{', '.join(f'<code>{k}:</code>' for k in features.keys())} block in its "
+                   "topology): no feature counters.</p>")
     for key, status in now.get("features", {}).items():
-        text = json.dumps(status, indent=1, default=str)
-        out.append(f"<details><summary><b>{esc(key)}</b> (its status)</summary>"
-                   f"<pre>{esc(text[:20000])}</pre></details>")
+        out.append(_feature(key, status, old.get("features", {}).get(key)))
     return "".join(out)
+
+
+def _feature(key: str, status: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """A feature's counter rows as a table with the change of every number, or its status
+    as it is when the feature has no counter rows."""
+    feature = features.get(key)
+    rows = feature.counters(status)
+    if rows is None:
+        text = json.dumps(status, indent=1, default=str)
+        return (f"<details><summary><b>{esc(key)}</b> (its status)</summary>"
+                f"<pre>{esc(text[:20000])}</pre></details>")
+    prev = feature.counters(before) if before else None
+    title = f"<b>{esc(feature.title or key)}</b>"
+    if not rows:
+        return title + '<p class="lk-muted">nothing to count yet.</p>'
+    columns = list(next(iter(rows.values())))
+    head = [key]
+    for col in columns:
+        head += [col, "Δ"] if isinstance(next(iter(rows.values()))[col], int) else [col]
+    body = []
+    for name, row in rows.items():
+        line: list[Any] = [name]
+        for col in columns:
+            value = row.get(col)
+            line.append(value)
+            if isinstance(next(iter(rows.values()))[col], int):
+                old = (prev or {}).get(name, {}).get(col)
+                line.append(_delta(value, old) if isinstance(value, int) else "")
+        body.append(line)
+    return title + table(head, body, f"lk-counters-{key}")
 
 
 class CountersPanel(Panel):

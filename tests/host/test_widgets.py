@@ -86,7 +86,8 @@ def test_a_lab_that_is_down_shows_so_everywhere(down_session: LabSession) -> Non
 
 def test_missing_feature_is_said_not_offered(down_session: LabSession) -> None:
     """routed has no TIPC: tcp is the only protocol, and the counters say why there are no
-    TIPC links; a TIPC lab (the positive control) offers tipc."""
+    feature counters; a TIPC lab (the positive control) offers tipc, and its links are
+    counted with their changes."""
     assert list(TrafficPanel(down_session).kinds) == ["tcp"]
     with pytest.raises(UsageError, match="cannot carry tipc"):
         TrafficPanel(down_session).run(proto="tipc")
@@ -96,9 +97,16 @@ def test_missing_feature_is_said_not_offered(down_session: LabSession) -> None:
     panel = TrafficPanel(tipc)
     panel.proto.value = "tipc"
     assert "r" not in panel.src.options  # the router runs no TIPC
-    reading = {"nodes": {"a": {"interfaces": {}, "tls": None}}, "tipc": None}
+    reading = {"nodes": {"a": {"interfaces": {}, "tls": None}}, "features": {}}
     html = render(reading, None)
-    assert "has no TIPC" in html and "no tls module" in html
+    assert "switches on no kernel feature" in html and "no tls module" in html
+    link = {"name": "1.1.1:eth1-1.1.2:eth1", "up": True, "tx_packets": 5, "rx_packets": 4,
+            "retransmissions": 0}
+    before = dict(reading, features={"tipc": {"nodes": {"n1": {"links": [link]}}}})
+    now = dict(reading, features={"tipc": {"nodes": {"n1": {"links": [
+        dict(link, tx_packets=12)]}}}})
+    html = render(now, before)
+    assert "lk-counters-tipc" in html and "+7" in html and "switches on no" not in html
 
 
 def test_bad_traffic_input_is_one_paragraph(down_session: LabSession) -> None:

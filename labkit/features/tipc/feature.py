@@ -45,7 +45,15 @@ class TipcFeature(Feature):
     traffic = {"tipc": "labkit.features.tipc.endpoint"}
     cli = ("labkit.features.tipc.cli", "labkit.features.tipc.cli_inject",
            "labkit.features.tipc.wireshark.cli")
+    layers = ("labkit.features.tipc.layers",)  # TIPC v2 and v7 on its ethertype and port
     parse = staticmethod(config.parse)
+
+    def counters(self, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """One row per node and link: its state, packets each way, retransmissions."""
+        return {f"{node} {lk['name']}": {"state": "up" if lk["up"] else "DOWN",
+                                         "tx": lk["tx_packets"], "rx": lk["rx_packets"],
+                                         "retrans": lk["retransmissions"]}
+                for node, st in status.get("nodes", {}).items() for lk in st.get("links", [])}
 
     def prepare(self, lab: Lab, cfg: config.TipcConfig) -> dict[str, Any]:
         from labkit.features.tipc import setup
