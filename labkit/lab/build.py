@@ -142,12 +142,12 @@ class Builder:
                     span.carry_link(self.span, link)
                     self.step("links")
                 continue
+            kind = link_kind(self.topo, link)
             try:
-                self.sockets[self.ns(a.node)].link(
-                    "add", ifname=a.iface, kind="veth",
-                    peer={"ifname": b.iface, "net_ns_fd": self._fd(self.ns(b.node))})
+                _add_pair(self.sockets[self.ns(a.node)], kind, a.iface, b.iface,
+                          self._fd(self.ns(b.node)))
             except Exception as exc:
-                raise kernel_error(exc, f"create the veth pair {link.name}", link.loc) from exc
+                raise kernel_error(exc, f"create the {kind} pair {link.name}", link.loc) from exc
             self.step("links")
 
     def _addresses(self) -> None:
@@ -210,6 +210,30 @@ class Builder:
                    detail=lambda: ", ".join(f"{ns}:{i}" for ns, ifs in pending.items()
                                             for i in ifs),
                    hint="Check `dmesg` for veth, bridge or tunnel errors.")
+
+
+def link_kind(topo: Topology, link: Segment) -> str:
+    """veth, unless a feature builds this link as a veth-like kind of its own (offload:
+    emulated NICs, kind tlsnic): its config's `link_kinds` maps link names to kinds."""
+    for config in topo.features.values():
+        kind = getattr(config, "link_kinds", {}).get(link.name)
+        if kind:
+            return str(kind)
+    return "veth"
+
+
+def _add_pair(ipr: IPRoute, kind: str, name: str, peer: str, peer_ns_fd: int) -> None:
+    """A pair across two namespaces in one request. A veth-like kind takes its peer as
+    veth does (VETH_INFO_PEER in IFLA_INFO_DATA), which pyroute2 encodes for veth only."""
+    if kind == "veth":
+        ipr.link("add", ifname=name, kind="veth",
+                 peer={"ifname": peer, "net_ns_fd": peer_ns_fd})
+        return
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    ifinfmsg.ifinfo.register_link_kind(module={kind: ifinfmsg.ifinfo.veth_data})
+    ipr.link("add", ifname=name, kind=kind, VETH_INFO_PEER={
+        "attrs": [["IFLA_IFNAME", peer], ["IFLA_NET_NS_FD", peer_ns_fd]]})
 
 
 def _add_addr(ipr: IPRoute, idx: int, ifa: Any, loc: Any, label: str) -> None:
