@@ -45,6 +45,51 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kernel = item.get_closest_marker("kernel") is not None
         if kernel or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.needs_root)
+        if item.get_closest_marker("vm") is not None:
+            item.fixturenames.insert(0, "session_vm")  # type: ignore[attr-defined]
+
+
+SESSION_VM_LAB = """
+name: X
+description: holds the debian-6.12 VM for the test session (tests/conftest.py)
+kernel: debian-6.12
+nodes:
+  a: {tipc: {bearers: [eth1]}}
+  b: {tipc: {bearers: [eth1]}}
+links:
+  - endpoints: [a:eth1, b:eth1]
+tipc: {net_id: 4243}
+"""
+SESSION_VM_NAME: list[str] = []  # the holder lab's name, once it is up
+
+
+@pytest.fixture(scope="session")
+def session_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """One debian-6.12 VM for every VM test of the session: a tiny lab holds it from the
+    first VM test to the end, so each module and notebook starts warm (as a user's second
+    lab on a kernel does) instead of booting again. Tests of the VM's own life use the
+    debian-6.1 kernel or VMs of their own. None where no VM is wanted or possible."""
+    if os.environ.get("LABKIT_NO_VM") == "1" or os.geteuid() != 0:
+        yield None
+        return
+    from labkit.hosts.vm import kernels
+    from labkit.lab.placement import host_probes
+
+    if host_probes()["tipc"].ok or not kernels.cached("debian-6.12"):
+        yield None  # labs run here, or the tests themselves say the kernel is missing
+        return
+    from labkit.lab.lab import Lab
+
+    name = unique("keep")
+    path = tmp_path_factory.mktemp("session-vm") / f"{name}.yaml"
+    path.write_text(SESSION_VM_LAB.replace("name: X", f"name: {name}"))
+    lab = Lab.load(str(path)).up()
+    SESSION_VM_NAME.append(name)
+    try:
+        yield lab.placement.vms[0].vm
+    finally:
+        SESSION_VM_NAME.clear()
+        lab.down()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
