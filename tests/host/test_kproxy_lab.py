@@ -403,3 +403,10 @@ def test_kproxy_status_shows_pairs_counters_and_bpf_ids(lab: Lab) -> None:
     assert all(bpfsys.exists("prog", i) for i in km["bpf"]["progs"])
     text = CliRunner().invoke(app, ["kproxy", "status", lab.name])
     assert "FIN/RST FWD" in text.output and "km    sockmap" in text.output
+    # the counters panel's rows: one per proxied pair, none for direct
+    from labkit.features.kproxy.feature import FEATURE
+
+    rows = FEATURE.counters(json.loads(shown.output))
+    assert set(rows) == {"km sockmap", "ks splice", "kb boomerang", "kl sockmap",
+                         "sl splice", "bl boomerang"}
+    assert rows["km sockmap"]["state"] == "listening"

@@ -27,6 +27,23 @@ class KproxyFeature(Feature):
     cli = ("labkit.features.kproxy.cli",)
     parse = staticmethod(config.parse)
 
+    def counters(self, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """One row per proxied pair (direct has no proxy to count): connections, bytes
+        each way, policy drops, closes forwarded."""
+        rows: dict[str, dict[str, Any]] = {}
+        for name, info in status.get("pairs", {}).items():
+            live = info.get("proxy_process")
+            if info["mode"] == "direct" or live is None:
+                continue
+            up, down = live.get("upstream", {}), live.get("downstream", {})
+            rows[f"{name} {info['mode']}"] = {
+                "state": "listening" if live.get("listening") else "NOT RUNNING",
+                "accepted": live.get("accepted", 0), "active": live.get("active", 0),
+                "to server B": up.get("bytes", 0), "to client B": down.get("bytes", 0),
+                "dropped msgs": up.get("dropped_messages", 0) + down.get("dropped_messages", 0),
+                "FIN fwd": live.get("half_closes", 0), "RST fwd": live.get("resets", 0)}
+        return rows
+
     def needs_for(self, cfg: config.KproxyConfig) -> tuple[str, ...]:
         """The capabilities this lab's pairs use (bpf_sockmap, ktls): what placement
         would ideally ask for, rather than `needs`, which must hold for any kproxy lab."""
