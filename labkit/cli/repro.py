@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from labkit.cli.output import columns, console, err_console, require_root
+from labkit.cli.output import console, err_console, require_root
 from labkit.errors import UsageError
 
 app = typer.Typer(help="Reproduce kernel bug reports on several kernels, one fresh VM each.",
@@ -45,11 +45,10 @@ def run_cmd(
     scenario = loader.load(file)
     plans = _plans(scenario, kernel or [])
     require_root()
-    err_console.print(f"{scenario.name}: {scenario.title}", markup=False)
-    err_console.print(f"source: {scenario.source.describe()}", markup=False)
-    report = runner.run(scenario, plans, out, include_keys=include_keys,
-                        say=lambda text: err_console.print(text, markup=False,
-                                                           highlight=False))
+    _say(f"{scenario.name}: {scenario.title}")
+    _say(f"source: {scenario.source.commit or scenario.source.url or ''} "
+         f"{scenario.source.subject}".strip())
+    report = runner.run(scenario, plans, out, include_keys=include_keys, say=_say)
     if json:
         with open(os.path.join(report.bundle, "verdict.json"), encoding="utf-8") as fh:
             data = jsonlib.load(fh)
@@ -61,10 +60,20 @@ def run_cmd(
         from labkit.repro.table import rows
 
         header, body = rows(report.runs)
-        columns(header, body)
-        console.print(f"bundle: {report.bundle} ({os.path.basename(report.archive)})",
-                      markup=False, highlight=False, soft_wrap=True)
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+        for row in [header, *body]:
+            _print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        _print(f"bundle: {report.bundle} (and {os.path.basename(report.archive)})")
     raise typer.Exit(report.code)
+
+
+def _print(text: str) -> None:
+    """As written: no markup, no emoji (`{ipv4:b:eth1}` must not become a symbol)."""
+    console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _say(text: str) -> None:
+    err_console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 def _plans(scenario: object, wanted: list[str]) -> list:  # type: ignore[type-arg]
@@ -96,8 +105,7 @@ def validate_cmd(file: str = typer.Argument(..., help="Scenario file.")) -> None
 
     s = loader.load(file)
     kernels = ", ".join(k.name + (f" ({k.expect})" if k.expect else "") for k in s.kernels)
-    console.print(f"{file}: valid: scenario {s.name}, {len(s.steps)} steps, kernels "
-                  f"{kernels}", markup=False, highlight=False, soft_wrap=True)
+    _print(f"{file}: valid: scenario {s.name}, {len(s.steps)} steps, kernels {kernels}")
 
 
 @app.command("new")
@@ -119,9 +127,8 @@ def new_cmd(
     text = skeleton.from_lab(lab)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
-    console.print(f"wrote {path}: fill in source:, the kernels' expect: and the steps, then "
-                  f"`labkit repro validate {path}` and `labkit repro run {path}`.",
-                  markup=False, highlight=False, soft_wrap=True)
+    _print(f"wrote {path}: fill in source:, the kernels' expect: and the steps, then "
+           f"`labkit repro validate {path}` and `labkit repro run {path}`.")
 
 
 def register(root: typer.Typer) -> None:

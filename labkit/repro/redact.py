@@ -21,8 +21,8 @@ PATTERNS = [
     re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
                re.S),
     # NSS key log: LABEL <client random hex> <secret hex>
-    re.compile(rb"^((?:CLIENT|SERVER)_[A-Z_]*SECRET[A-Z_0-9]*|CLIENT_RANDOM|EXPORTER_SECRET)"
-               rb"[ \t]+[0-9a-fA-F]+[ \t]+[0-9a-fA-F]+", re.M),
+    re.compile(rb"\b((?:CLIENT|SERVER)_[A-Z_]*SECRET[A-Z_0-9]*|CLIENT_RANDOM|EXPORTER_SECRET)"
+               rb"[ \t]+[0-9a-fA-F]+[ \t]+[0-9a-fA-F]+"),
     re.compile(rb"(?i)\b(?:key|psk|secret)\b[\"']?\s*[:=]?\s*[\"']?(?:0x)?[0-9a-f]{32,}"),
 ]
 BINARY_SUFFIXES = (".pcap", ".pcapng", ".gz")

@@ -47,12 +47,15 @@ def run(scenario: Scenario, kernels: list[KernelPlan], out_dir: str, *,
     os.makedirs(out_dir, exist_ok=True)
     report = Report(scenario, bundle=bundle.new_dir(out_dir, scenario))
     bundle.write_header(report.bundle, scenario, argv if argv is not None else sys.argv)
+    found: list[bytes] = []  # every lab's secrets, looked for in the whole bundle
     try:
         for plan in kernels:
-            report.runs.append(run_kernel(scenario, plan, report.bundle, include_keys, say))
+            report.runs.append(run_kernel(scenario, plan, report.bundle, found, say))
     finally:
         report.code = exit_code(report.runs) if report.runs else 2
         bundle.write_verdict(report.bundle, scenario, report.runs, report.code, include_keys)
+        if not include_keys:
+            redact.scrub_tree(report.bundle, sorted(set(found), key=len, reverse=True))
         report.archive = bundle.archive(report.bundle)
     return report
 
@@ -64,8 +67,10 @@ def lab_topology(scenario: Scenario, lab: str) -> Topology:
     return topo_loader.loads(yaml.safe_dump(doc, sort_keys=False), scenario.topology_path)
 
 
-def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, include_keys: bool,
+def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, found: list[bytes],
                say: Say) -> KernelRun:
+    """One kernel: up, the steps, what the kernel logged, down; the lab's secrets are added
+    to found (read before `down` removes them)."""
     directory = os.path.join(parent, plan.label)
     os.makedirs(directory, exist_ok=True)
     name = "rp" + secrets.token_hex(3)
@@ -75,7 +80,6 @@ def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, include_keys: 
     start = time.monotonic()
     broken: StepResult | None = None
     ctx: steps.Context | None = None
-    found: list[bytes] = []
     built = False
     tell(f"lab {name}: up" + (f" with {' '.join(plan.options)}" if plan.options else ""))
     try:
@@ -87,8 +91,7 @@ def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, include_keys: 
             kr.version = _first_line(ctx, ["uname", "-r"])
             broken = _steps(ctx, scenario, kr, tell)
             _collect(ctx, plan, kr)
-            if not include_keys:
-                found = redact.lab_secrets(lab.prepared, state.STATE_DIR, name)
+            found += redact.lab_secrets(lab.prepared, state.STATE_DIR, name)
     finally:
         if ctx is not None:
             ctx.stop_all()
@@ -101,11 +104,9 @@ def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, include_keys: 
         kr.seconds = time.monotonic() - start
         bundle.write_steps(directory, kr.steps)
     judge(kr, broken)
-    if not include_keys:
-        redact.scrub_tree(directory, found)
-    tell(f"{kr.result}" + ("" if kr.as_expected else f" (expected {plan.expect})"
-                           if plan.expect and kr.result != plan.expect else "")
-         + (f": {kr.first_failure}" if kr.first_failure else "") + f" [{kr.seconds:.0f} s]")
+    verdict = "as expected" if kr.as_expected else "NOT as expected"
+    tell(f"{kr.result}, {verdict} [{kr.seconds:.0f} s]"
+         + (f": {kr.first_failure}" if kr.first_failure else ""))
     return kr
 
 
