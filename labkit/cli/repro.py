@@ -46,8 +46,10 @@ def run_cmd(
     plans = _plans(scenario, kernel or [])
     require_root()
     _say(f"{scenario.name}: {scenario.title}")
-    _say(f"source: {scenario.source.commit or scenario.source.url or ''} "
-         f"{scenario.source.subject}".strip())
+    src = scenario.source
+    named = " ".join(p for p in (src.commit, f'"{src.subject}"' if src.subject else "",
+                                 src.url) if p)
+    _say(f"source: {named or src.report[:100]}")
     report = runner.run(scenario, plans, out, include_keys=include_keys, say=_say)
     if json:
         with open(os.path.join(report.bundle, "verdict.json"), encoding="utf-8") as fh:

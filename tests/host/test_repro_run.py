@@ -219,3 +219,40 @@ def test_scrubbing_keeps_pcaps_framed_and_text_readable() -> None:
     assert n == 1 and binary == b"head" + b"*" * 16 + b"tail"
     text, _ = redact.scrub_bytes(f"key 0x{secret.hex()} ok".encode(), found, binary=False)
     assert secret.hex().encode() not in text and text.endswith(b" ok")
+
+
+INJECT = """\
+scenario: host-inject
+title: a report's pcap replayed, traffic, and the topology's checks
+source: {report: labkit's own test}
+topology:
+  nodes: {a: {}, b: {}}
+  links: [{endpoints: [a:eth1, b:eth1]}]
+  checks: [{from: a, to: b, proto: tcp}]
+kernels: [host]
+steps:
+  - up
+  - capture: {name: rx, node: b, iface: eth1, duration: 60}
+  - inject: {node: a, iface: eth1, pcap: report.pcap, count: 2, interval: 0.05}
+  - traffic: {name: tcp, from: a, to: b, duration: 0.5}
+  - verify: {kind: checks}
+  - expect:
+      pcap: {capture: rx, filter: 'eth.type == 0x88b5 && data.data contains 72:65:70:6f',
+             equals: 6}
+"""
+
+
+def test_inject_replays_a_pcap_and_traffic_and_checks_run(tmp_path: Path) -> None:
+    import struct
+
+    frames = [b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"repo" + bytes([i]) * 46
+              for i in range(3)]
+    pcap = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(
+        struct.pack("<IIII", 0, 0, len(f), len(f)) + f for f in frames)
+    (tmp_path / "report.pcap").write_bytes(pcap)
+    done, bundle = run(scenario_file(tmp_path, INJECT), tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = json.loads((bundle / "host/steps.json").read_text())
+    assert steps[2]["detail"].startswith("sent 6"), steps[2]
+    assert "pass" in (bundle / "host/steps/05-verify.out").read_text()
+    assert_nothing_left(bundle)
