@@ -833,8 +833,40 @@ def _expect(base: dict[str, Any], block: LMap, ctx: _Ctx, where: str) -> ExpectS
             if "capture" in body else ""
         filt = as_str(body["filter"], body.val_loc("filter"), f"{inner} filter", p) or "" \
             if "filter" in body else ""
+        wrong = display_filter_problem(filt) if filt else ""
+        if wrong:
+            p.add(body.val_loc("filter"), f"{inner} filter is not a Wireshark display filter "
+                  f"tshark accepts: {wrong}.", "Try it with `tshark -r FILE -Y '...'`; sets "
+                  "are written {1, 2}.")
         step.check = PcapCheck(capture=ref, compare=_compare(body, inner, p), filter=filt)
     return step
+
+
+_FILTERS: dict[str, str] = {}
+
+
+def display_filter_problem(text: str) -> str:
+    """What tshark says is wrong with a display filter ("" if it compiles, or if tshark
+    is not installed: the run then says so)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if text in _FILTERS:
+        return _FILTERS[text]
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        return ""
+    with tempfile.NamedTemporaryFile(suffix=".pcap") as empty:
+        empty.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET))
+        empty.flush()
+        done = subprocess.run([tshark, "-n", "-r", empty.name, "-Y", text],
+                              capture_output=True, text=True, timeout=60)
+    lines = [ln.strip() for ln in done.stderr.splitlines()
+             if ln.strip() and "dangerous" not in ln]
+    _FILTERS[text] = "" if done.returncode == 0 else (
+        lines[0].removeprefix("tshark: ").rstrip(".") if lines else f"exit {done.returncode}")
+    return _FILTERS[text]
 
 
 def _check_claims(doc: LMap, kernels: list[KernelPlan], steps: list[Step],

@@ -111,3 +111,15 @@ def test_shipped_scenarios_cover_tipc_ktls_and_sockmap() -> None:
     names = " ".join(p.stem for p in SHIPPED)
     for topic in ("tipc", "ktls", "sockmap"):
         assert topic in names, names
+
+
+def test_a_display_filter_tshark_rejects_is_located(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed (scripts/setup.sh installs it)")
+    text = FIXTURE.read_text().replace("filter: 'icmp.type == 3 && icmp.code == 3'",
+                                       "filter: 'icmp.type in {3 4}'")
+    path, found = problems_of(text, tmp_path)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "{3 4}" in ln)
+    assert any(p.startswith(f"{path}:{line}:") and "tshark" in p for p in found), found
