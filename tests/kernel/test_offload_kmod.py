@@ -38,6 +38,13 @@ pytestmark = pytest.mark.kernel
 
 MIB = 1 << 20
 SIZE = int(os.environ.get("LABKIT_OFFLOAD_TEST_MIB", "2")) * MIB  # TCG: ~1 MiB/s with crypto
+# The lab feature's kernel tests (test_offload.py) show each claim of the issue through
+# labkit; this file checks the module underneath. By default only what those do not cover
+# runs (CI boots this tier twice under emulation); LABKIT_OFFLOAD_FULL=1 runs all of it.
+FULL = os.environ.get("LABKIT_OFFLOAD_FULL") == "1"
+full_only = pytest.mark.skipif(not FULL, reason="covered through the lab feature by "
+                               "tests/kernel/test_offload.py; LABKIT_OFFLOAD_FULL=1 runs it "
+                               "on the bare module too")
 PORT = 4433
 TRANSFER_TIMEOUT = 120.0  # s, for one transfer under TCG with 5% loss
 SOL_TLS, TLS_TX, TLS_RX, TCP_ULP, TLS_SET_RECORD_TYPE = 282, 1, 2, 31, 1
@@ -419,7 +426,7 @@ def wait_ctx_released(p: Pair, ctx_before: int) -> dict[str, int]:
 
 # -- tests --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suite", list(SUITES))
+@pytest.mark.parametrize("suite", list(SUITES) if FULL else ["aes-gcm-256"])
 def test_offloaded_flow_is_encrypted_by_the_nic(pair: Pair, cert, tmp_path: Path,
                                                 suite: str) -> None:
     """txconf hw, TlsTxDevice, every byte encrypted by the NIC, intact at s_server."""
@@ -440,8 +447,8 @@ def test_offloaded_flow_is_encrypted_by_the_nic(pair: Pair, cert, tmp_path: Path
     assert d["tx_tls_corrupted_tags"] == 0 and d["tx_tls_bad_stream"] == 0
 
 
-@pytest.mark.parametrize("strategy", ["mlx5", "nfp"])
-@pytest.mark.parametrize("impairment", list(IMPAIRMENTS))
+@pytest.mark.parametrize("strategy", ["mlx5", "nfp"] if FULL else ["nfp"])
+@pytest.mark.parametrize("impairment", list(IMPAIRMENTS) if FULL else ["lost-before-nic"])
 def test_out_of_order_segments_still_arrive_intact(pair: Pair, cert, tmp_path: Path,
                                                    strategy: str, impairment: str) -> None:
     """Retransmissions and reordering send the NIC off its fast path; data stays intact."""
@@ -472,6 +479,7 @@ def test_out_of_order_segments_still_arrive_intact(pair: Pair, cert, tmp_path: P
     assert d["tx_tls_bad_stream"] == 0
 
 
+@full_only
 def test_a_nic_that_cannot_resync_stalls_the_flow(pair: Pair, cert, tmp_path: Path) -> None:
     """`drop`: a retransmission never matches again, so the flow stalls; nothing corrupt."""
     pair.knob("strategy", "drop")
@@ -490,6 +498,7 @@ def test_a_nic_that_cannot_resync_stalls_the_flow(pair: Pair, cert, tmp_path: Pa
     assert "bad record mac" not in t.server_err and "decrypt" not in t.server_err
 
 
+@full_only
 def test_offload_off_means_software_ktls(pair: Pair, cert, tmp_path: Path) -> None:
     """`ethtool -K tls-hw-tx-offload off`: kTLS stays in software, the NIC is not asked."""
     nsexec(pair.tx, "ethtool", "-K", pair.tx_dev, "tls-hw-tx-offload", "off")
@@ -503,6 +512,7 @@ def test_offload_off_means_software_ktls(pair: Pair, cert, tmp_path: Path) -> No
     assert d["tx_tls_ctx"] == 0 and d["tx_tls_encrypted_bytes"] == 0
 
 
+@full_only
 def test_refused_tls_dev_add_means_software_ktls(pair: Pair, cert, tmp_path: Path) -> None:
     pair.knob("refuse_add", "1")
     before = pair.stats()
@@ -514,6 +524,7 @@ def test_refused_tls_dev_add_means_software_ktls(pair: Pair, cert, tmp_path: Pat
     assert d["tx_tls_ctx_refused"] == 1 and d["tx_tls_ctx"] == 0
 
 
+@full_only
 def test_corrupted_tag_is_caught_by_the_receiver(pair: Pair, cert, tmp_path: Path) -> None:
     """A NIC fault the receiver must see: s_server rejects the record (bad record mac)."""
     pair.knob("corrupt_every", "5")

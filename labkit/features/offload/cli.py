@@ -84,12 +84,14 @@ def send_cmd(
                                  "(default: the topology's)."),
     timeout: float = typer.Option(None, "--timeout", min=1, max=3600,
                                   help="Seconds the whole transfer may take."),
+    tls: str = typer.Option(None, "--tls", help="1.2 or 1.3 for this session (default: the "
+                            "topology's; 1.3 is never offloaded)."),
     json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One TLS session through the NIC: handshake in user space, kTLS TX in the kernel,
     reproducible bytes, close_notify; the receiver decrypts every record itself. Exit 0
     when every byte arrived intact, 1 otherwise."""
-    out = attach(name).call(f"{OPS}:send", nic, size, receiver, timeout,
+    out = attach(name).call(f"{OPS}:send", nic, size, receiver, timeout, tls,
                             timeout=(timeout or 3600) + 120)
     if json:
         emit_json(out)
@@ -105,6 +107,8 @@ def send_cmd(
                 console.print(f"  {key.replace('_', ' ')}: {out[key]}")
         if got.get("error"):
             console.print(f"  the receiver rejected a record: {got['error']}")
+        for note in out.get("notes", []):
+            console.print(f"  [yellow]note[/]: {note}")
         console.print(f"  NIC fast path: {_nonzero(d, FAST)}")
         console.print(f"  NIC slow path: {_nonzero(d, SLOW)}")
     raise typer.Exit(0 if out["intact"] else 1)

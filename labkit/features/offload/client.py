@@ -135,7 +135,7 @@ def _handshake(sock: socket.socket, version: int, cipher: tlskeys.Cipher, deadli
     except OSError as exc:
         raise SessionError(f"the kernel refused kTLS TX ({exc.strerror or exc})") from None
     sock.settimeout(None)
-    return Session(sock, version, negotiated.name, suite, keylog if keep_keylog else "")
+    return Session(sock, version, negotiated.short, suite, keylog if keep_keylog else "")
 
 
 def close_notify(sock: socket.socket) -> None:

@@ -63,6 +63,29 @@ class OffloadFeature(Feature):
 
         return status.status(lab, cfg)
 
+    def counters(self, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """One row per NIC: its strategy and loss, the fast path (records the NIC
+        encrypted in sequence), the slow paths (segments out of sequence, bytes replayed
+        to resync, software fallback, drops) and faults."""
+        rows: dict[str, dict[str, Any]] = {}
+        for label, nic in status.get("nics", {}).items():
+            c = nic.get("counters", {})
+            loss = next((q["options"]["loss-random"].get("loss", 0) for q in
+                         nic.get("impair", {}).get("netem", [])
+                         if isinstance(q["options"].get("loss-random"), dict)), 0)
+            rows[label] = {
+                "strategy": nic.get("knobs", {}).get("strategy", "?"),
+                "offload": "on" if nic.get("tls_hw_tx_offload") else "off",
+                "loss": f"{float(loss) * 100:g}%" if isinstance(loss, (int, float)) else loss,
+                "fast pkts": c.get("tx_tls_encrypted_packets", 0),
+                "ooo": c.get("tx_tls_ooo", 0),
+                "resync B": c.get("tx_tls_resync_bytes", 0),
+                "fallback": c.get("tls_tx_fallback", 0),
+                "dropped": c.get("tx_tls_drop_no_sync_data", 0),
+                "bad tags": c.get("tx_tls_corrupted_tags", 0),
+                "flows": c.get("tx_tls_ctx", 0)}
+        return rows
+
     def verify(self, lab: Lab, cfg: config.OffloadConfig, kind: str,
                **options: Any) -> Verdict:
         from labkit.features.offload import verify

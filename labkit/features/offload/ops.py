@@ -9,6 +9,8 @@ from labkit.errors import UsageError
 from labkit.features.offload import impair, transfer
 from labkit.features.offload import nic as nicmod
 from labkit.features.offload.config import (
+    TLS13_NOTE,
+    VERSIONS,
     OffloadConfig,
     impairment_problems,
     parse_ms,
@@ -43,8 +45,11 @@ def stats(lab: Lab) -> dict[str, Any]:
 
 @remote
 def send(lab: Lab, nic: str | None = None, size: str | int | None = None,
-         receiver: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-    """One transfer (`labkit offload send`); the key log is never part of the answer."""
+         receiver: str | None = None, timeout: float | None = None,
+         version: str | None = None) -> dict[str, Any]:
+    """One transfer (`labkit offload send`); the key log is never part of the answer.
+    version overrides the topology's TLS version for this session ("1.3": the kernel
+    keeps kTLS in software, and the answer's notes say why)."""
     cfg = _cfg(lab)
     nbytes = None
     if size is not None:
@@ -55,9 +60,13 @@ def send(lab: Lab, nic: str | None = None, size: str | int | None = None,
     if receiver is not None and receiver not in ("s_server", "python", "ktls"):
         raise UsageError(f"receiver '{receiver}' is not one labkit runs.",
                          hint="Use s_server, python or ktls.")
-    p = transfer.plan(lab, cfg, nic, nbytes, receiver, timeout)
+    if version is not None and version not in VERSIONS:
+        raise UsageError(f"TLS version '{version}' is not one labkit drives.",
+                         hint='Use "1.2" (offloaded) or "1.3" (kTLS stays in software).')
+    p = transfer.plan(lab, cfg, nic, nbytes, receiver, timeout, version=version)
     out = transfer.run(lab, cfg, p)
     out.pop("keylog", None)
+    out["notes"] = [TLS13_NOTE] if p.version == "1.3" else []
     return out
 
 

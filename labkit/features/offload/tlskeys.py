@@ -9,39 +9,34 @@ setsockopt and the AEAD; `repr` of a Keys hides them.
 
 from __future__ import annotations
 
-import hmac
-import struct
 from dataclasses import dataclass
 
-TLS_1_2, TLS_1_3 = 0x0303, 0x0304
-SOL_TLS, TLS_TX, TLS_RX, TCP_ULP = 282, 1, 2, 31
-TLS_SET_RECORD_TYPE, TLS_GET_RECORD_TYPE = 1, 2
+from labkit.ktls import keyschedule
+from labkit.ktls.ciphers import BY_SHORT, Suite, of_negotiated
+from labkit.ktls.sockopt import crypto_info
+from labkit.ktls.uapi import (  # noqa: F401  (re-exported for the sender and receivers)
+    SOL_TLS,
+    TCP_ULP,
+    TLS_GET_RECORD_TYPE,
+    TLS_RX,
+    TLS_SET_RECORD_TYPE,
+    TLS_TX,
+)
+from labkit.ktls.uapi import TLS_1_2_VERSION as TLS_1_2
+from labkit.ktls.uapi import TLS_1_3_VERSION as TLS_1_3
 
-
-@dataclass(frozen=True)
-class Cipher:
-    name: str  # labkit's name (topology `cipher:`)
-    ktls_type: int  # TLS_CIPHER_* of include/uapi/linux/tls.h
-    key_len: int
-    hash: str  # the PRF / HKDF hash
-    tls12: str  # OpenSSL name of the TLS 1.2 suite (ECDSA certificates)
-    tls13: str  # IANA name of the TLS 1.3 suite
-
-
-CIPHERS = {
-    "aes-gcm-128": Cipher("aes-gcm-128", 51, 16, "sha256",
-                          "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_AES_128_GCM_SHA256"),
-    "aes-gcm-256": Cipher("aes-gcm-256", 52, 32, "sha384",
-                          "ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_AES_256_GCM_SHA384"),
-}
+Cipher = Suite  # labkit.ktls's suites; `short` is the topology's name (aes-gcm-128)
+# What the emulated NIC's engine implements, and so what this feature negotiates.
+CIPHERS = {name: BY_SHORT[name] for name in ("aes-gcm-128", "aes-gcm-256")}
 
 
 def cipher_of(openssl_name: str) -> Cipher:
     """The cipher a negotiated suite (as ssl.SSLSocket.cipher() names it) uses."""
-    for c in CIPHERS.values():
-        if openssl_name in (c.tls12, c.tls13):
-            return c
-    raise ValueError(f"suite {openssl_name} is not AES-GCM: kTLS offload takes AES-GCM only")
+    suite = of_negotiated(openssl_name)
+    if suite not in CIPHERS.values():
+        raise ValueError(f"suite {openssl_name} is not AES-GCM: kTLS offload takes AES-GCM "
+                         "only")
+    return suite
 
 
 @dataclass(frozen=True)
@@ -54,17 +49,15 @@ class Keys:
     iv: bytes
 
     def __repr__(self) -> str:
-        return f"Keys(TLS {self.version:#06x}, {self.cipher.name}, <secret>)"
+        return f"Keys(TLS {self.version:#06x}, {self.cipher.short}, <secret>)"
 
     def crypto_info(self, rec_seq: int) -> bytes:
-        """struct tls12_crypto_info_aes_gcm_{128,256}: version, cipher_type, iv (the 8
-        explicit bytes; for 1.3 the IV's last 8), key, salt (4), rec_seq (big endian)."""
-        if self.version == TLS_1_2:
-            salt, explicit = self.iv[:4], rec_seq.to_bytes(8, "big")
-        else:
-            salt, explicit = self.iv[:4], self.iv[4:]
-        return (struct.pack("=HH", self.version, self.cipher.ktls_type) + explicit + self.key
-                + salt + rec_seq.to_bytes(8, "big"))
+        """struct tls12_crypto_info_aes_gcm_{128,256}: the 8 explicit IV bytes are the
+        record number in TLS 1.2 (RFC 5288's choice, as OpenSSL makes them), the IV's last
+        8 in TLS 1.3."""
+        explicit = rec_seq.to_bytes(8, "big") if self.version == TLS_1_2 else self.iv[4:]
+        return crypto_info(self.version, self.cipher, self.key, self.iv[:4], explicit,
+                           rec_seq)
 
 
 def read_keylog(text: str) -> dict[str, dict[str, bytes]]:
@@ -78,42 +71,20 @@ def read_keylog(text: str) -> dict[str, dict[str, bytes]]:
     return out
 
 
-def prf(secret: bytes, label: bytes, seed: bytes, length: int, digest: str) -> bytes:
-    """TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label + seed)."""
-    seed = label + seed
-    out, a = b"", seed
-    while len(out) < length:
-        a = hmac.new(secret, a, digest).digest()
-        out += hmac.new(secret, a + seed, digest).digest()
-    return out[:length]
+prf = keyschedule.prf  # TLS 1.2 PRF (RFC 5246 section 5)
 
 
 def tls12_keys(master: bytes, client_random: bytes, server_random: bytes, cipher: Cipher,
                client: bool = True) -> Keys:
     """The client's (or server's) write key and salt from the key block (RFC 5246 6.3)."""
-    n = cipher.key_len
-    block = prf(master, b"key expansion", server_random + client_random, 2 * n + 8,
-                cipher.hash)
-    if client:
-        return Keys(TLS_1_2, cipher, block[:n], block[2 * n:2 * n + 4])
-    return Keys(TLS_1_2, cipher, block[n:2 * n], block[2 * n + 4:2 * n + 8])
-
-
-def hkdf_expand_label(secret: bytes, label: str, length: int, digest: str) -> bytes:
-    """HKDF-Expand-Label(secret, label, "", length) of RFC 8446 section 7.1."""
-    full = b"tls13 " + label.encode()
-    info = struct.pack("!HB", length, len(full)) + full + b"\0"
-    out, block, counter = b"", b"", 1
-    while len(out) < length:
-        block = hmac.new(secret, block + info + bytes([counter]), digest).digest()
-        out += block
-        counter += 1
-    return out[:length]
+    block = keyschedule.tls12_key_block(master, client_random, server_random, cipher.key_len,
+                                        4, cipher.hash)
+    side = "client" if client else "server"
+    return Keys(TLS_1_2, cipher, block[f"{side}_key"], block[f"{side}_iv"])
 
 
 def tls13_keys(traffic_secret: bytes, cipher: Cipher) -> Keys:
-    key = hkdf_expand_label(traffic_secret, "key", cipher.key_len, cipher.hash)
-    iv = hkdf_expand_label(traffic_secret, "iv", 12, cipher.hash)
+    key, iv = keyschedule.traffic_key_iv(traffic_secret, cipher.key_len, cipher.hash)
     return Keys(TLS_1_3, cipher, key, iv)
 
 

@@ -63,7 +63,7 @@ class Plan:
 
 def plan(lab: Lab, cfg: OffloadConfig, nic: str | None = None, size: int | None = None,
          receiver: str | None = None, timeout: float | None = None,
-         port: int | None = None) -> Plan:
+         port: int | None = None, version: str | None = None) -> Plan:
     label = nic or cfg.traffic.nic
     if label not in cfg.nics:
         raise UsageError(f"lab '{lab.name}' has no offload NIC '{label}'.",
@@ -75,7 +75,8 @@ def plan(lab: Lab, cfg: OffloadConfig, nic: str | None = None, size: int | None 
         raise UsageError(f"{n.peer.label} has no address to send to.")
     size = size or cfg.traffic.size
     return Plan(label, lab.node(n.node).ns, lab.node(n.peer.node).ns, str(addr.ip),
-                port or cfg.traffic.port, receiver or cfg.traffic.receiver, cfg.version,
+                port or cfg.traffic.port, receiver or cfg.traffic.receiver,
+                version or cfg.version,
                 cfg.cipher, size, timeout or default_timeout(size))
 
 
@@ -94,7 +95,7 @@ class Receiver:
         if p.receiver == "s_server":
             c = CIPHERS[p.cipher]
             suite = (["-tls1_2", "-cipher", c.tls12] if p.version == "1.2"
-                     else ["-tls1_3", "-ciphersuites", c.tls13])
+                     else ["-tls1_3", "-ciphersuites", c.name])
             argv = ["openssl", "s_server", "-accept", str(p.port), "-cert", cert, "-key", key,
                     "-naccept", "1", "-quiet", *suite]
         else:
@@ -160,14 +161,17 @@ class Receiver:
 
 
 def _openssl_error(stderr: str) -> str:
-    """The reason in the first OpenSSL error line s_server printed ("decryption failed
-    or bad record mac"...), or "" when it printed none."""
+    """The reasons in the OpenSSL error lines s_server printed, in order ("cipher operation
+    failed; decryption failed or bad record mac"), or "" when it printed none."""
+    reasons: list[str] = []
     for line in stderr.splitlines():
         parts = line.split(":")
         if "error" in parts:
             i = parts.index("error")
-            return parts[i + 4].strip() if len(parts) > i + 4 else line.strip()[:200]
-    return ""
+            why = parts[i + 4].strip() if len(parts) > i + 4 else line.strip()[:200]
+            if why not in reasons:
+                reasons.append(why)
+    return "; ".join(reasons)
 
 
 # -- the transfer -------------------------------------------------------------------------
