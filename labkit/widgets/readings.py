@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.base import netns
 from labkit.base.rtnl import opened
 from labkit.hosts.rpc import remote
+from labkit.ktls import stat as ktls_stat
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -30,29 +31,6 @@ def interface_counters(ns: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def parse_tls_stat(text: str) -> dict[str, int]:
-    """/proc/net/tls_stat lines `TlsCurrTxSw   0` as a mapping."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
-
-
-def tls_stat(ns: str) -> dict[str, int] | None:
-    """The namespace's kTLS counters; None where the kernel has no tls module loaded.
-
-    /proc/net follows the reading thread's namespace only through thread-self.
-    """
-    with netns.entered(ns):
-        try:
-            with open("/proc/thread-self/net/tls_stat") as fh:
-                return parse_tls_stat(fh.read())
-        except FileNotFoundError:
-            return None
-
-
 @remote
 def counters(lab: Lab) -> dict[str, Any]:
     """Counters of every node of the lab whose namespace is in this kernel."""
@@ -60,5 +38,5 @@ def counters(lab: Lab) -> dict[str, Any]:
     for name, node in lab.nodes.items():
         if not netns.exists(node.ns):
             continue
-        nodes[name] = {"interfaces": interface_counters(node.ns), "tls": tls_stat(node.ns)}
+        nodes[name] = {"interfaces": interface_counters(node.ns), "tls": ktls_stat.read(node.ns)}
     return {"nodes": nodes}

@@ -22,6 +22,7 @@ from tests.conftest import ROOT
 pytest.importorskip("ipywidgets", reason="ipywidgets is not installed (scripts/setup.sh)")
 pytest.importorskip("matplotlib", reason="matplotlib is not installed (scripts/setup.sh)")
 
+from labkit.ktls.stat import parse as parse_tls_stat  # noqa: E402
 from labkit.widgets import (  # noqa: E402 (after the skips)
     CaptureViewer,
     CountersPanel,
@@ -33,7 +34,6 @@ from labkit.widgets import (  # noqa: E402 (after the skips)
 from labkit.widgets.base import Busy, Panel, explain  # noqa: E402
 from labkit.widgets.counters_panel import render  # noqa: E402
 from labkit.widgets.picture import draw, layout  # noqa: E402
-from labkit.widgets.readings import parse_tls_stat  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TOPOLOGIES = sorted(p.name for p in (ROOT / "topologies").glob("*.yaml"))
