@@ -48,6 +48,7 @@ def no_leftover_namespaces() -> Iterator[None]:
 def lab_text(name: str, version: str = "1.2") -> str:
     """The topology for this kernel (no `kernel:` line: that would ask for a VM)."""
     text = re.sub(r"^kernel:.*\n", "", renamed(TOPOLOGY, name), flags=re.M)
+    text = text.replace("size: 4MiB", f"size: {SIZE >> 20}MiB")  # verify throughput's
     return text.replace('version: "1.2"', f'version: "{version}"')
 
 
