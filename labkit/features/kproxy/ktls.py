@@ -13,60 +13,18 @@ Secrets never leave this module except into setsockopt; nothing here logs them.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import os
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
 
-TCP_ULP = 31
-SOL_TLS, TLS_TX, TLS_RX = 282, 1, 2
-TLS_1_3_VERSION = 0x0304
-RECORD_HEADER = 5
-MAX_RECORD = (1 << 14) + 256
-
-
-@dataclass(frozen=True)
-class Suite:
-    cipher_type: int  # TLS_CIPHER_* in uapi/linux/tls.h
-    key_size: int
-    iv_size: int  # the explicit part the kernel calls iv; the rest of the 12 bytes is salt
-    hash: str
-
-
-SUITES = {
-    "TLS_AES_128_GCM_SHA256": Suite(51, 16, 8, "sha256"),
-    "TLS_AES_256_GCM_SHA384": Suite(52, 32, 8, "sha384"),
-    "TLS_CHACHA20_POLY1305_SHA256": Suite(54, 32, 12, "sha256"),
-}
+from labkit.ktls.ciphers import BY_NAME
+from labkit.ktls.sockopt import install, tls13_crypto_info
+from labkit.ktls.uapi import MAX_CIPHERTEXT, RECORD_HEADER
 
 
 class TlsError(Exception):
     """The handshake failed or produced something kTLS cannot take."""
-
-
-def hkdf_expand_label(secret: bytes, label: str, length: int, hash_name: str) -> bytes:
-    """HKDF-Expand-Label(secret, label, "", length) of RFC 8446 section 7.1."""
-    full = b"tls13 " + label.encode()
-    info = struct.pack("!HB", length, len(full)) + full + b"\0"
-    out, block, counter = b"", b"", 1
-    while len(out) < length:
-        block = hmac.new(secret, block + info + bytes([counter]), hash_name).digest()
-        out += block
-        counter += 1
-    return out[:length]
-
-
-def crypto_info(suite: Suite, secret: bytes, rec_seq: int = 0) -> bytes:
-    """struct tls12_crypto_info_* for one direction's traffic secret."""
-    key = hkdf_expand_label(secret, "key", suite.key_size, suite.hash)
-    iv = hkdf_expand_label(secret, "iv", 12, suite.hash)
-    seq = rec_seq.to_bytes(8, "big")
-    head = struct.pack("=HH", TLS_1_3_VERSION, suite.cipher_type)
-    if suite.iv_size == 12:  # ChaCha20-Poly1305: the whole nonce is iv, no salt
-        return head + iv + key + seq
-    return head + iv[4:] + key + iv[:4] + seq
 
 
 def _read_exact(sock: socket.socket, count: int) -> bytes:
@@ -79,7 +37,7 @@ def _read_exact(sock: socket.socket, count: int) -> bytes:
 def _read_record(sock: socket.socket) -> bytes:
     head = _read_exact(sock, RECORD_HEADER)
     length = struct.unpack("!H", head[3:5])[0]
-    if length > MAX_RECORD:
+    if length > MAX_CIPHERTEXT:
         raise TlsError("the peer sent something that is not a TLS record")
     return head + _read_exact(sock, length)
 
@@ -126,7 +84,7 @@ def handshake_to_ktls(sock: socket.socket, ctx: ssl.SSLContext, keylog: str, *,
         if obj.version() != "TLSv1.3":
             raise TlsError(f"negotiated {obj.version()}; labkit's kTLS path takes TLS 1.3")
         name = (obj.cipher() or ("?",))[0]
-        suite = SUITES.get(name)
+        suite = BY_NAME.get(name)
         if suite is None:
             raise TlsError(f"cipher suite {name} has no kTLS support here")
         found = _secrets(keylog, client_random)
@@ -139,8 +97,6 @@ def handshake_to_ktls(sock: socket.socket, ctx: ssl.SSLContext, keylog: str, *,
     if client is None or server is None:
         raise TlsError("the key log has no traffic secrets for this connection")
     tx, rx = (server, client) if server_side else (client, server)
-    sock.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-    sock.setsockopt(SOL_TLS, TLS_TX, crypto_info(suite, tx))
-    sock.setsockopt(SOL_TLS, TLS_RX, crypto_info(suite, rx))
+    install(sock, tls13_crypto_info(suite, tx, 0), tls13_crypto_info(suite, rx, 0))
     return name
 
