@@ -54,6 +54,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         assert not netns.list_names(names.lab_prefix(name))
 
 
+ALL_KERNELS = "LABKIT_KPROXY_ALL_KERNELS"
+
+
+def openssl_pair_runs_here() -> bool:
+    """The user-space (OpenSSL) pair is the same code on every kernel: it runs on 6.12 and
+    later only, which keeps the kernel tier on older kernels to what differs there."""
+    if os.environ.get(ALL_KERNELS) == "1":
+        return True
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return found is None or (int(found[1]), int(found[2])) >= (6, 12)
+
+
 def tls_stat(lab: Lab) -> dict[str, int]:
     out = lab.node("proxy").run(["cat", "/proc/net/tls_stat"], check=True).stdout
     return {k: int(v) for k, v in (line.split() for line in out.splitlines() if line.strip())}
@@ -85,6 +97,10 @@ def legs(lab: Lab, pair_name: str) -> dict[str, Any]:
 @pytest.mark.needs("ktls", "bpf_sockmap")
 @pytest.mark.parametrize("pair", ["ts", "tb"], ids=["ktls-splice", "openssl-boomerang"])
 def test_the_ssl_proxy_is_intact_and_both_legs_carry_only_tls(lab: Lab, pair: str) -> None:
+    if pair == "tb" and not openssl_pair_runs_here():
+        pytest.skip(f"the OpenSSL proxy does no TLS in the kernel, so it runs on one kernel "
+                    f"(6.12 or later), not {os.uname().release}; set {ALL_KERNELS}=1 to run "
+                    "it here too")
     before = tls_stat(lab)
     got = legs(lab, pair)
     after = tls_stat(lab)
