@@ -374,10 +374,10 @@ def _alive(pid: int) -> bool:
 def test_verify_throughput_passes_fails_and_cannot_run(lab: Lab) -> None:
     from tests.conftest import run_cli
 
-    ok = run_cli("verify", "throughput", lab.name, "--pair", "km", "--threshold", "1",
-                 "--seconds", "1", "--json")
+    # kb declares `threshold: 10` in the topology; nothing on the command line
+    ok = run_cli("verify", "throughput", lab.name, "--pair", "kb", "--seconds", "1", "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "MB/s" in json.loads(ok.stdout)["verdicts"][0]["detail"]
+    assert "at or above 10 MB/s" in json.loads(ok.stdout)["verdicts"][0]["detail"]
     too_much = run_cli("verify", "throughput", lab.name, "--pair", "km", "--threshold",
                        "1e9", "--seconds", "1")
     assert too_much.returncode == 1 and "below 1e+09 MB/s" in too_much.stdout
