@@ -87,6 +87,16 @@ class Feature:
         """One `labkit verify KIND` for this feature; options come from the command line."""
         raise NotImplementedError
 
+    @property
+    def frames(self) -> dict[str, str]:
+        """Crafted frames it can make (kind -> what the kernel should do with it), for
+        `inject` steps and verbs; scenario files name them FEATURE:KIND."""
+        return {}
+
+    def craft(self, config: Any, kind: str, src_mac: str, **options: Any) -> bytes:
+        """One crafted frame of `kind` sent from src_mac, for a lab with this config."""
+        raise NotImplementedError
+
     def counters(self, status: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
         """The status as counter rows for live panels: {row: {column: value}}, the same
         rows and columns reading after reading so that changes can be shown; None to show
@@ -131,6 +141,11 @@ def traffic_protocols() -> dict[str, str]:
 def cli_modules() -> list[str]:
     """Every feature's verb modules, in registry order (`labkit tipc`, `labkit kproxy`...)."""
     return [mod for f in all_features() for mod in f.cli]
+
+
+def with_frames() -> list[str]:
+    """Features that craft frames (`inject` steps name them FEATURE:KIND)."""
+    return [k for k in FEATURES if get(k).frames]
 
 
 def bind_layers() -> None:

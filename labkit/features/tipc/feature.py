@@ -48,6 +48,23 @@ class TipcFeature(Feature):
     layers = ("labkit.features.tipc.layers",)  # TIPC v2 and v7 on its ethertype and port
     parse = staticmethod(config.parse)
 
+    @property
+    def frames(self) -> dict[str, str]:
+        from labkit.features.tipc.layers import FRAME_KINDS
+
+        return FRAME_KINDS
+
+    def craft(self, cfg: config.TipcConfig | None, kind: str, src_mac: str,
+              **options: Any) -> bytes:
+        """A discovery with one defect (or none), from a fresh identity; net_id defaults
+        to the lab's, so that only the defect decides what the kernel does."""
+        import secrets
+
+        from labkit.features.tipc.layers import crafted
+
+        net_id = options.get("net_id") or (cfg.net_id if cfg is not None else 4711)
+        return bytes(crafted(kind, src_mac, int(net_id), f"craft{secrets.token_hex(4)}"))
+
     def counters(self, status: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """One row per node and link: its state, packets each way, retransmissions."""
         return {f"{node} {lk['name']}": {"state": "up" if lk["up"] else "DOWN",
