@@ -74,7 +74,7 @@ def test_shipped_scenario_gives_its_table_on_both_kernels(path: Path, tmp_path: 
     rows = done.stdout.splitlines()[1:3]
     for plan, row in zip(scenario.kernels, rows, strict=True):
         kernel, expected, result, as_expected = re.split(r"\s{2,}", row)[:4]
-        assert kernel.startswith(plan.name + " ["), row
+        assert kernel.startswith(plan.name + " "), row
         assert expected == result == plan.expect and as_expected == "yes", row
     verdict = json.loads((bundle / "verdict.json").read_text())
     got = {k["kernel"]: k["result"] for k in verdict["kernels"]}
