@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -240,6 +241,11 @@ def run(lab: Lab, cfg: OffloadConfig, p: Plan, marker: bytes = b"", keep_keylog:
     finally:
         recv.kill()
         if session is not None:
+            if not out.get("completed"):
+                # abort (RST): a stalled flow must not linger as an orphan that keeps
+                # retransmitting through the NIC after the transfer is over
+                session.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
             session.sock.close()
     out["received"] = got
     after = {"nic": nicmod.counters(p.sender_ns, n.iface),
