@@ -32,6 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from labkit.errors import LabkitError  # noqa: E402
 from labkit.lab.lab import Lab  # noqa: E402
 
 MiB = 1 << 20
@@ -89,9 +90,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                               for k in ("up", "down", "iperf3_up", "iperf3_down")
                               if isinstance(r.get(k), dict) and r[k].get("error")})
         for way in ("up", "down"):
-            m, i = s[f"{way}.MBps"], s[f"iperf3_{way}.MBps"]
-            s[f"meter_vs_iperf3_{way}"] = round(m["median"] / i["median"], 3) \
-                if m and i and i["median"] else None
+            # paired: each run's labkit figure over the iperf3 run right after it
+            ratios = [r[way]["MBps"] / r[f"iperf3_{way}"]["MBps"] for r in mine
+                      if r[way].get("MBps") and (r.get(f"iperf3_{way}") or {}).get("MBps")]
+            s[f"meter_vs_iperf3_{way}"] = round(statistics.median(ratios), 3) \
+                if ratios else None
+            s[f"meter_vs_iperf3_{way}_runs"] = [round(x, 3) for x in ratios]
         if first.get("crypto"):
             s["crypto_where"] = first["crypto"].get("where")
         out[pair] = s
@@ -160,21 +164,26 @@ def main() -> int:
             cond = conditions(lab)
             cond["up_seconds"] = round(up_seconds, 1)
             pairs = args.pairs or list(lab.topo.features["kproxy"].pairs)
-            rows = []
+            rows: list[dict[str, Any]] = []
+            failed: list[dict[str, Any]] = []
             for i in range(args.repeat):
                 order = pairs[i % len(pairs):] + pairs[:i % len(pairs)]
                 for pair in order:
                     print(f"run {i + 1}/{args.repeat}: {pair}", file=sys.stderr, flush=True)
-                    rows.append(lab.call("labkit.features.kproxy.measure:measure_pair", pair,
-                                         None, args.seconds, args.integrity_mib * MiB,
-                                         args.rounds, True))
+                    try:
+                        rows.append(lab.call("labkit.features.kproxy.measure:measure_pair",
+                                             pair, None, args.seconds, args.integrity_mib * MiB,
+                                             args.rounds, True))
+                    except LabkitError as exc:  # one failed run is a result, not the end
+                        print(f"  {pair}: {exc.message}", file=sys.stderr, flush=True)
+                        failed.append({"pair": pair, "run": i + 1, "error": exc.message})
             cond["load_after"] = os.getloadavg()
             cond["seconds_per_run"] = args.seconds
             cond["repeat"] = args.repeat
         finally:
             lab.down()
     summary = summarize(rows)
-    doc = {"conditions": cond, "summary": summary, "rows": rows}
+    doc = {"conditions": cond, "summary": summary, "rows": rows, "failed_runs": failed}
     if args.save:
         Path(args.save).write_text(json.dumps(doc, indent=1) + "\n")
     if args.json:
@@ -188,15 +197,20 @@ def main() -> int:
           f"throughput run, {args.repeat} runs per pair (median (min-max)).")
     print(table(summary))
     print("up = client to server. MB/s: what the receiver got while the sender sent "
-          "(iperf3's view); queued: MiB still in the path when the sender stopped (up/down). "
+          "(iperf3's view); meter/iperf3: median over the runs of labkit's MB/s over "
+          "iperf3's in the run right after it; queued: MiB still in the path when the sender "
+          "stopped (up/down). "
           "CPU s/GiB: proxy process + softirq (all CPUs) per GiB received, up direction; "
           "+kworkers adds kernel worker threads (where sockmap sends). copied/B: bytes the "
           "proxy passed through read()/write() per byte moved. crypto/B: encryptions and "
           "decryptions per byte end to end.")
+    for f in failed:
+        print(f"run {f['run']} of {f['pair']} failed: {f['error']}")
     bad = [p for p, s in summary.items() if not s["intact"] or s["errors"]]
+    bad += [f["pair"] for f in failed if f["pair"] not in bad]
     if bad:
         print(f"problems: {', '.join(bad)}: "
-              + "; ".join(f"{p}: {summary[p]['errors']}" for p in bad))
+              + "; ".join(f"{p}: {summary.get(p, {}).get('errors')}" for p in bad))
     return 1 if bad else 0
 
 

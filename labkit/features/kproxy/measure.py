@@ -120,7 +120,13 @@ def run_client(lab: Lab, path: Path, tests: list[dict[str, Any]],
             "--timeout", str(timeout), "--tests", json.dumps(tests)]
     if path.pair.tls:
         args += ["--tls-ca", certs.ca_path(lab.name)]
-    done = lab.node(path.src).run(_agent(*args), timeout=timeout * 3 + 30)
+    try:
+        done = lab.node(path.src).run(_agent(*args), timeout=timeout * 3 + 30)
+    except subprocess.TimeoutExpired as exc:
+        raise LabkitError(f"the measuring client on {path.src} did not finish within "
+                          f"{exc.timeout:g} s (its own deadline is {timeout:g} s per test).",
+                          hint=f"`labkit kproxy status {lab.name}` shows the proxy; its log "
+                               "is in the lab's state directory.") from None
     lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
     if done.returncode != 0 or not lines:
         why = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -289,34 +295,44 @@ def measure_pair(lab: Lab, pair: str | None = None, src: str | None = None,
                            "path": f"{path.src} -> {path.pair.entry}"
                                    + (f" -> {path.pair.upstream}"
                                       if path.pair.mode != "direct" else "")}
+    # Each iperf3 run right after labkit's run in the same direction: on a shared machine
+    # the rate drifts within seconds, and the two meters should see the same conditions.
     server = start_server(lab, path, timeout=seconds * 4 + 120)
     try:
         row["up"] = throughput(lab, path, "up", seconds, pid)
+        counters_after = proxy_counters(lab, path.pair)
         row["latency"] = latency(lab, path, rounds)
     finally:
         stop(server)
-    row["down"] = throughput(lab, path, "down", seconds, pid)
-    counters_after = proxy_counters(lab, path.pair)
-    if path.pair.tls:
-        row["crypto"] = _crypto(counters_before, counters_after, row)
-    row["integrity"] = integrity(lab, path, integrity_bytes)
     if with_iperf3:
         row["iperf3_up"] = iperf3(lab, path, seconds, reverse=False, pid=pid)
+    before_down = proxy_counters(lab, path.pair)
+    row["down"] = throughput(lab, path, "down", seconds, pid)
+    if path.pair.tls:
+        row["crypto"] = _crypto(counters_before, counters_after, before_down,
+                                proxy_counters(lab, path.pair), row)
+    if with_iperf3:
         row["iperf3_down"] = iperf3(lab, path, seconds, reverse=True, pid=pid)
+    row["integrity"] = integrity(lab, path, integrity_bytes)
     return row
 
 
-def _crypto(before: dict[str, Any] | None, after: dict[str, Any] | None,
+def _crypto(before_up: dict[str, Any] | None, after_up: dict[str, Any] | None,
+            before_down: dict[str, Any] | None, after_down: dict[str, Any] | None,
             row: dict[str, Any]) -> dict[str, Any]:
-    """Crypto operations per byte moved: the client encrypts and the server decrypts
-    every byte (2); a TLS proxy decrypts and re-encrypts it once more (its counters)."""
+    """Crypto operations per byte moved over the two throughput runs (the proxy's
+    counters around each): the client encrypts and the server decrypts every byte (2); a
+    TLS proxy decrypts and re-encrypts it once more."""
     moved = sum(int(row[d].get("bytes", 0)) for d in ("up", "down"))
-    if not before or not after or not before.get("crypto"):
+    spans = [(before_up, after_up), (before_down, after_down)]
+    if not all(b and a and b.get("crypto") for b, a in spans):
         return {"where": "endpoints only (no proxy)", "ops_per_byte": 2.0}
-    b, a = before["crypto"], after["crypto"]
-    dec = a["decrypted_bytes"] - b["decrypted_bytes"]
-    enc = a["encrypted_bytes"] - b["encrypted_bytes"]
-    return {"where": a["where"], "proxy_decrypted_bytes": dec, "proxy_encrypted_bytes": enc,
-            "records_decrypted": a["records_decrypted"] - b["records_decrypted"],
-            "records_encrypted": a["records_encrypted"] - b["records_encrypted"],
+    total = {k: sum(a["crypto"][k] - b["crypto"][k] for b, a in spans)  # type: ignore[index]
+             for k in ("decrypted_bytes", "encrypted_bytes", "records_decrypted",
+                       "records_encrypted")}
+    dec, enc = total["decrypted_bytes"], total["encrypted_bytes"]
+    return {"where": after_down["crypto"]["where"],  # type: ignore[index]
+            "proxy_decrypted_bytes": dec, "proxy_encrypted_bytes": enc,
+            "records_decrypted": total["records_decrypted"],
+            "records_encrypted": total["records_encrypted"],
             "ops_per_byte": round(2 + (dec + enc) / moved, 2) if moved else None}

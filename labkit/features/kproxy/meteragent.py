@@ -312,28 +312,62 @@ def connect(args: argparse.Namespace) -> socket.socket:
     return sock
 
 
+class Deadline:
+    """Ends a test that overruns --timeout: shuts the socket down, which wakes whatever
+    read or write is blocked on it (the socket itself stays blocking: read(2) on it must
+    not see EAGAIN), so a stream that never ends becomes an error, not a hang."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock, self.seconds, self.expired = sock, seconds, False
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
 def run_test(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"test": spec["test"], "id": spec.get("id")}
     t0 = time.monotonic()
     sock = connect(args)
     out["connect_seconds"] = time.monotonic() - t0
+    deadline = Deadline(sock, args.timeout)
     try:
-        send_msg(sock, spec)
-        if spec["test"] == "up":
-            out["sent"] = stream_out(sock, spec)
-            end_of_sending(sock, spec)
-            out["server"] = recv_msg(sock)
-        elif spec["test"] == "down":
-            got = receive(sock, spec)
-            out["received"] = got
-            send_msg(sock, got)
-        elif spec["test"] == "rr":
-            out["rtt_us"] = rounds(sock, spec)
-        elif spec["test"] == "policy":
-            out.update(policy_test(sock, spec))
+        _run_on(sock, spec, out)
+    except (OSError, ValueError, ConnectionError):
+        if not deadline.expired:
+            raise
     finally:
+        deadline.cancel()
         sock.close()
+    if deadline.expired:
+        out["error"] = (f"no end of the {spec['test']} test within {args.timeout:g} s "
+                        "(the stream or its answer never arrived)")
     return out
+
+
+def _run_on(sock: socket.socket, spec: dict[str, Any], out: dict[str, Any]) -> None:
+    send_msg(sock, spec)
+    if spec["test"] == "up":
+        out["sent"] = stream_out(sock, spec)
+        end_of_sending(sock, spec)
+        out["server"] = recv_msg(sock)
+    elif spec["test"] == "down":
+        got = receive(sock, spec)
+        out["received"] = got
+        send_msg(sock, got)
+    elif spec["test"] == "rr":
+        out["rtt_us"] = rounds(sock, spec)
+    elif spec["test"] == "policy":
+        out.update(policy_test(sock, spec))
 
 
 def rounds(sock: socket.socket, spec: dict[str, Any]) -> list[float]:
