@@ -256,3 +256,11 @@ def test_inject_replays_a_pcap_and_traffic_and_checks_run(tmp_path: Path) -> Non
     assert steps[2]["detail"].startswith("sent 6"), steps[2]
     assert "pass" in (bundle / "host/steps/05-verify.out").read_text()
     assert_nothing_left(bundle)
+
+
+def test_json_gives_the_verdict_and_the_bundle(tmp_path: Path) -> None:
+    done = run_cli("repro", "run", str(FIXTURE), "-o", str(tmp_path), "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)  # stdout is one JSON document, progress on stderr
+    assert data["exit_code"] == 0 and data["kernels"][0]["result"] == "reproduced"
+    assert Path(data["bundle"], "verdict.json").is_file() and Path(data["archive"]).is_file()
