@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
 from labkit.cli.output import console, err_console, require_root
-from labkit.errors import UsageError
+from labkit.errors import Loc, UsageError
+
+if TYPE_CHECKING:
+    from labkit.repro.model import KernelPlan, Scenario
 
 app = typer.Typer(help="Reproduce kernel bug reports on several kernels, one fresh VM each.",
                   no_args_is_help=True)
@@ -78,12 +82,13 @@ def _say(text: str) -> None:
     err_console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
-def _plans(scenario: object, wanted: list[str]) -> list:  # type: ignore[type-arg]
+def _plans(scenario: Scenario, wanted: list[str]) -> list[KernelPlan]:
+    """The kernels to run: the scenario's, or those named by --kernel (one the scenario
+    lists keeps its claim and options; another runs with no claim)."""
     from labkit.repro.loader import kernel_name
-    from labkit.repro.model import KernelPlan, Scenario
+    from labkit.repro.model import KernelPlan
     from labkit.topology.fields import Problems
 
-    assert isinstance(scenario, Scenario)
     if not wanted:
         return list(scenario.kernels)
     plans = []
@@ -93,7 +98,7 @@ def _plans(scenario: object, wanted: list[str]) -> list:  # type: ignore[type-ar
             plans.append(known)
             continue
         p = Problems()
-        name = kernel_name(text, None, os.path.join(os.getcwd(), "x"), p)  # type: ignore[arg-type]
+        name = kernel_name(text, Loc("--kernel"), os.path.join(os.getcwd(), "x"), p)
         if name is None:
             raise UsageError(f"--kernel {text}: {p.items[0].message}", hint=p.items[0].hint)
         plans.append(KernelPlan(name=name))

@@ -344,9 +344,10 @@ def _wait_for(ctx: Context, step: WaitForStep, result: StepResult) -> None:
         result.outcome = OK
         result.detail = f"{what} met after {report['attempts']} attempt(s), {took:.1f} s"
     else:
+        last = mismatch(u, report["status"], report["stdout"], report["stderr"])
         result.outcome = TIMED_OUT
-        result.detail = (f"{what} did not show {mismatch(u, report['status'], report['stdout'], report['stderr']) or 'the outcome'} "  # noqa: E501
-                         f"within {step.timeout:g} s ({report['attempts']} attempts)")
+        result.detail = (f"{what} did not show the outcome within {step.timeout:g} s "
+                         f"({report['attempts']} attempts; last: {last or 'matched late'})")
 
 
 def _capture(ctx: Context, step: CaptureStep, result: StepResult) -> None:
