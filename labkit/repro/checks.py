@@ -137,7 +137,7 @@ def _pcap(ctx: Context, step: ExpectStep, check: PcapCheck, result: StepResult) 
     if check.filter:
         count = tshark_count(bg.out, check.filter, step.timeout)
     else:
-        from labkit.repro.loader import read_pcap_file
+        from labkit.repro.pcapfile import read_pcap_file
 
         count = len(read_pcap_file(bg.out))
     what = (f"frames of capture '{check.capture}'"

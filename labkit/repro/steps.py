@@ -253,7 +253,7 @@ def _inject(ctx: Context, step: InjectStep, result: StepResult) -> None:
         frames = [bytes(crafted(kind, mac, net_id, f"repro{os.urandom(4).hex()}"))
                   for _ in range(step.count)]
     else:
-        from labkit.repro.loader import read_pcap_file
+        from labkit.repro.pcapfile import read_pcap_file
 
         frames = read_pcap_file(step.pcap) * step.count
     words = [sys.executable, "-m", "labkit.repro.sendframes", step.iface,
