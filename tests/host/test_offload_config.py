@@ -173,3 +173,24 @@ def test_readers() -> None:
     assert parse_percent("x%") is None
     assert parse_ms("5ms") == 5.0 and parse_ms("1s") == 1000.0 and parse_ms(2) == 2.0
     assert parse_ms("5 min") is None
+
+
+def test_counter_rows_for_live_panels() -> None:
+    """One row per NIC, the same columns reading after reading; netem's loss as JSON
+    prints it (a fraction) shown in percent."""
+    from labkit.features.offload.feature import FEATURE
+
+    status = {"nics": {"client:eth1": {
+        "knobs": {"strategy": "nfp"}, "tls_hw_tx_offload": True,
+        "counters": {"tx_tls_encrypted_packets": 10, "tx_tls_ooo": 2, "tls_tx_fallback": 2},
+        "impair": {"netem": [{"at": "wire", "options": {"limit": 1000,
+                                                        "loss-random": {"loss": 0.05}}}]}}}}
+    rows = FEATURE.counters(status)
+    assert list(rows) == ["client:eth1"]
+    row = rows["client:eth1"]
+    assert row["strategy"] == "nfp" and row["offload"] == "on" and row["loss"] == "5%"
+    assert row["fast pkts"] == 10 and row["ooo"] == 2 and row["fallback"] == 2
+    assert row["dropped"] == 0
+    empty = FEATURE.counters({"nics": {"client:eth1": {"counters": {}, "impair": {}}}})
+    assert list(empty["client:eth1"]) == list(row) and empty["client:eth1"]["loss"] == "0%"
+    assert FEATURE.counters({}) == {}
