@@ -18,8 +18,9 @@ def make_console(stderr: bool = False, force_terminal: bool | None = None) -> Co
     """rich at a terminal (wrapped to its width); in a pipe, no wrapping, no truncation."""
     at_terminal = Console(stderr=stderr, force_terminal=force_terminal).is_terminal
     if at_terminal:
-        return Console(stderr=stderr, highlight=False, force_terminal=force_terminal)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+        return Console(stderr=stderr, highlight=False, emoji=False, force_terminal=force_terminal)
+    return Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True,
+                   width=PIPE_WIDTH)
 
 
 console = make_console()

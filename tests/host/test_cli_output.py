@@ -141,3 +141,11 @@ def test_a_verb_that_fails_to_import_is_an_error_not_a_missing_verb() -> None:
                             cwd=ROOT, timeout=60)
     assert result.returncode == 1
     assert "cannot be loaded" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_text_is_printed_as_written_not_as_emoji(capsys: pytest.CaptureFixture[str]) -> None:
+    """rich would turn `{ipv4:b:eth1}` (a repro placeholder) into a symbol by default."""
+    from labkit.cli.output import make_console
+
+    make_console().print("{ipv4:b:eth1} :smile:")
+    assert "{ipv4:b:eth1} :smile:" in capsys.readouterr().out
