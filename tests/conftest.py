@@ -46,7 +46,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if kernel or ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.needs_root)
         if item.get_closest_marker("vm") is not None:
-            item.fixturenames.insert(0, "session_vm")  # type: ignore[attr-defined]
+            # a new list: parametrized cases of one test share the old one
+            item.fixturenames = ["session_vm", *item.fixturenames]  # type: ignore[attr-defined]
 
 
 SESSION_VM_LAB = """

@@ -243,15 +243,14 @@ def _sysctl(ctx: Context, step: SysctlStep, result: StepResult) -> None:
 def _inject(ctx: Context, step: InjectStep, result: StepResult) -> None:
     node = ctx.node(step.node)
     if step.frame:
-        from labkit.features.tipc.layers import crafted
+        from labkit import features
 
         mac = node.run(["cat", f"/sys/class/net/{step.iface}/address"], timeout=SLACK,
                        check=True).stdout.strip()
-        tipc = ctx.lab.topo.features.get("tipc")
-        net_id = step.net_id or int(getattr(tipc, "net_id", 4711) or 4711)
-        kind = step.frame.partition(":")[2]
-        frames = [bytes(crafted(kind, mac, net_id, f"repro{os.urandom(4).hex()}"))
-                  for _ in range(step.count)]
+        family, _, kind = step.frame.partition(":")
+        options = {"net_id": step.net_id} if step.net_id else {}
+        feature, config = features.get(family), ctx.lab.topo.features.get(family)
+        frames = [feature.craft(config, kind, mac, **options) for _ in range(step.count)]
     else:
         from labkit.repro.pcapfile import read_pcap_file
 

@@ -376,18 +376,22 @@ def _inject(base: dict[str, Any], block: LMap, ctx: StepContext, where: str) -> 
 
 
 def _frame_kind(block: LMap, where: str, p: Problems) -> str:
+    """FEATURE:KIND, a frame a feature crafts (the registry says which can)."""
+    from labkit import features
+
     text = as_str(block["frame"], block.val_loc("frame"), f"{where} frame", p) or ""
     family, _, kind = text.partition(":")
-    if family != "tipc":
+    families = features.with_frames()
+    if family not in families:
         p.add(block.val_loc("frame"), f"{where} frame '{text}' is not a crafted frame labkit "
-              "knows.", "Crafted frames are tipc:KIND; replay anything else from a pcap.")
+              "knows.", f"Crafted frames are FEATURE:KIND with FEATURE one of "
+              f"{', '.join(families)}; replay anything else from a pcap.")
         return ""
-    from labkit.features.tipc.layers import FRAME_KINDS
-
-    if kind not in FRAME_KINDS:
-        p.add(block.val_loc("frame"), f"{where}: there is no crafted TIPC frame '{kind}'.",
-              (suggest(kind, list(FRAME_KINDS)) + " ").lstrip()
-              + f"Kinds: {', '.join('tipc:' + k for k in FRAME_KINDS)}.")
+    kinds = list(features.get(family).frames)
+    if kind not in kinds:
+        p.add(block.val_loc("frame"), f"{where}: there is no crafted {family} frame '{kind}'.",
+              (suggest(kind, kinds) + " ").lstrip()
+              + f"Kinds: {', '.join(f'{family}:{k}' for k in kinds)}.")
         return ""
     return text
 
