@@ -10,13 +10,13 @@ fail, and `down` is itself checked for leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +28,13 @@ from labkit.features.handshake import nvme, ops, paths, setup, status
 from labkit.features.handshake.config import HandshakeConfig
 from labkit.lab import names
 from labkit.lab.lab import Lab
-from tests.conftest import ROOT, renamed, run_cli, unique
+from tests.conftest import LABKIT, ROOT, renamed, run_cli, unique
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("handshake", "ktls")]
 TOPOS = ROOT / "topologies"
-PEER = [sys.executable, "-m", "labkit.features.handshake.peer"]
+# NVMe connect/disconnect cycles: 5 in the default run (about 7 s each under TCG); the
+# issue's 50 with LABKIT_HANDSHAKE_CYCLES=50 (about 6 minutes under TCG).
+CYCLES = int(os.environ.get("LABKIT_HANDSHAKE_CYCLES", "5"))
 
 
 @pytest.fixture(autouse=True)
@@ -105,11 +107,11 @@ def test_nvme_traffic_is_encrypted_and_decrypts_with_the_key_log(nvme_lab: Lab) 
 
 
 def test_openssl_s_client_to_labkit_tls_serve(nvme_lab: Lab) -> None:
-    """labkit serves (kTLS on its socket), OpenSSL's s_client checks it against the lab CA
-    and exchanges a line both ways."""
-    server = nvme_lab.node("t").popen([*PEER, "serve", "--lab", nvme_lab.name, "--node", "t",
-                                       "--port", "4433", "--echo", "--timeout", "60"],
-                                      stderr=subprocess.PIPE, text=True)
+    """`labkit tls serve` (kTLS on its socket); OpenSSL's s_client checks it against the lab
+    CA and exchanges a line both ways."""
+    server = subprocess.Popen([*LABKIT, "tls", "serve", nvme_lab.name, "t", "--port", "4433",
+                               "--echo", "--timeout", "60"], cwd=ROOT, start_new_session=True,
+                              stderr=subprocess.PIPE, text=True)  # the verb a user types
     try:
         assert server.stderr is not None
         assert json.loads(server.stderr.readline())["event"] == "listening"
@@ -127,15 +129,17 @@ def test_openssl_s_client_to_labkit_tls_serve(nvme_lab: Lab) -> None:
         report = json.loads(server.stderr.readline())
         server.wait(30)
     finally:
-        server.kill()
+        with contextlib.suppress(ProcessLookupError):  # the CLI and the peer it started
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
     assert echoed == b"ping-from-openssl\n"
     assert report["event"] == "ktls" and report["ulp"] == "tls"
     assert report["version"] == "TLSv1.3"
 
 
 def test_labkit_tls_connect_to_openssl_s_server(nvme_lab: Lab) -> None:
-    """OpenSSL serves (-rev: each line comes back reversed, after two session tickets that
-    labkit's kTLS socket must skip as handshake records)."""
+    """`labkit tls connect` to OpenSSL's s_server (-rev: each line comes back reversed, after
+    two session tickets that labkit's kTLS socket must skip as handshake records)."""
     lab = nvme_lab.name
     server = subprocess.Popen(
         nvme_lab.node("t").command(["openssl", "s_server", "-accept", "4434", "-tls1_3",
@@ -145,10 +149,9 @@ def test_labkit_tls_connect_to_openssl_s_server(nvme_lab: Lab) -> None:
     try:
         wait_until(lambda: "LISTEN" in nvme_lab.node("t").run(
             ["ss", "-tlnH", "sport = :4434"]).stdout, 60, "s_server to listen")
-        res = nvme_lab.node("h").run([*PEER, "connect", "--lab", lab, "--node", "h", "--to",
-                                      "198.18.4.1", "--port", "4434", "--send",
-                                      "hello-from-labkit\n", "--expect", "18",
-                                      "--timeout", "30"], timeout=120)
+        res = run_cli("tls", "connect", lab, "h", "--to", "t", "--port", "4434", "--send",
+                      "hello-from-labkit\n", "--expect", "18", "--timeout", "30",
+                      timeout=180)  # the verb a user types; --to a node name
     finally:
         server.kill()
         server.wait(10)
@@ -166,22 +169,31 @@ def daemon_fds(lab: Lab) -> dict[str, int]:
     return {n: len(os.listdir(f"/proc/{pid}/fd")) for n, pid in daemon_pids(lab).items()}
 
 
-def test_fifty_connect_disconnect_cycles_same_daemons_no_fd_leak(nvme_lab: Lab) -> None:
+def test_connect_disconnect_cycles_same_daemons_no_fd_leak(nvme_lab: Lab) -> None:
+    """CYCLES connects and disconnects (LABKIT_HANDSHAKE_CYCLES=50 for the issue's 50): the
+    same daemons serve them all, and each daemon holds as many fds after as before."""
     c = cfg(nvme_lab)
     sub = nvme.subnqn(nvme_lab.name, c.nvme.target)  # type: ignore[union-attr]
     pids, fds = daemon_pids(nvme_lab), daemon_fds(nvme_lab)
-    done_before = status.daemon(nvme_lab.name, "h")["done"]
+    done_before = {n: status.daemon(nvme_lab.name, n)["done"] for n in ("t", "h")}
     nvme.disconnect_all(sub)
-    for _ in range(50):
+    for _ in range(CYCLES):
         inst = nvme.connect(setup.nvme_connect(nvme_lab, c))
         nvme.wait_live(inst, sub, 60)
         assert nvme.disconnect(inst)
         wait_until(lambda: not nvme.controllers(sub), 30, "the controller to go")
     setup.connect_nvme(nvme_lab, c)  # leave the lab as it was
     assert daemon_pids(nvme_lab) == pids  # no restart
-    assert daemon_fds(nvme_lab) == fds  # /proc/PID/fd, before and after
-    done = status.daemon(nvme_lab.name, "h")["done"] - done_before
-    assert done == 51 * (1 + c.nvme.io_queues)  # type: ignore[union-attr]
+    handshakes = (CYCLES + 1) * (1 + c.nvme.io_queues)  # type: ignore[union-attr]
+
+    def settled() -> bool:  # the host is live before the target's worker has closed its fd
+        return all(status.daemon(nvme_lab.name, n)["done"] - done_before[n] == handshakes
+                   and status.daemon(nvme_lab.name, n)["in_flight"] == 0 for n in ("t", "h"))
+
+    wait_until(settled, 30, f"both daemons to finish {handshakes} handshakes",
+               detail=lambda: str({n: status.daemon(nvme_lab.name, n) for n in ("t", "h")}))
+    wait_until(lambda: daemon_fds(nvme_lab) == fds, 10, "the daemons' fds (/proc/PID/fd) to "
+               f"return to {fds}", detail=lambda: str(daemon_fds(nvme_lab)))
 
 
 def test_garbage_and_timeouts_leave_the_target_daemon_serving(nvme_lab: Lab) -> None:
@@ -282,15 +294,37 @@ def test_plaintext_controls_fail_verify(tmp_path: Path, source: str) -> None:
         res = run_cli("verify", "encryption", lab.name, "--feature", "handshake", "--json",
                       timeout=300)
         assert res.returncode == 1, res.stdout + res.stderr  # ...in clear
-        verdict = json.loads(res.stdout)
-        verdict = verdict[0] if isinstance(verdict, list) else verdict
+        (verdict,) = json.loads(res.stdout)["verdicts"]
         assert verdict["evidence"]["marker_frames"] >= 1
         assert re.search(r"marker appeared in clear", json.dumps(verdict))
     finally:
         _down(lab)
 
 
-def test_handshake_latency_is_reported(nfs_lab: Lab) -> None:
-    d = status.daemon(nfs_lab.name, "s")
-    assert d["latency_ms"]["count"] >= 1 and d["latency_ms"]["p50"] > 0
-    assert time.time() > 0
+def test_handshake_status_through_the_cli(nfs_lab: Lab) -> None:
+    """`labkit handshake status NAME --json`: each daemon up, its handshakes done with a
+    latency, the kernel's kTLS sockets in its namespace, and the mount."""
+    res = run_cli("handshake", "status", nfs_lab.name, "--json", timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(res.stdout)
+    for node in ("s", "c"):
+        d, k = data["nodes"][node]["daemon"], data["nodes"][node]["kernel"]
+        assert d["up"] and d["done"] >= 1 and not d["failed"], d
+        assert d["latency_ms"]["count"] >= 1 and d["latency_ms"]["p50"] > 0, d
+        assert k["ktls_sockets"], k
+    assert data["nfs"]["mounted"] and data["nfs"]["xprtsec"] == "tls", data["nfs"]
+
+
+def test_handshake_trace_through_the_cli(nfs_lab: Lab) -> None:
+    """`labkit handshake trace NAME NODE --from-start`: the client daemon's READY, ACCEPT and
+    DONE for the mount's handshake, in that order, with what ACCEPT carried."""
+    res = run_cli("handshake", "trace", nfs_lab.name, "c", "--from-start", "--count", "6",
+                  "--seconds", "60", "--json", timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert "ready" in kinds and "accept" in kinds and "done" in kinds, kinds
+    assert kinds.index("ready") < kinds.index("accept") < kinds.index("done"), kinds
+    accept = events[kinds.index("accept")]
+    assert accept["role"] == "client" and accept["auth"] in ("unauth", "x509"), accept
+    assert events[kinds.index("done")]["status"] == 0, events

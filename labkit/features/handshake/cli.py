@@ -5,6 +5,7 @@ requests)."""
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import select
 import subprocess
 import time
@@ -111,18 +112,15 @@ def trace_cmd(
     lab = attach(name)
     path = lab.node(node).call(f"{OPS}:events_path")
     proc = lab.node(node).popen(["tail", "-n", "+1" if from_start else "0", "-F", path],
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, bufsize=0)
+    assert proc.stdout is not None
+    lines = LineReader(proc.stdout.fileno())
     shown = 0
     deadline = time.monotonic() + seconds if seconds else None
     try:
-        assert proc.stdout is not None
-        while deadline is None or time.monotonic() < deadline:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if not ready:
-                break
-            line = proc.stdout.readline()
-            if not line:
+        while not (count and shown >= count):
+            line = lines.next(None if deadline is None else deadline - time.monotonic())
+            if line is None:
                 break
             try:
                 event = jsonlib.loads(line)
@@ -130,13 +128,39 @@ def trace_cmd(
                 continue
             print(jsonlib.dumps(event, sort_keys=True) if json else render(event), flush=True)
             shown += 1
-            if count and shown >= count:
-                break
     except KeyboardInterrupt:
         pass
     finally:
         proc.kill()
         proc.wait(10)
+
+
+class LineReader:
+    """Lines from a pipe as they arrive. It reads the raw fd itself: a buffered file object
+    would keep lines it read ahead where select() cannot see them, and the trace would
+    stall on them until the next event."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def next(self, timeout: float | None) -> str | None:
+        """The next line; None at the end of the stream or when `timeout` s ran out."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if self.eof:
+                return None
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            self.eof = not chunk
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace")
 
 
 @app.command("stall")
