@@ -61,6 +61,7 @@ class VmHost:
                         f"VM {self.vm} runs kernel {info.kernel}, not {self.kernel}.",
                         hint=f"Stop it (`labkit vm stop {self.vm}`) or pick its kernel.")
                 if self._answers():
+                    self._load_modules()
                     say(2, 3, f"VM {self.vm} ({self.kernel}) is already up")
                     return
             elif info is not None:  # crashed, failed, stopped: clear it away first
@@ -80,6 +81,23 @@ class VmHost:
         except LabkitError:
             self.close()
             return False
+
+    def _load_modules(self) -> None:
+        """A VM booted for another lab loaded that lab's modules at boot: load this lab's
+        too (modprobe of a loaded module does nothing)."""
+        from labkit.hosts.vm import persistent
+
+        if not self.modules:
+            return
+        res = persistent.exec_(self.vm, ["modprobe", "-a", *self.modules], capture=True,
+                               timeout=120, cwd="/")
+        if res.code != 0:
+            detail = (res.err or res.out).strip().splitlines()
+            raise LabkitError(f"VM {self.vm} could not load the kernel modules "
+                              f"{', '.join(self.modules)} this lab needs: "
+                              f"{detail[-1] if detail else f'exit status {res.code}'}.",
+                              hint=f"Stop the VM (`labkit vm stop {self.vm}`) once no lab "
+                                   "uses it, and bring the lab up again.")
 
     def _start_daemon(self) -> None:
         from labkit.hosts.vm import paths, persistent

@@ -294,3 +294,22 @@ def test_shell_in_a_vm_node_is_a_real_terminal(warm_vm: str, tmp_path: Path) -> 
         assert os.waitstatus_to_exitcode(status) == 3
     finally:
         run_cli("down", name, timeout=TIMEOUT)
+
+
+def test_a_lab_reusing_a_vm_gets_its_kernel_modules(warm_vm: str) -> None:
+    """The VM was booted for another lab, with that lab's modules: a lab reusing it gets
+    its own loaded too (here `dummy`, which nothing else loads; control: absent before)."""
+    from labkit.hosts.vmhost import VmHost
+
+    def loaded() -> bool:
+        res = persistent.exec_(warm_vm, ["cat", "/proc/modules"], capture=True, cwd="/")
+        return any(line.split()[0] == "dummy" for line in res.out.splitlines())
+
+    assert not loaded()
+    host = VmHost(warm_vm, "debian-6.12", ["dummy"])
+    try:
+        host.start()
+        assert loaded()
+    finally:
+        host.close()
+        persistent.exec_(warm_vm, ["rmmod", "dummy"], capture=True, cwd="/")
