@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from labkit import features
 from labkit.cli.output import console, emit_json, info, plural, progress
 from labkit.errors import UsageError, require_root
 from labkit.topology.summary import summarize
@@ -51,6 +52,8 @@ def up(
     for name, node in summarize(lab.topo)["nodes"].items():
         addrs = "  ".join(f"{i} {' '.join(a)}" for i, a in node["interfaces"].items())
         console.print(f"  {name:12} {addrs}", soft_wrap=True)
+    for note in features.notes(lab.topo.features):
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     console.print(f"Next: `labkit exec {lab.name} NODE -- CMD`, `labkit check {lab.name}`, "
                   f"`labkit down {lab.name}`.", soft_wrap=True)
 

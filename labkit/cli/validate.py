@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from labkit import features
 from labkit.cli.output import console, emit_json, plural
 from labkit.topology import loader
 from labkit.topology.summary import summarize
@@ -28,6 +29,8 @@ def validate(
     for name, node in data["nodes"].items():
         addrs = "  ".join(f"{i}={' '.join(a)}" for i, a in node["interfaces"].items())
         console.print(f"  {name:12} {addrs}")
+    for note in features.notes(topo.features):
+        console.print(f"note: {note}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

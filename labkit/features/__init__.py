@@ -143,6 +143,13 @@ def cli_modules() -> list[str]:
     return [mod for f in all_features() for mod in f.cli]
 
 
+def notes(configs: dict[str, Any]) -> list[str]:
+    """What the lab's feature configs want said at validate and up without being errors
+    (a config's `notes`, e.g. offload: TLS 1.3 stays in software)."""
+    return [f"{key}: {note}" for key, cfg in configs.items()
+            for note in getattr(cfg, "notes", None) or []]
+
+
 def with_frames() -> list[str]:
     """Features that craft frames (`inject` steps name them FEATURE:KIND)."""
     return [k for k in FEATURES if get(k).frames]

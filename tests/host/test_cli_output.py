@@ -9,6 +9,7 @@ import io
 import os
 import pkgutil
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -149,3 +150,16 @@ def test_text_is_printed_as_written_not_as_emoji(capsys: pytest.CaptureFixture[s
 
     make_console().print("{ipv4:b:eth1} :smile:")
     assert "{ipv4:b:eth1} :smile:" in capsys.readouterr().out
+
+
+def test_feature_notes_are_said_at_validate(tmp_path: Path) -> None:
+    """A feature's note (offload: TLS 1.3 stays in software) is printed by validate; the
+    same lab with TLS 1.2 (the control) has none."""
+    source = (ROOT / "topologies" / "offload.yaml").read_text()
+    assert 'version: "1.2"' in source
+    for version, expected in (("1.3", 1), ("1.2", 0)):
+        path = tmp_path / f"tls{version}.yaml"
+        path.write_text(source.replace('version: "1.2"', f'version: "{version}"'))
+        res = run_cli("validate", str(path))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.count("note: offload: TLS 1.3 is not offloaded") == expected
