@@ -11,8 +11,9 @@ import struct
 
 import pytest
 
-from labkit.features.handshake import keyschedule as ks
 from labkit.features.handshake import ktls
+from labkit.ktls import ciphers, sockopt
+from labkit.ktls import keyschedule as ks
 
 H = bytes.fromhex
 # RFC 8448 section 3
@@ -80,8 +81,8 @@ def test_expand_label_refuses_impossible_lengths() -> None:
 
 
 def test_crypto_info_aes_gcm_128_layout() -> None:
-    suite = ktls.BY_NAME["TLS_AES_128_GCM_SHA256"]
-    info = ktls.crypto_info(suite, S_AP, rec_seq=2)
+    suite = ciphers.BY_NAME["TLS_AES_128_GCM_SHA256"]
+    info = sockopt.tls13_crypto_info(suite, S_AP, rec_seq=2)
     # version, cipher_type, iv[8], key[16], salt[4], rec_seq[8]
     version, cipher, iv, key, salt, seq = struct.unpack("=HH8s16s4s8s", info)
     assert (version, cipher) == (0x0304, 51)
@@ -95,19 +96,19 @@ def test_crypto_info_aes_gcm_128_layout() -> None:
     ("TLS_AES_256_GCM_SHA384", 52, 56), ("TLS_CHACHA20_POLY1305_SHA256", 54, 56),
     ("TLS_AES_128_CCM_SHA256", 53, 40)])
 def test_crypto_info_sizes_and_cipher_numbers(name: str, cipher: int, size: int) -> None:
-    suite = ktls.BY_NAME[name]
-    info = ktls.crypto_info(suite, bytes(ks.HASH_LEN[suite.hash]), 0)
+    suite = ciphers.BY_NAME[name]
+    info = sockopt.tls13_crypto_info(suite, bytes(ks.HASH_LEN[suite.hash]), 0)
     assert struct.unpack_from("=HH", info) == (0x0304, cipher)
     assert len(info) == size == suite.info_size
 
 
 def test_chacha_takes_the_whole_iv() -> None:
-    suite = ktls.BY_NAME["TLS_CHACHA20_POLY1305_SHA256"]
-    info = ktls.crypto_info(suite, C_AP, 0)
+    suite = ciphers.BY_NAME["TLS_CHACHA20_POLY1305_SHA256"]
+    info = sockopt.tls13_crypto_info(suite, C_AP, 0)
     key, iv12 = ks.traffic_key_iv(C_AP, 32, "sha256")
     assert info[4:16] == iv12 and info[16:48] == key and info[48:] == bytes(8)
 
 
 def test_session_repr_hides_secrets() -> None:
-    s = ktls.Session(ktls.BY_NAME["TLS_AES_128_GCM_SHA256"], C_AP, S_AP, 0, 0)
+    s = ktls.Session(ciphers.BY_NAME["TLS_AES_128_GCM_SHA256"], C_AP, S_AP, 0, 0)
     assert C_AP.hex() not in repr(s) and "tx_seq=0" in repr(s)

@@ -4,7 +4,7 @@ and reports DONE; the in-kernel consumers (NVMe/TCP, NFS) labs put on top; a TLS
 for OpenSSL; and the checks on what crossed the wire.
 
 One module per job. Facts: uapi (handshake family, kTLS, errnos). Netlink: messages (pure
-request/reply bytes), genl (the socket). TLS: keyschedule (RFC 8446 key derivation),
+request/reply bytes), genl (the socket). TLS: labkit.ktls (key schedule, kTLS install),
 ktls (the kernel's record layer), records (reading whole records off a socket), engines
 (Python's ssl for x509/unauth, tlslite-ng for external PSK), handshaker (one request end
 to end). Keys: keyring (the kernel's key API), certs (the lab CA). The daemon: daemon,

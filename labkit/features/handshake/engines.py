@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.features.handshake import hello as hellos
-from labkit.features.handshake.ktls import BY_CODE, BY_NAME, Session, Suite
+from labkit.features.handshake.ktls import Session
 from labkit.features.handshake.records import DeadlineSocket, HandshakeFailed, RecordSource
-from labkit.features.handshake.uapi import CT_ALERT, CT_HANDSHAKE
+from labkit.ktls.ciphers import BY_CODE, BY_NAME, Suite
+from labkit.ktls.uapi import CT_ALERT, CT_HANDSHAKE
 
 # NSS key log labels (https://firefox-source-docs.mozilla.org/security/nss/legacy/key_log_format)
 CLIENT_HS = "CLIENT_HANDSHAKE_TRAFFIC_SECRET"

@@ -19,6 +19,7 @@ from labkit.features.handshake import engines, keyring, ktls
 from labkit.features.handshake.messages import Accepted
 from labkit.features.handshake.records import DeadlineSocket, HandshakeFailed
 from labkit.features.handshake.uapi import AUTH_MODES, MSG_TYPE_SERVERHELLO
+from labkit.ktls.sockopt import KtlsError
 
 
 @dataclass
@@ -130,7 +131,7 @@ def handshake_on(fd: int, req: engines.Request) -> engines.Result:
         dsock.release()
     try:
         ktls.install(fd, result.session)
-    except ktls.KtlsError as exc:
+    except KtlsError as exc:
         raise HandshakeFailed(exc.errno or errno.EIO, f"kTLS: {exc.strerror}") from None
     return result
 

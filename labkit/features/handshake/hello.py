@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from labkit.features.handshake.uapi import CT_HANDSHAKE, RECORD_HEADER
+from labkit.ktls.uapi import CT_HANDSHAKE, RECORD_HEADER
 
 HS_CLIENT_HELLO = 1
 HS_SERVER_HELLO = 2

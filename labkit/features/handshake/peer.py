@@ -25,10 +25,11 @@ import socket
 import sys
 import time
 
-from labkit.features.handshake import engines, ktls, paths
+from labkit.features.handshake import engines, paths
 from labkit.features.handshake.handshaker import handshake_on
 from labkit.features.handshake.records import HandshakeFailed
-from labkit.features.handshake.uapi import CT_ALERT, CT_APPLICATION_DATA
+from labkit.ktls import sockopt
+from labkit.ktls.uapi import CT_ALERT, CT_APPLICATION_DATA
 
 CLOSE_NOTIFY = bytes([1, 0])  # warning, close_notify
 
@@ -65,7 +66,7 @@ def request(args: argparse.Namespace, server: bool) -> engines.Request:
 
 
 def report(sock: socket.socket, result: engines.Result, peer: str) -> None:
-    sys.stderr.write(json.dumps({"event": "ktls", "ulp": ktls.ulp(sock),
+    sys.stderr.write(json.dumps({"event": "ktls", "ulp": sockopt.ulp(sock),
                                  "cipher": result.cipher, "version": result.version,
                                  "peer": peer, "peer_identity": result.peer,
                                  "tx_seq": result.session.tx_seq,
@@ -79,7 +80,7 @@ def converse(sock: socket.socket, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     received = 0
     if args.send is not None:
-        ktls.send_record(sock, args.send.encode())
+        sockopt.send_record(sock, args.send.encode())
     stdin_open = args.send is None and not args.echo
     while time.monotonic() < deadline:
         if args.expect and received >= args.expect:
@@ -92,12 +93,12 @@ def converse(sock: socket.socket, args: argparse.Namespace) -> int:
             line = sys.stdin.buffer.readline()
             if not line:
                 stdin_open = False
-                ktls.send_record(sock, CLOSE_NOTIFY, CT_ALERT)
+                sockopt.send_record(sock, CLOSE_NOTIFY, CT_ALERT)
                 continue
-            ktls.send_record(sock, line)
+            sockopt.send_record(sock, line)
         if sock in ready:
             try:
-                kind, data = ktls.recv_record(sock)
+                kind, data = sockopt.recv_record(sock)
             except OSError as exc:
                 sys.stderr.write(json.dumps({"event": "error", "errno": exc.errno,
                                              "error": os.strerror(exc.errno or 0)}) + "\n")
@@ -110,7 +111,7 @@ def converse(sock: socket.socket, args: argparse.Namespace) -> int:
                 break
             received += len(data)
             if args.echo:
-                ktls.send_record(sock, data)
+                sockopt.send_record(sock, data)
             else:
                 sys.stdout.buffer.write(data)
                 sys.stdout.flush()

@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 
-from labkit.features.handshake.uapi import (
+from labkit.ktls.uapi import (
     CT_ALERT,
     CT_APPLICATION_DATA,
     CT_CHANGE_CIPHER_SPEC,

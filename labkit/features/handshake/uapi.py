@@ -69,31 +69,6 @@ def pending_cap(total_ram_bytes: int, page_size: int = 4096) -> int:
     return max(3, min(50, pages // (25 * page_size)))
 
 
-# -- kTLS (include/uapi/linux/tls.h, include/linux/tcp.h) ----------------------------------
-
-TCP_ULP = 31
-SOL_TLS = 282
-TLS_TX = 1
-TLS_RX = 2
-TLS_SET_RECORD_TYPE = 1  # cmsg on send
-TLS_GET_RECORD_TYPE = 2  # cmsg on recv
-TLS_1_2_VERSION = 0x0303
-TLS_1_3_VERSION = 0x0304
-
-TLS_CIPHER_AES_GCM_128 = 51
-TLS_CIPHER_AES_GCM_256 = 52
-TLS_CIPHER_AES_CCM_128 = 53
-TLS_CIPHER_CHACHA20_POLY1305 = 54
-
-# -- TLS record content types (RFC 8446 5.1) --------------------------------------------
-
-CT_CHANGE_CIPHER_SPEC = 20
-CT_ALERT = 21
-CT_HANDSHAKE = 22
-CT_APPLICATION_DATA = 23
-RECORD_HEADER = 5
-MAX_CIPHERTEXT = (1 << 14) + 256  # TLSCiphertext.length limit in TLS 1.3
-
 # -- the kernel key API (include/uapi/linux/keyctl.h) ------------------------------------
 
 KEY_SPEC_THREAD_KEYRING = -1

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit.features.handshake.uapi import MAX_CIPHERTEXT, RECORD_HEADER
+from labkit.ktls.uapi import MAX_CIPHERTEXT, RECORD_HEADER
 from labkit.verify.verdict import Verdict
 
 RECORD_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake",
