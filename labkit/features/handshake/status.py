@@ -11,30 +11,21 @@ import os
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from labkit.base import netns, procs
+from labkit.base import procs
 from labkit.features.handshake import nfs, nvme, paths
 from labkit.features.handshake.config import HandshakeConfig
 from labkit.features.handshake.events import read_status
 from labkit.features.handshake.setup import mine
 from labkit.features.handshake.uapi import pending_cap
+from labkit.ktls import stat as ktls_stat
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 
 def tls_stat(ns: str) -> dict[str, int]:
-    """/proc/net/tls_stat of a namespace ({} before the tls module is loaded)."""
-    try:
-        with netns.entered(ns), open("/proc/thread-self/net/tls_stat") as fh:
-            text = fh.read()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
+    """The namespace's /proc/net/tls_stat ({} before the tls module is loaded)."""
+    return ktls_stat.read(ns) or {}
 
 
 def ktls_sockets(ns: str) -> list[dict[str, str]]:

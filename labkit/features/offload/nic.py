@@ -19,6 +19,7 @@ from labkit.errors import LabkitError
 from labkit.features.offload import ethtool
 from labkit.features.offload.config import KIND, STRATEGIES, Nic
 from labkit.hosts.local import netns_exec
+from labkit.ktls import stat as ktls_stat
 
 KNOBS = ("strategy", "refuse_add", "corrupt_every", "max_ctx", "nr_ctx")
 WRITABLE = KNOBS[:-1]
@@ -98,19 +99,8 @@ def apply(ns: str, nic: Nic) -> None:
 
 
 def tls_stat(ns: str) -> dict[str, int]:
-    """The namespace's /proc/net/tls_stat ({} when the tls module is not loaded)."""
-    with netns.entered(ns):
-        try:
-            with open("/proc/thread-self/net/tls_stat") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            return {}
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
+    """The namespace's /proc/net/tls_stat ({} before the tls module is loaded)."""
+    return ktls_stat.read(ns) or {}
 
 
 def snapshot(ns: str, nic: Nic) -> dict[str, Any]:
