@@ -28,11 +28,15 @@ _HELP = {
 
 def _make(kind: str) -> None:
     owners = features.with_verification(kind)
+    aliases = sorted({a for k in owners for a in features.get(k).aliases})
+    also = "".join(
+        f"; {a} = the lab's {'/'.join(k for k in owners if a in features.get(k).aliases)}"
+        for a in aliases)
 
     def command(
         name: str = typer.Argument(..., help="Lab name."),
         feature: str = typer.Option(None, "--feature",
-                                    help=f"Which feature's traffic: {', '.join(owners)} "
+                                    help=f"Which feature's traffic: {', '.join(owners)}{also} "
                                     "(default: the lab's only one that can)."),
         src: str = typer.Option(None, "--from", help="Sending node, where it matters."),
         dst: str = typer.Option(None, "--to", help="Receiving node, where it matters."),

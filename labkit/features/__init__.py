@@ -53,6 +53,9 @@ class Feature:
     traffic: dict[str, str] = {}  # `labkit traffic --proto P` -> endpoint module
     cli: tuple[str, ...] = ()  # modules with register(app): the feature's own verbs
     layers: tuple[str, ...] = ()  # modules whose import binds scapy layers for its frames
+    # other names `--feature` accepts: what a user calls it (e.g. "tls" for the TLS features);
+    # a lab resolves one to the single feature it has under that name
+    aliases: tuple[str, ...] = ()
 
     def parse(self, block: LMap | None, nodes: dict[str, LMap], topo: Topology,
               p: Problems) -> Any:
@@ -111,6 +114,13 @@ def get(key: str) -> Feature:
 
 def keys() -> list[str]:
     return list(FEATURES)
+
+
+def named(name: str) -> list[str]:
+    """The features a user may mean by `name`: itself, or those that answer to it as alias."""
+    if name in FEATURES:
+        return [name]
+    return [k for k in FEATURES if name in get(k).aliases]
 
 
 def all_features() -> list[Feature]:

@@ -419,9 +419,18 @@ class Lab:
     def _verifying_feature(self, kind: str, feature: str | None) -> str:
         able = [k for k in features.with_verification(kind) if k in self.topo.features]
         if feature is not None:
-            if feature not in features.keys():
+            meant = features.named(feature)
+            if not meant:
                 raise UsageError(f"there is no feature '{feature}'.",
                                  hint=f"Features: {', '.join(features.keys())}.")
+            if feature not in features.keys():  # an alias: the lab's one feature by that name
+                mine = [k for k in meant if k in self.topo.features]
+                if len(mine) != 1:
+                    raise UsageError(
+                        f"'{feature}' names {', '.join(meant)}; lab '{self.name}' has "
+                        f"{'both' if mine else 'none of them'}.",
+                        hint="Give the feature's own name with --feature.")
+                feature = mine[0]
             self.feature_config(feature)
             if feature not in able:
                 raise UsageError(f"feature {feature} has no `{kind}` verification.",

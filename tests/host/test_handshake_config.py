@@ -130,3 +130,23 @@ def test_up_refuses_with_exit_2_and_no_traceback(where: list[str]) -> None:
     res = run_cli("up", str(ROOT / "topologies" / "nvme-tls.yaml"), *where)
     assert res.returncode == 2, res.stderr
     assert "handshake" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_feature_tls_names_the_labs_tls_feature() -> None:
+    """`verify encryption --feature tls` (the issue's spelling) means the lab's one TLS feature:
+    handshake in the NVMe lab, offload in the offload lab; a TIPC lab has none, and a name
+    that is nothing is refused with the list."""
+    from labkit.errors import UsageError
+    from labkit.lab.lab import Lab
+
+    root = Path(__file__).resolve().parents[2] / "topologies"
+    assert Lab.load(str(root / "nvme-tls.yaml"))._verifying_feature("encryption", "tls") \
+        == "handshake"
+    assert Lab.load(str(root / "offload.yaml"))._verifying_feature("encryption", "tls") \
+        == "offload"
+    assert Lab.load(str(root / "nvme-tls.yaml"))._verifying_feature("encryption", None) \
+        == "handshake"  # control: the default picks the same one
+    with pytest.raises(UsageError, match="none of them"):
+        Lab.load(str(root / "cluster.yaml"))._verifying_feature("encryption", "tls")
+    with pytest.raises(UsageError, match="there is no feature 'tlz'"):
+        Lab.load(str(root / "nvme-tls.yaml"))._verifying_feature("encryption", "tlz")

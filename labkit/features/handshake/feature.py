@@ -35,6 +35,7 @@ class HandshakeFeature(Feature):
     probes = {"handshake": (_probe_handshake, ("CONFIG_NET_HANDSHAKE",))}
     modules = ("tls",)
     check_kinds = {"tls_content": ()}
+    aliases = ("tls",)
     verifications = ("encryption",)
     verification_help = {
         "encryption": "Capture on the consumer's link while it reconnects and writes a marker "

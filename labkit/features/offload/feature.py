@@ -35,6 +35,7 @@ class OffloadFeature(Feature):
     # the guest, which labkit's VMs have. Loading tlsnic at boot would keep it loaded
     # for every lab on the kernel: it is loaded by the first NIC instead.
     modules = ("tls",)
+    aliases = ("tls",)
     verifications = ("encryption", "throughput")
     verification_help = {
         "encryption": "offload: a transfer carrying a marker, captured at the NIC and on "
