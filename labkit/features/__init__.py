@@ -96,6 +96,9 @@ class Feature:
         `inject` steps and verbs; scenario files name them FEATURE:KIND."""
         return {}
 
+    # options a scenario's `inject` step may pass to craft(): name -> (min, max), integers
+    craft_options: dict[str, tuple[int, int]] = {}
+
     def craft(self, config: Any, kind: str, src_mac: str, **options: Any) -> bytes:
         """One crafted frame of `kind` sent from src_mac, for a lab with this config."""
         raise NotImplementedError

@@ -129,7 +129,7 @@ class InjectStep(Step):
     pcap: str = ""  # absolute path of a pcap to replay
     count: int = 1
     interval: float = 0.0
-    net_id: int | None = None
+    options: dict[str, int] = field(default_factory=dict)  # for the feature's craft()
 
 
 @dataclass

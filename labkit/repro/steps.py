@@ -248,9 +248,8 @@ def _inject(ctx: Context, step: InjectStep, result: StepResult) -> None:
         mac = node.run(["cat", f"/sys/class/net/{step.iface}/address"], timeout=SLACK,
                        check=True).stdout.strip()
         family, _, kind = step.frame.partition(":")
-        options = {"net_id": step.net_id} if step.net_id else {}
         feature, config = features.get(family), ctx.lab.topo.features.get(family)
-        frames = [feature.craft(config, kind, mac, **options) for _ in range(step.count)]
+        frames = [feature.craft(config, kind, mac, **step.options) for _ in range(step.count)]
     else:
         from labkit.repro.pcapfile import read_pcap_file
 

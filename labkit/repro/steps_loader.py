@@ -45,7 +45,7 @@ STEP_KEYS: dict[str, list[str]] = {
     "up": ["timeout"],
     "exec": ["name", "node", "cmd", "timeout", "background", "expect", "when"],
     "sysctl": ["name", "node", "set", "timeout"],
-    "inject": ["name", "node", "iface", "frame", "pcap", "count", "interval", "net_id",
+    "inject": ["name", "node", "iface", "frame", "pcap", "count", "interval", "options",
                "timeout"],
     "traffic": ["name", "from", "to", "proto", "socket", "size", "duration", "timeout"],
     "capture": ["name", "node", "iface", "count", "duration"],
@@ -365,9 +365,8 @@ def _inject(base: dict[str, Any], block: LMap, ctx: StepContext, where: str) -> 
         step.count = as_int(block["count"], block.val_loc("count"), f"{where} count", p, 1,
                             MAX_INJECT) or 1
     step.interval = ctx.seconds(block, "interval", where, 0.0, 0.0, 10.0)
-    if "net_id" in block:
-        step.net_id = as_int(block["net_id"], block.val_loc("net_id"), f"{where} net_id", p,
-                             1, 9999)
+    if "options" in block:
+        step.options = _craft_options(block, step.frame, where, p)
     if step.count * step.interval > step.timeout:
         p.add(block.loc, f"{where} sends {step.count} frames {step.interval:g} s apart, "
               f"longer than its timeout ({step.timeout:g} s).",
@@ -394,6 +393,36 @@ def _frame_kind(block: LMap, where: str, p: Problems) -> str:
               + f"Kinds: {', '.join(f'{family}:{k}' for k in kinds)}.")
         return ""
     return text
+
+
+def _craft_options(block: LMap, frame: str, where: str, p: Problems) -> dict[str, int]:
+    """`options:` for a crafted frame: only what its feature's craft() takes, in range."""
+    from labkit import features
+
+    opts = block["options"]
+    if not isinstance(opts, LMap):
+        p.add(block.val_loc("options"), f"{where} options must be a mapping.",
+              "E.g. `options: {net_id: 4712}`.")
+        return {}
+    if not frame:  # no valid frame (said above), or a pcap: nothing takes options
+        if "pcap" in block and "frame" not in block:
+            p.add(block.val_loc("options"), f"{where}: options apply to crafted frames, "
+                  "not to a replayed pcap.", "Remove `options:`.")
+        return {}
+    family = frame.partition(":")[0]
+    allowed = features.get(family).craft_options
+    out: dict[str, int] = {}
+    for key in opts:
+        if key not in allowed:
+            p.add(opts.key_loc(key), f"{where}: {family} frames take no option '{key}'.",
+                  (suggest(key, list(allowed)) + " ").lstrip()
+                  + f"Options: {', '.join(allowed) or 'none'}.")
+            continue
+        lo, hi = allowed[key]
+        value = as_int(opts[key], opts.val_loc(key), f"{where} options.{key}", p, lo, hi)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _pcap(block: LMap, ctx: StepContext, where: str) -> str:

@@ -123,3 +123,38 @@ def test_a_display_filter_tshark_rejects_is_located(tmp_path: Path) -> None:
     path, found = problems_of(text, tmp_path)
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "{3 4}" in ln)
     assert any(p.startswith(f"{path}:{line}:") and "tshark" in p for p in found), found
+
+
+CRAFTED = """\
+scenario: crafted-options
+title: options reach a crafted frame only as its feature declares them
+source: {report: labkit's own test}
+topology:
+  tipc: {net_id: 4711}
+  nodes: {a: {}, b: {}}
+  links: [{endpoints: [a:eth1, b:eth1]}]
+kernels: [debian-6.12]
+steps:
+  - up
+  - inject: {node: a, iface: eth1, frame: tipc:ghost_discovery, options: {net_id: 4712}}
+  - inject: {node: a, iface: eth1, frame: tipc:ghost_discovery, options: {netid: 4712}}
+  - inject: {node: a, iface: eth1, frame: tipc:ghost_discovery, options: {net_id: 10000}}
+  - inject: {node: a, iface: eth1, pcap: nothere.pcap, options: {net_id: 1}}
+"""
+
+
+def test_inject_options_are_the_features_own(tmp_path: Path) -> None:
+    """`options:` are checked against the feature's craft_options (TIPC: net_id 1..9999,
+    the kernel's range); the valid step keeps its value (the control)."""
+    path, found = problems_of(CRAFTED, tmp_path)
+    text = "\n".join(found)
+    assert any(p.startswith(f"{path}:12:") and "take no option 'netid'" in p
+               and "net_id" in p for p in found), text
+    assert any(p.startswith(f"{path}:13:") and "10000" in p for p in found), text
+    assert any(p.startswith(f"{path}:14:") and "not to a replayed pcap" in p
+               for p in found), text
+    assert not any(f"{path}:11:" in p for p in found), text  # the valid one is not blamed
+    good = tmp_path / "good.yaml"
+    good.write_text("\n".join(CRAFTED.splitlines()[:11]) + "\n")
+    step = loader.load(str(good)).steps[1]
+    assert step.options == {"net_id": 4712}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.errors import UsageError
 from labkit.features import Feature
 from labkit.features.tipc import config
+from labkit.features.tipc.uapi import NET_ID_MAX, NET_ID_MIN
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -53,6 +54,8 @@ class TipcFeature(Feature):
         from labkit.features.tipc.layers import FRAME_KINDS
 
         return FRAME_KINDS
+
+    craft_options = {"net_id": (NET_ID_MIN, NET_ID_MAX)}  # a frame from another cluster
 
     def craft(self, cfg: config.TipcConfig | None, kind: str, src_mac: str,
               **options: Any) -> bytes:
