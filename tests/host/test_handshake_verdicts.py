@@ -1,7 +1,7 @@
 """The encryption verdict on real captures: TLS 1.3 (Python's ssl, key log kept) and
 plaintext TCP between two namespaces of this host, captured with the same tap `verify
-encryption` uses, then judged by the pure functions (record walk, marker search, scapy
-decryption with the NSS key log). On the wire, user-space TLS and kTLS records are the
+encryption` uses, then judged by the pure functions (record walk, marker search,
+labkit.ktls.decrypt with the NSS key log). On the wire, user-space TLS and kTLS records are the
 same bytes, so these captures stand for what the lab sees."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from labkit.features.handshake.verdicts import (
     walk_records,
     wire_evidence,
 )
-from labkit.features.handshake.verify import Tap
+from labkit.packets.tap import Tap
 
 PORT = 4420
 A, B = "198.18.5.1", "198.18.5.2"
@@ -123,9 +123,10 @@ STARTTLS = rpc_record(0x5FB340D8, 1, 0, 0, 8, tail=b"STARTTLS" + bytes(4))
 
 
 def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool,
-            starttls: bool = False) -> tuple[list[bytes], str]:
+            starttls: bool = False, bulk: int = 0) -> tuple[list[bytes], str]:
     """One connection a -> b:PORT carrying the marker both ways, captured on a's veth;
-    with starttls, opened in clear the way RPC-with-TLS (RFC 9289) opens."""
+    with starttls, opened in clear the way RPC-with-TLS (RFC 9289) opens; with bulk, the
+    client first sends that many bytes (many records, split across segments)."""
     a, b = pair
     keylog = str(tmp / "keys.log")
     ls = netns.socket_in(b, socket.AF_INET, socket.SOCK_STREAM)
@@ -153,7 +154,13 @@ def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool,
             conn.sendall(STARTTLS)
         s = server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn
         with s:
-            got.append(s.recv(4096))
+            data = b""
+            while not data.endswith(marker):
+                more = s.recv(65536)
+                if not more:
+                    break
+                data += more
+            got.append(data[bulk:])
             s.sendall(b"reply " + marker)
 
     tap = Tap(a, "va")
@@ -168,7 +175,7 @@ def session(pair: tuple[str, str], tmp: Path, marker: bytes, tls: bool,
             c.recv(len(STARTTLS), socket.MSG_WAITALL)
         s = client_ctx.wrap_socket(c, server_hostname=B) if client_ctx else c
         with s:
-            s.sendall(b"hello " + marker)
+            s.sendall(bytes(bulk) + b"hello " + marker)
             got.append(s.recv(4096))
         thread.join(5)
         # until the capture holds a FIN (TCP flags, byte 47 of an IPv4 frame): the
@@ -206,7 +213,7 @@ def test_plaintext_session_fails(pair: tuple[str, str], tmp_path: Path) -> None:
 
 @pytest.mark.needs_root
 def test_rpc_with_tls_session_passes_and_decrypts(pair: tuple[str, str], tmp_path: Path) -> None:
-    """NFS's opening travels in clear; the check allows it, scapy decrypts what follows."""
+    """NFS's opening travels in clear; the check allows it, the key log opens what follows."""
     marker = b"LKTLS" + secrets.token_hex(6).encode()
     frames, keylog = session(pair, tmp_path, marker, tls=True, starttls=True)
     ev = wire_evidence(frames, PORT, marker)
@@ -215,3 +222,27 @@ def test_rpc_with_tls_session_passes_and_decrypts(pair: tuple[str, str], tmp_pat
     verdict = judge("rpc-with-tls", ev)
     assert verdict.outcome == "pass", verdict.detail
     assert ev["marker_records"] >= 2 and "AUTH_TLS opening" in verdict.detail
+
+
+@pytest.mark.needs_root
+def test_marker_after_many_records_is_found_and_a_wrong_key_opens_nothing(
+        pair: tuple[str, str], tmp_path: Path) -> None:
+    """The marker behind 512 KiB (32+ records, each split over segments) still opens; the
+    same capture with the key log's secrets altered opens no record and fails (the
+    control: the check depends on the keys)."""
+    marker = b"LKTLS" + secrets.token_hex(6).encode()
+    frames, keylog = session(pair, tmp_path, marker, tls=True, bulk=512 * 1024)
+    ev = wire_evidence(frames, PORT, marker)
+    opened = decrypt_marker(frames, PORT, keylog, marker)
+    assert opened["decrypted_records"] >= 33 and opened["marker_records"] == 2, opened
+    assert opened["unopened_records"] == 0 and not opened["decrypt_problems"]
+    bad = tmp_path / "bad.log"
+    bad.write_text("".join(
+        " ".join(w[:2] + [("00" if w[2][:2] != "00" else "11") + w[2][2:]]) + "\n"
+        for w in (line.split() for line in Path(keylog).read_text().splitlines())
+        if len(w) == 3))
+    wrong = decrypt_marker(frames, PORT, str(bad), marker)
+    assert wrong["decrypted_records"] == 0 and wrong["unopened_records"] >= 33, wrong
+    ev.update(marker_delivered=True, keylog=True, **wrong)
+    verdict = judge("tls, wrong keys", ev)
+    assert verdict.outcome == "fail" and "opened with no key" in verdict.detail

@@ -20,9 +20,10 @@ import pytest
 from labkit.base import netns
 from labkit.features.kproxy import measure
 from labkit.features.kproxy.lab import config_of
-from labkit.features.kproxy.wire import Sniffer, read_tls, streams
+from labkit.features.kproxy.wire import read_tls, streams
 from labkit.lab import names
 from labkit.lab.lab import Lab
+from labkit.packets.tap import Tap
 from tests.conftest import ROOT, renamed, unique
 
 pytestmark = pytest.mark.kernel
@@ -77,11 +78,14 @@ def legs(lab: Lab, pair_name: str) -> dict[str, Any]:
     pair = config_of(lab).pairs[pair_name]
     assert pair.bind is not None
     proxy = lab.node("proxy").ns
-    sniffers = {"client leg": Sniffer(proxy, "eth1"), "server leg": Sniffer(proxy, "eth2")}
+    sniffers = {"client leg": Tap(proxy, "eth1", max_bytes=512 << 20),
+                "server leg": Tap(proxy, "eth2", max_bytes=512 << 20)}
     try:
         result = measure.integrity(lab, measure.path_of(lab, pair_name, None), 1 << 20)
     finally:
-        frames = {leg: s.stop() for leg, s in sniffers.items()}
+        for s in sniffers.values():
+            s.wait_quiet(0.3, 10)  # the closes' last frames are in
+        frames = {leg: s.finish() for leg, s in sniffers.items()}
     ports = {"client leg": pair.bind.port, "server leg": pair.upstream.port}
     seen: dict[str, Any] = {}
     for leg, captured in frames.items():

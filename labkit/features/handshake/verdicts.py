@@ -12,9 +12,6 @@ anything else is not TLS.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,102 +136,33 @@ def wire_evidence(frames: list[bytes], port: int, marker: bytes) -> dict[str, An
             "streams": streams, "marker_frames": sum(marker in f for f in frames)}
 
 
-_SCAPY_LOCK = threading.Lock()
-MASK32 = 0xFFFFFFFF
-
-
-def strip_starttls(frames: list[bytes], port: int) -> list[bytes]:
-    """The capture as if TLS had started at each stream's first byte: the RFC 9289 opening
-    cut out and the later sequence (and acknowledgement) numbers moved back by its length,
-    so scapy's TLS session, which reads a stream from its start, can follow it."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
-
-    cut: dict[tuple[str, str], tuple[int, int]] = {}
-    for st in tcp_streams(frames, port):
-        if st.syn_seen and st.isn is not None:
-            skip = starttls_probe(st.data()[0])
-            if skip:
-                cut[(st.src, st.dst)] = (st.isn, skip)
-    if not cut:
-        return frames
-    out = []
-    for raw in frames:
-        pkt = Ether(raw)
-        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
-        tcp = pkt.getlayer(TCP)
-        if ip is None or tcp is None or port not in (tcp.sport, tcp.dport):
-            out.append(raw)
-            continue
-        src, dst = f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}"
-        changed = False
-        if (src, dst) in cut and not tcp.flags & 0x02:
-            isn, skip = cut[(src, dst)]
-            rel = (int(tcp.seq) - isn) & MASK32
-            payload = bytes(tcp.payload)
-            if rel < skip and payload:  # (part of) the opening: drop it
-                tcp.remove_payload()
-                keep = payload[skip - rel:]
-                if keep:
-                    tcp.add_payload(keep)
-                rel = skip
-            if rel < 1 << 31:
-                tcp.seq = (isn + rel - skip) & MASK32
-            changed = True
-        if (dst, src) in cut and tcp.flags & 0x10:
-            isn, skip = cut[(dst, src)]
-            if ((int(tcp.ack) - isn) & MASK32) >= skip:
-                tcp.ack = (int(tcp.ack) - skip) & MASK32
-                changed = True
-        if changed:
-            for layer, field in ((ip, "len"), (ip, "plen"), (ip, "chksum"), (tcp, "chksum")):
-                if field in layer.fields:
-                    delattr(layer, field)
-            raw = bytes(pkt)
-        out.append(raw)
-    return out
-
-
 def decrypt_marker(frames: list[bytes], port: int, keylog: str, marker: bytes) -> dict[str, Any]:
-    """Decrypt the captured sessions with scapy's TLS layer and an NSS key log; how many
-    application-data records decrypted, and how many of them hold the marker."""
-    from scapy.config import conf
-    from scapy.layers.inet import TCP
-    from scapy.layers.tls.record import TLS
-    from scapy.layers.tls.record_tls13 import TLS13
-    from scapy.packet import bind_layers
-    from scapy.sendrecv import sniff
-    from scapy.sessions import TCPSession
+    """Open every connection that began in the capture with the NSS key log
+    (labkit.ktls.decrypt, after RFC 9289's clear opening): how many application-data
+    records opened, how many hold the marker, and how many sealed records no key opened."""
+    from labkit.ktls.decrypt import open_connection, parse_keylog
 
-    from labkit.packets.capture import PcapWriter
-
-    frames = strip_starttls(frames, port)
-    with _SCAPY_LOCK, tempfile.TemporaryDirectory(prefix="labkit-tls-") as tmp:
-        os.chmod(tmp, 0o700)
-        pcap = os.path.join(tmp, "capture.pcap")
-        with open(pcap, "wb") as fh:
-            writer = PcapWriter(fh)
-            for i, frame in enumerate(frames):
-                writer(float(i) / 1000, frame)
-        bind_layers(TCP, TLS, sport=port)
-        bind_layers(TCP, TLS, dport=port)
-        saved = (conf.tls_session_enable, conf.tls_nss_filename)
-        conf.tls_session_enable, conf.tls_nss_filename = True, keylog
-        try:
-            packets = sniff(offline=pcap, session=TCPSession, quiet=True)
-        finally:
-            conf.tls_session_enable, conf.tls_nss_filename = saved
-    decrypted = holding = 0
-    for pkt in packets:
-        for layer in pkt.iterpayloads():
-            if not isinstance(layer, TLS13):
-                continue
-            for msg in (getattr(layer.inner, "msg", None) or []):
-                if type(msg).__name__ == "TLSApplicationData":
-                    decrypted += 1
-                    holding += marker in bytes(msg.data or b"")
-    return {"decrypted_records": decrypted, "marker_records": holding}
+    with open(keylog) as fh:
+        keys = parse_keylog(fh.read())
+    streams = {(st.src, st.dst): st for st in tcp_streams(frames, port) if st.syn_seen}
+    decrypted = holding = unopened = 0
+    problems: list[str] = []
+    for (src, dst), st in streams.items():
+        back = streams.get((dst, src))
+        if back is None or not dst.endswith(f":{port}"):
+            continue  # judged from the client's side, once per connection
+        client, server = st.data()[0], back.data()[0]
+        client, server = client[starttls_probe(client):], server[starttls_probe(server):]
+        opened = open_connection(client, server, keys)
+        if isinstance(opened, str):
+            problems.append(f"{st.flow}: {opened}")
+            continue
+        for side in opened:
+            decrypted += len(side.app_data)
+            holding += sum(marker in data for data in side.app_data)
+            unopened += side.unopened
+    return {"decrypted_records": decrypted, "marker_records": holding,
+            "unopened_records": unopened, "decrypt_problems": problems}
 
 
 def judge(name: str, evidence: dict[str, Any]) -> Verdict:
@@ -258,9 +186,17 @@ def judge(name: str, evidence: dict[str, Any]) -> Verdict:
         problems.append("no connection began inside the capture, so no stream could be "
                         "judged from its first byte")
     keylog = evidence.get("keylog")
+    if keylog and not problems and not evidence.get("marker_records") \
+            and evidence.get("capture_dropped"):
+        return Verdict(name, "error", f"the capture dropped {evidence['capture_dropped']} "
+                       "frames, so the records holding the marker may be missing; nothing "
+                       "was seen in clear. Run the check again.", evidence)
     if keylog and not problems and not evidence.get("marker_records"):
+        why = "; ".join(evidence.get("decrypt_problems") or [])
         problems.append(f"with the key log, {evidence.get('decrypted_records', 0)} records "
-                        "decrypted but none held the marker")
+                        "decrypted but none held the marker ("
+                        f"{evidence.get('unopened_records', 0)} sealed records opened with "
+                        f"no key{'; ' + why if why else ''})")
     if problems:
         return Verdict(name, "fail", "; ".join(problems) + ".", evidence)
     records = sum(s.get("records", 0) for s in judged)

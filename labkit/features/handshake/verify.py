@@ -15,19 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import select
-import socket
 import tempfile
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
-from labkit.base.wait import poll
 from labkit.errors import UsageError
 from labkit.features.handshake import nfs, nvme, paths, setup
 from labkit.features.handshake.config import NFS_PORT, HandshakeConfig
 from labkit.features.handshake.verdicts import decrypt_marker, judge, wire_evidence
-from labkit.packets.capture import open_socket
+from labkit.packets.tap import Tap
 from labkit.verify.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -35,30 +30,6 @@ if TYPE_CHECKING:
 
 MAX_FRAMES = 20_000
 MARKER_OFFSET = 1 << 20  # where the NVMe marker block goes (past the content check's blocks)
-
-
-class Tap:
-    """Frames on one interface of a node, recorded by a thread until finish()."""
-
-    def __init__(self, ns: str, iface: str) -> None:
-        self.sock = open_socket(ns, iface)
-        self.frames: list[bytes] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set() and len(self.frames) < MAX_FRAMES:
-            ready, _, _ = select.select([self.sock], [], [], 0.05)
-            if ready:
-                with contextlib.suppress(BlockingIOError):
-                    self.frames.append(self.sock.recv(65535, socket.MSG_DONTWAIT))
-
-    def finish(self) -> list[bytes]:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-        return self.frames
 
 
 def _merged_keylog(lab: Lab, nodes: tuple[str, ...], out: str) -> bool:
@@ -72,18 +43,6 @@ def _merged_keylog(lab: Lab, nodes: tuple[str, ...], out: str) -> bool:
 
     write_private(out, "\n".join(lines) + "\n")
     return True
-
-
-def _quiet(tap: Tap, seconds: float) -> None:
-    """Until no frame came for a moment (the marker's ACKs are in), at most `seconds`."""
-    last = [len(tap.frames), time.monotonic()]
-
-    def settled() -> bool:
-        if len(tap.frames) != last[0]:
-            last[:] = [len(tap.frames), time.monotonic()]
-        return time.monotonic() - last[1] > 0.5
-
-    poll(settled, seconds, interval=0.1)
 
 
 def nvme_traffic(lab: Lab, cfg: HandshakeConfig, marker: bytes) -> dict[str, Any]:
@@ -123,14 +82,15 @@ def encryption_of(lab: Lab, cfg: HandshakeConfig, consumer: str,
         what = f"NFS with xprtsec={c.xprtsec}"
     name = f"tls encryption: {what}, {c.path.client_iface} of {client}"
     marker = b"LKTLS" + secrets.token_hex(8).encode()
-    tap = Tap(lab.node(client).ns, c.path.client_iface)
+    tap = Tap(lab.node(client).ns, c.path.client_iface, max_frames=MAX_FRAMES)
     try:
         result = traffic(lab, cfg, marker)
-        _quiet(tap, seconds)
+        tap.wait_quiet(0.5, seconds)  # the marker's ACKs are in
     finally:
         frames = tap.finish()
     evidence = wire_evidence(frames, port, marker)
     evidence.update(result)
+    evidence["capture_dropped"] = tap.dropped
     evidence["interface"] = f"{client}:{c.path.client_iface}"
     evidence["keylog"] = False
     if cfg.keylog and c.tls:

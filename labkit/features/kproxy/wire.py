@@ -2,27 +2,21 @@
 then read as TLS records. Used to show that a TLS pair's legs carry nothing but TLS
 records (whatever terminates TLS: kTLS in the kernel or OpenSSL in the proxy).
 
-Frames come from AF_PACKET captures (labkit.packets.capture.open_socket) inside a node;
-veth hands over TSO/GSO super-frames of up to 64 KiB, which the reader takes as they are.
+Frames come from taps (labkit.packets.tap) inside a node; veth hands over TSO/GSO
+super-frames of up to 64 KiB, which the reader takes as they are.
 Standard library only.
 """
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
-import threading
-import time
 from dataclasses import dataclass, field
 
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 TCP = 6
 TLS_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
 MAX_RECORD = (1 << 14) + 256
-FRAME_MAX = 1 << 18
-SO_RCVBUFFORCE = 33
-SOL_PACKET, PACKET_STATISTICS = 263, 6
 Flow = tuple[str, int, str, int]  # src, sport, dst, dport
 
 
@@ -133,50 +127,3 @@ def read_tls(data: bytes) -> TlsReading:
         pos += 5 + length
         out.consumed = pos
     return out
-
-
-class Sniffer:
-    """Frames of one interface of a node, captured in a thread until stopped (bounded)."""
-
-    def __init__(self, ns: str, iface: str, max_bytes: int = 512 << 20) -> None:
-        from labkit.packets.capture import open_socket
-
-        self.sock = open_socket(ns, iface)
-        # beyond net.core.rmem_max (root may): an emulated VM reads frames slowly
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-        self.frames: list[bytes] = []
-        self.truncated = 0
-        self.dropped = 0
-        self.max_bytes = max_bytes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-        self.last = time.monotonic()
-
-    def _run(self) -> None:
-        size = 0
-        while not self._stop.is_set() and size < self.max_bytes:
-            ready, _, _ = select.select([self.sock], [], [], 0.05)
-            if not ready:
-                continue
-            data, _, flags, _ = self.sock.recvmsg(FRAME_MAX, 0, socket.MSG_TRUNC)
-            if flags & socket.MSG_TRUNC:
-                self.truncated += 1
-            self.frames.append(data)
-            self.last = time.monotonic()
-            size += len(data)
-
-    def stop(self, quiet: float = 0.3, timeout: float = 10.0) -> list[bytes]:
-        """Once the interface has been quiet for `quiet` seconds (the closes' last frames
-        are in), or after `timeout`: the frames. `dropped` says how many the kernel could
-        not queue for us (PACKET_STATISTICS): a capture with drops has holes."""
-        from labkit.base.wait import poll
-
-        poll(lambda: time.monotonic() - self.last >= quiet, timeout)
-        self._stop.set()
-        self._thread.join(5)
-        _, self.dropped = struct.unpack("II", self.sock.getsockopt(SOL_PACKET,
-                                                                   PACKET_STATISTICS, 8))
-        self.sock.close()
-        return self.frames

@@ -21,6 +21,7 @@ from labkit.errors import LabkitError
 from labkit.features.offload import records, tlskeys, transfer, wire
 from labkit.features.offload.client import VERSIONS
 from labkit.features.offload.config import OffloadConfig
+from labkit.packets.tap import Tap
 from labkit.verify.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -37,22 +38,26 @@ def encryption(lab: Lab, cfg: OffloadConfig, nic: str | None = None,
     name = f"offload encryption: {p.nic} -> {n.peer.label} (TLS {p.version})"
     marker = b"LKOFF" + secrets.token_hex(8).encode()
     try:
-        at_nic = wire.Tap(p.sender_ns, n.iface)
-        on_wire = wire.Tap(p.receiver_ns, n.peer.iface)
+        at_nic = Tap(p.sender_ns, n.iface)
     except OSError as exc:
         return Verdict(name, "error", f"cannot capture on {p.nic}: {exc.strerror or exc}.")
+    try:
+        on_wire = Tap(p.receiver_ns, n.peer.iface)
+    except OSError as exc:
+        at_nic.finish()
+        return Verdict(name, "error", f"cannot capture on {n.peer.label}: "
+                                      f"{exc.strerror or exc}.")
     try:
         out = transfer.run(lab, cfg, p, marker=marker, keep_keylog=True)
     except LabkitError as exc:
         return Verdict(name, "error", exc.message, {"hint": exc.hint})
     finally:
-        nic_frames, nic_drops = at_nic.finish()
-        wire_frames, wire_drops = on_wire.finish()
+        nic_frames, wire_frames = at_nic.finish(), on_wire.finish()
     keylog = out.pop("keylog", "")
     evidence = wire_evidence(wire_frames, p.port, marker, keylog, p.version)
     keylog = ""  # judged: the only copy goes
     evidence.update({
-        "marker": marker.decode(), "capture_drops": nic_drops + wire_drops,
+        "marker": marker.decode(), "capture_drops": at_nic.dropped + on_wire.dropped,
         "marker_frames_at_nic": sum(marker in f for f in nic_frames),
         "frames_at_nic": len(nic_frames), "transfer": _summary(out)})
     return judge(name, evidence)

@@ -1,64 +1,16 @@
 """Frames on an interface, and the TCP streams in them, for judging what a NIC sent.
 
-A tap is an AF_PACKET socket opened before the connection starts, so each stream is seen
-from its SYN. Both ends of a tlsnic pair hand over GSO super-frames (up to 64 KiB of
-payload), so frames are read with a large buffer, and the socket's receive buffer is
-forced large enough that a burst under emulation is not dropped; PACKET_STATISTICS says
-if some were anyway. Parsing is the standard library's struct: Ethernet, IPv4 or IPv6
-(no extension headers: labs send none), TCP.
+The tap (labkit.packets.tap) is opened before the connection starts, so each stream is
+seen from its SYN; both ends of a tlsnic pair hand over GSO super-frames, which it reads
+whole, and it counts the frames the kernel dropped. Parsing is the standard library's
+struct: Ethernet, IPv4 or IPv6 (no extension headers: labs send none), TCP.
 """
 
 from __future__ import annotations
 
-import contextlib
-import select
 import socket
 import struct
-import threading
 from dataclasses import dataclass, field
-
-from labkit.packets.capture import open_socket
-
-FRAME_MAX = 1 << 18
-SO_RCVBUFFORCE = 33
-SOL_PACKET, PACKET_STATISTICS = 263, 6
-MAX_BYTES = 256 << 20  # a tap keeps at most this much
-
-
-class Tap:
-    """Frames on one interface of a namespace, recorded by a thread until finish()."""
-
-    def __init__(self, ns: str, iface: str) -> None:
-        self.sock = open_socket(ns, iface)
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-        self.frames: list[bytes] = []
-        self.size = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set() and self.size < MAX_BYTES:
-            ready, _, _ = select.select([self.sock], [], [], 0.05)
-            while ready:
-                try:
-                    frame = self.sock.recv(FRAME_MAX, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-                self.frames.append(frame)
-                self.size += len(frame)
-
-    def finish(self) -> tuple[list[bytes], int]:
-        """The frames, and how many the kernel dropped before this socket read them."""
-        self._stop.set()
-        self._thread.join(10)
-        drops = 0
-        with contextlib.suppress(OSError):
-            drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
-                                                              8))[1]
-        self.sock.close()
-        return self.frames, drops
 
 
 @dataclass

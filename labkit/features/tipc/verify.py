@@ -18,8 +18,6 @@ import contextlib
 import secrets
 import select
 import socket
-import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit.base.wait import poll
@@ -32,7 +30,7 @@ from labkit.features.tipc.verdicts import (
     judge_encryption,
     wire_evidence,
 )
-from labkit.packets.capture import PACKET_OUTGOING, open_socket
+from labkit.packets.tap import Tap
 from labkit.verify.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -46,50 +44,9 @@ MIN_FRAMES_PER_BEARER = 10  # the encryption capture ends early once every beare
 MAX_TAP_FRAMES = 100_000  # a tap stops recording here, even under a flood
 
 
-@dataclass
-class Tap:
-    """A capture running in a thread: node, interface, frames seen (bytes, outgoing?)."""
-
-    node: str
-    iface: str
-    sock: socket.socket
-    frames: list[tuple[bytes, bool]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> Tap:
-        def record() -> bool:
-            data, addr = self.sock.recvfrom(65535, socket.MSG_DONTWAIT)
-            self.frames.append((data, addr[2] == PACKET_OUTGOING))
-            return len(self.frames) < MAX_TAP_FRAMES
-
-        def loop() -> None:
-            while not self.stop.is_set():
-                ready, _, _ = select.select([self.sock], [], [], 0.05)
-                if ready and not record():
-                    return
-            with contextlib.suppress(BlockingIOError):  # what arrived before the stop
-                while record():
-                    pass
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-        return self
-
-    def finish(self) -> list[tuple[bytes, bool]]:
-        self.stop.set()
-        if self.thread:
-            self.thread.join(2)
-        self.sock.close()
-        return self.frames
-
-    def count(self, marker: bytes) -> int:
-        return sum(marker in f for f, _ in list(self.frames))
-
-
 def _tapped(stack: contextlib.ExitStack, lab: Lab, node: str, iface: str) -> Tap:
     """A running tap that the stack finishes, whatever happens in between."""
-    t = Tap(node, iface, open_socket(lab.node(node).ns, iface)).start()
+    t = Tap(lab.node(node).ns, iface, max_frames=MAX_TAP_FRAMES, label=f"{node}:{iface}")
     stack.callback(t.finish)
     return t
 
@@ -211,7 +168,7 @@ def crossover(lab: Lab, cfg: TipcConfig, src: str, dst: str, count: int = 20) ->
     evidence: dict[str, Any] = {
         "messages_sent": count, "messages_delivered": delivered,
         "marker_frames_on_receiver_lo": lo.count(marker),
-        "marker_frames_on_bearers": {f"{t.node}:{t.iface}": t.count(marker) for t in taps},
+        "marker_frames_on_bearers": {t.label: t.count(marker) for t in taps},
         "link_tx_packets_delta": tx_after - tx_before,
     }
     return judge_crossover(name, dst, evidence)
@@ -242,10 +199,10 @@ def encryption(lab: Lab, cfg: TipcConfig, seconds: float = 3.0) -> Verdict:
             broadcast = send_broadcast_marked(lab, cfg, a, marker)
         poll(lambda: all(len(t.frames) >= MIN_FRAMES_PER_BEARER for t in taps),
              max(0.0, seconds))
-    evidence = wire_evidence([f for t in taps for f, _ in t.frames], marker)
+    evidence = wire_evidence([f for t in taps for f in t.frames], marker)
     evidence.update({"marker_messages_delivered": delivered,
                      "broadcast_marker_messages_delivered": broadcast,
-                     "interfaces": [f"{t.node}:{t.iface}" for t in taps],
+                     "interfaces": [t.label for t in taps],
                      "keys_configured": cfg.encryption is not None})
     return judge_encryption(name, evidence, SAME_KERNEL_SCOPE.format(broadcast=broadcast))
 

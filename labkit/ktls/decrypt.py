@@ -1,0 +1,172 @@
+"""Opening captured TLS 1.3 records with an NSS key log, so a verifier can show that a
+marker travelled inside them.
+
+Why not scapy's TLS session: it reads the capture through its own TCP reassembly, took
+about a minute for ~120 records under emulation, and once decrypted 113 records of an
+NVMe/TCP capture but not the one holding the marker. Here each direction of a
+connection arrives already rebuilt (the caller's TCP streams), and the rules are
+RFC 8446's: records after the hellos are sealed with the handshake traffic key, then
+with the application traffic key from sequence number 0; KeyUpdate moves to the next
+secret. A record that opens with neither key is counted, not hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from labkit.ktls.ciphers import BY_CODE, Suite
+from labkit.ktls.keyschedule import next_secret, nonce, traffic_key_iv
+from labkit.ktls.uapi import RECORD_HEADER
+
+CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA = 20, 21, 22, 23
+HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_KEY_UPDATE = 1, 2, 24
+LABELS = {  # NSS key log labels -> (direction, phase)
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET": ("client", "handshake"),
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET": ("server", "handshake"),
+    "CLIENT_TRAFFIC_SECRET_0": ("client", "application"),
+    "SERVER_TRAFFIC_SECRET_0": ("server", "application"),
+}
+
+KeyLog = dict[bytes, dict[tuple[str, str], bytes]]  # client random -> (dir, phase) -> secret
+
+
+def parse_keylog(text: str) -> KeyLog:
+    """The TLS 1.3 secrets of an NSS key log, by client random; other lines are ignored."""
+    out: KeyLog = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) != 3 or words[0] not in LABELS:
+            continue
+        try:
+            rnd, secret = bytes.fromhex(words[1]), bytes.fromhex(words[2])
+        except ValueError:
+            continue
+        out.setdefault(rnd, {})[LABELS[words[0]]] = secret
+    return out
+
+
+def split_records(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(header, body) of each whole record at the start of a stream; stops at the first
+    bytes that are not a record header or at a record the capture cut off."""
+    out, pos = [], 0
+    while pos + RECORD_HEADER <= len(data):
+        header = data[pos:pos + RECORD_HEADER]
+        length = int.from_bytes(header[3:5], "big")
+        if header[0] not in (20, 21, 22, 23) or header[1] != 3:
+            break
+        body = data[pos + RECORD_HEADER:pos + RECORD_HEADER + length]
+        if len(body) < length:
+            break
+        out.append((header, body))
+        pos += RECORD_HEADER + length
+    return out
+
+
+def client_random(records: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The random of the ClientHello that opens the client's records (offset 6 of the
+    handshake message: type, length, legacy_version)."""
+    for header, body in records[:2]:
+        if header[0] == CT_HANDSHAKE and body[:1] == bytes([HS_CLIENT_HELLO]) \
+                and len(body) >= 38:
+            return body[6:38]
+    return None
+
+
+def server_suite(records: list[tuple[bytes, bytes]]) -> Suite | None:
+    """The suite the ServerHello chose (after type, length, version, random, session id)."""
+    for header, body in records[:2]:
+        if header[0] == CT_HANDSHAKE and body[:1] == bytes([HS_SERVER_HELLO]) \
+                and len(body) >= 39:
+            at = 39 + body[38]
+            return BY_CODE.get(int.from_bytes(body[at:at + 2], "big"))
+    return None
+
+
+def _aead(suite: Suite, key: bytes):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.ciphers import aead
+
+    if suite.code == 0x1303:
+        return aead.ChaCha20Poly1305(key)
+    if suite.code == 0x1304:
+        return aead.AESCCM(key, tag_length=16)
+    return aead.AESGCM(key)
+
+
+@dataclass
+class Opened:
+    """One direction of a connection, opened."""
+
+    app_data: list[bytes] = field(default_factory=list)  # plaintext of application records
+    handshake_records: int = 0  # sealed with the handshake key (EncryptedExtensions...)
+    unopened: int = 0  # sealed records no key in the log opens
+    missing_keys: bool = False
+
+
+class _Key:
+    def __init__(self, suite: Suite, secret: bytes) -> None:
+        self.suite, self.secret, self.seq = suite, secret, 0
+        key, self.iv = traffic_key_iv(secret, suite.key_len, suite.hash)
+        self.aead = _aead(suite, key)
+
+    def open(self, header: bytes, body: bytes) -> bytes | None:
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            plain = self.aead.decrypt(nonce(self.iv, self.seq), body, header)
+        except InvalidTag:
+            return None
+        self.seq += 1
+        return plain
+
+    def updated(self) -> _Key:
+        return _Key(self.suite, next_secret(self.secret, self.suite.hash))
+
+
+def open_direction(records: list[tuple[bytes, bytes]], suite: Suite,
+                   secrets: dict[str, bytes]) -> Opened:
+    """Open one direction's sealed records: handshake key first (if the log has it), then
+    the application key; a record neither key opens is counted and skipped."""
+    out = Opened()
+    hs = _Key(suite, secrets["handshake"]) if "handshake" in secrets else None
+    app = _Key(suite, secrets["application"]) if "application" in secrets else None
+    out.missing_keys = app is None
+    for header, body in records:
+        if header[0] != CT_APPLICATION_DATA:
+            continue  # hellos and the compatibility change_cipher_spec travel in clear
+        plain = hs.open(header, body) if hs is not None else None
+        if plain is not None:
+            out.handshake_records += 1
+            continue
+        plain = app.open(header, body) if app is not None else None
+        if plain is None:
+            out.unopened += 1
+            continue
+        hs = None  # the application key opened one: the handshake phase is over
+        inner = plain.rstrip(b"\0")
+        kind, content = inner[-1:], inner[:-1]
+        if kind == bytes([CT_APPLICATION_DATA]):
+            out.app_data.append(content)
+        elif kind == bytes([CT_HANDSHAKE]) and content[:1] == bytes([HS_KEY_UPDATE]):
+            assert app is not None
+            app = app.updated()
+    return out
+
+
+def open_connection(client_bytes: bytes, server_bytes: bytes,
+                    keylog: KeyLog) -> tuple[Opened, Opened] | str:
+    """Both directions of one TLS 1.3 connection (each from its first record), or why they
+    cannot be opened."""
+    c_records, s_records = split_records(client_bytes), split_records(server_bytes)
+    rnd = client_random(c_records)
+    if rnd is None:
+        return "no ClientHello at the start of the client's bytes"
+    suite = server_suite(s_records)
+    if suite is None:
+        return "no ServerHello with a TLS 1.3 AEAD suite at the start of the server's bytes"
+    keys = keylog.get(rnd)
+    if not keys:
+        return f"the key log has no secrets for client random {rnd.hex()[:16]}..."
+    return (open_direction(c_records, suite,
+                           {ph: s for (d, ph), s in keys.items() if d == "client"}),
+            open_direction(s_records, suite,
+                           {ph: s for (d, ph), s in keys.items() if d == "server"}))
