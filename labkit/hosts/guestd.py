@@ -36,6 +36,13 @@ def ping() -> str:
     return "pong"
 
 
+@remote
+def install() -> str:
+    """Which labkit install this daemon runs (its python): a VM is reused only by labs of
+    the same install, since the processes it starts run this install's code."""
+    return sys.executable
+
+
 def preload() -> None:
     from labkit import features
 

@@ -61,9 +61,25 @@ class VmHost:
                         f"VM {self.vm} runs kernel {info.kernel}, not {self.kernel}.",
                         hint=f"Stop it (`labkit vm stop {self.vm}`) or pick its kernel.")
                 if self._answers():
-                    self._load_modules()
-                    say(2, 3, f"VM {self.vm} ({self.kernel}) is already up")
-                    return
+                    theirs = self._install()
+                    if theirs == sys.executable:
+                        self._load_modules()
+                        say(2, 3, f"VM {self.vm} ({self.kernel}) is already up")
+                        return
+                    # another checkout's VM: its daemon runs that checkout's code, and the
+                    # processes it starts would too (seen: a deleted CI clone's python)
+                    users = self._users(exclude="")
+                    if users:
+                        raise LabkitError(
+                            f"VM {self.vm} runs labkit from another install ({theirs}), "
+                            f"not this one ({sys.executable}), for the labs "
+                            f"{', '.join(users)}.",
+                            hint=f"Bring those labs down with the install that made them "
+                                 f"(or `labkit vm stop {self.vm}`), then try again.")
+                    say(0, 3, f"VM {self.vm} runs another labkit install ({theirs}) and no "
+                              "lab: restarting it")
+                    self.stop()
+                    info = None
             elif info is not None:  # crashed, failed, stopped: clear it away first
                 persistent.stop(self.vm)
             if info is None or info.status != "running":
@@ -81,6 +97,30 @@ class VmHost:
         except LabkitError:
             self.close()
             return False
+
+    def _install(self) -> str:
+        """The python the VM's daemon runs (its labkit install), or why it cannot say."""
+        try:
+            return str(self.call(None, "labkit.hosts.guestd:install", timeout=30))
+        except LabkitError:
+            return "an older labkit"
+
+    def _users(self, exclude: str) -> list[str]:
+        """Labs (other than `exclude`) that use this boot of the VM."""
+        from labkit.hosts.vm import persistent
+        from labkit.lab import state
+
+        info = persistent.info(self.vm)
+        started = info.started_at if info is not None else None
+        out = []
+        for other in state.names():
+            if other == exclude:
+                continue
+            st = state.load(other)
+            if st is not None and any(p.vm == self.vm for p in st.placement.vms) \
+                    and not _from_an_earlier_boot(other, st.status, started):
+                out.append(other)
+        return out
 
     def _load_modules(self) -> None:
         """A VM booted for another lab loaded that lab's modules at boot: load this lab's
@@ -115,16 +155,9 @@ class VmHost:
     def release(self, lab: str) -> bool:
         """The lab no longer uses this VM: stop it if no other lab does; True if stopped."""
         from labkit.hosts.vm import persistent
-        from labkit.lab import state
 
         with persistent.locked(self.vm):
-            for other in state.names():
-                if other == lab:
-                    continue
-                st = state.load(other)
-                if st is not None and any(p.vm == self.vm for p in st.placement.vms):
-                    return False
-            if persistent.info(self.vm) is None:
+            if persistent.info(self.vm) is None or self._users(exclude=lab):
                 return False
             self.stop()
             return True
@@ -203,3 +236,18 @@ class VmHost:
         from labkit.hosts.vm import persistent
 
         return persistent.exec_pty(self.vm, netns_exec(ns, cmd), env=env)
+
+
+def _from_an_earlier_boot(lab: str, status: str, vm_started: float | None) -> bool:
+    """A lab that was up in an earlier boot of a VM of this name (its record last written
+    before this boot began; its namespaces died with that VM) does not hold this one up:
+    such a stale record once kept a test session's VM running for hours. A lab still
+    building may be the one that booted the VM, so it always counts."""
+    from labkit.lab import state
+
+    if status != "up" or vm_started is None:
+        return False
+    try:
+        return os.stat(state.state_path(lab)).st_mtime < vm_started
+    except OSError:
+        return False

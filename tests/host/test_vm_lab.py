@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from labkit.base import netns
 from labkit.base.wait import poll, wait_until
-from labkit.errors import UsageError
+from labkit.errors import LabkitError, UsageError
 from labkit.hosts.vm import backplane, persistent
 from labkit.lab import names, state
 from labkit.lab.lab import Lab
@@ -313,3 +314,21 @@ def test_a_lab_reusing_a_vm_gets_its_kernel_modules(warm_vm: str) -> None:
     finally:
         host.close()
         persistent.exec_(warm_vm, ["rmmod", "dummy"], capture=True, cwd="/")
+
+
+def test_a_vm_of_another_install_is_not_reused_under_its_labs(warm_vm: str) -> None:
+    """The VM's daemon runs this install's python (a lab of ours may reuse it); a VM whose
+    daemon runs another install's, with a lab of that install on it, is refused with both
+    paths named, and left running (the keeper lab stands in for the other install's)."""
+    from labkit.hosts.vmhost import VmHost
+
+    host = VmHost(warm_vm, "debian-6.12", [])
+    try:
+        assert host._install() == sys.executable  # control: ours is reused
+        host._install = lambda: "/elsewhere/.venv/bin/python"  # type: ignore[method-assign]
+        with pytest.raises(LabkitError, match="another install .*/elsewhere") as exc:
+            host.start()
+        assert sys.executable in exc.value.message
+        assert persistent.info(warm_vm).status == "running"
+    finally:
+        host.close()

@@ -284,3 +284,29 @@ def test_cli_without_vms(tmp_path: Path) -> None:
     )
     assert res.returncode == 2 and "no VM named nope" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.needs_root
+def test_a_lab_up_in_an_earlier_boot_does_not_hold_the_vm() -> None:
+    """A record last written before this boot of the VM began (its namespaces died with
+    the old VM) must not keep the new VM up; one written after does, and a lab still
+    building always does (it may be the one booting the VM). Seen: a stale test-session
+    record kept a VM running for hours, which the next CI clone then reused."""
+    import secrets
+
+    from labkit.hosts.vmhost import _from_an_earlier_boot
+    from labkit.lab import state
+
+    name = f"lkt-boot{secrets.token_hex(3)}"
+    path = state.state_path(name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_text("{}")
+    try:
+        now = time.time()
+        os.utime(path, (now - 3600, now - 3600))
+        assert _from_an_earlier_boot(name, "up", now - 60)  # written an hour before the boot
+        assert not _from_an_earlier_boot(name, "up", now - 7200)  # written during this boot
+        assert not _from_an_earlier_boot(name, "building", now - 60)
+        assert not _from_an_earlier_boot(name, "up", None)
+    finally:
+        os.unlink(path)
