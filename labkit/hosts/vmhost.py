@@ -118,7 +118,7 @@ class VmHost:
                 continue
             st = state.load(other)
             if st is not None and any(p.vm == self.vm for p in st.placement.vms) \
-                    and not _from_an_earlier_boot(other, st.status, started):
+                    and not _from_an_earlier_boot(other, st.status, started, st.builder_alive):
                 out.append(other)
         return out
 
@@ -238,14 +238,18 @@ class VmHost:
         return persistent.exec_pty(self.vm, netns_exec(ns, cmd), env=env)
 
 
-def _from_an_earlier_boot(lab: str, status: str, vm_started: float | None) -> bool:
-    """A lab that was up in an earlier boot of a VM of this name (its record last written
-    before this boot began; its namespaces died with that VM) does not hold this one up:
-    such a stale record once kept a test session's VM running for hours. A lab still
-    building may be the one that booted the VM, so it always counts."""
+def _from_an_earlier_boot(lab: str, status: str, vm_started: float | None,
+                          builder_alive: bool = False) -> bool:
+    """A lab whose record was last written before this boot of the VM began (its
+    namespaces died with that VM) does not hold this one up: such a stale record once kept
+    a test session's VM running for hours. A lab still building counts while its `up`
+    process lives (it may be the one booting the VM); one whose `up` was killed before
+    this boot (a CI run cut off mid-test) held the next run's VM up, so it does not."""
     from labkit.lab import state
 
-    if status != "up" or vm_started is None:
+    if vm_started is None or status not in ("up", "building"):
+        return False
+    if status == "building" and builder_alive:
         return False
     try:
         return os.stat(state.state_path(lab)).st_mtime < vm_started

@@ -290,8 +290,10 @@ def test_cli_without_vms(tmp_path: Path) -> None:
 def test_a_lab_up_in_an_earlier_boot_does_not_hold_the_vm() -> None:
     """A record last written before this boot of the VM began (its namespaces died with
     the old VM) must not keep the new VM up; one written after does, and a lab still
-    building always does (it may be the one booting the VM). Seen: a stale test-session
-    record kept a VM running for hours, which the next CI clone then reused."""
+    building does while its `up` lives (it may be the one booting the VM). Seen: a stale
+    test-session record kept a VM running for hours, which the next CI clone then reused;
+    a CI run cut off in the middle of a killed-`up` test left a building record that held
+    the next run's VM up."""
     import secrets
 
     from labkit.hosts.vmhost import _from_an_earlier_boot
@@ -306,7 +308,9 @@ def test_a_lab_up_in_an_earlier_boot_does_not_hold_the_vm() -> None:
         os.utime(path, (now - 3600, now - 3600))
         assert _from_an_earlier_boot(name, "up", now - 60)  # written an hour before the boot
         assert not _from_an_earlier_boot(name, "up", now - 7200)  # written during this boot
-        assert not _from_an_earlier_boot(name, "building", now - 60)
+        assert not _from_an_earlier_boot(name, "building", now - 60, builder_alive=True)
+        assert _from_an_earlier_boot(name, "building", now - 60)  # its `up` was killed
+        assert not _from_an_earlier_boot(name, "building", now - 7200)  # killed this boot
         assert not _from_an_earlier_boot(name, "up", None)
     finally:
         os.unlink(path)
