@@ -1,6 +1,6 @@
 """Booting real VMs: one-shot runs and a persistent VM, through the CLI as users run them.
 
-Each boot costs ~15 s under TCG, so boots are few: three one-shot runs, one persistent VM
+Each boot costs ~15 s under TCG, so boots are few: one one-shot run, one persistent VM
 shared by the exec tests and stopped by the last of them, and one more persistent VM
 that is crashed on purpose (and also checks a port forward).
 
@@ -90,23 +90,17 @@ def qemu_pids(marker: str) -> list[int]:
 # -- one-shot ------------------------------------------------------------------------------
 
 
-def test_run_tipc_socket_exits_0() -> None:
-    res = labkit("vm", "run", "--", "python3", "-c", TIPC, capture_output=True)
-    assert res.returncode == 0, res.stderr
-
-
-def test_run_returns_real_exit_status() -> None:
-    res = labkit("vm", "run", "--", "sh", "-c", "exit 7", capture_output=True)
-    assert res.returncode == 7, res.stderr
-
-
-def test_run_output_in_order() -> None:
-    """stdout and stderr into one pipe (as at a terminal): lines arrive interleaved exactly."""
-    script = "for i in $(seq 1 200); do echo out$i; echo err$i >&2; done"
+def test_run_gives_the_guests_exit_status_and_output_in_order() -> None:
+    """One boot checks three things (each boot costs ~30-90 s under TCG in CI): a TIPC
+    socket opens in the guest (the feature the host lacks), stdout and stderr into one
+    pipe arrive interleaved exactly as at a terminal, and the exit status is the guest
+    command's own (7, not 0 or 1)."""
+    script = (f"python3 -c '{TIPC}' || exit 99; "
+              "for i in $(seq 1 200); do echo out$i; echo err$i >&2; done; exit 7")
     res = labkit("vm", "run", "--", "sh", "-c", script, stdout=subprocess.PIPE,
                  stderr=subprocess.STDOUT)
     lines = [ln for ln in res.stdout.splitlines() if not ln.startswith("labkit:")]
-    assert res.returncode == 0
+    assert res.returncode == 7, res.stdout[-2000:]  # 99: no TIPC socket in the guest
     assert lines == [f"{s}{i}" for i in range(1, 201) for s in ("out", "err")]
 
 
