@@ -97,6 +97,28 @@ ACTIVE_CELL = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Ce
     .findIndex(c => c.classList.contains('jp-mod-active'))"""
 
 
+FIRST_PROMPT_COUNTED = """() => /\\[\\d+\\]/.test(document.querySelector(
+    '.jp-Notebook .jp-CodeCell .jp-InputPrompt')?.textContent || '')"""
+
+
+def wait_for_kernel(page: object, timeout: float) -> None:
+    """Run the first code cell until its prompt shows an execution count. JupyterLab drops
+    a Shift+Enter silently while the kernel is still connecting (the cell stays `[ ]:`),
+    and the toolbar's idle indicator does not prove the kernel is there: seen in CI, where
+    every cell was skipped while VMs booted beside the browser."""
+    cell = page.locator(".jp-Notebook .jp-CodeCell").first  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cell.click()
+        page.keyboard.press("Control+Enter")  # type: ignore[attr-defined]
+        try:
+            page.wait_for_function(FIRST_PROMPT_COUNTED, timeout=15 * MS)  # type: ignore
+            return
+        except sync_api.TimeoutError:
+            continue
+    pytest.fail(f"the notebook's kernel ran no cell within {timeout:g} s")
+
+
 def run_cells_through(page: object, last: int) -> None:
     """Shift+Enter from the top until cell `last` has run, one key at a time: each press
     must move the active cell on (a key pressed while JupyterLab re-renders can be lost,
@@ -142,6 +164,8 @@ def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
                                        timeout=180 * MS)
                 timings["usable_page_s"] = time.monotonic() - started
                 page.screenshot(path=str(ARTIFACTS / "01-first-lab-opened.png"))
+                wait_for_kernel(page, 180)
+                timings["kernel_ready_s"] = time.monotonic() - started
                 page.locator(".jp-Notebook .jp-Cell").first.click()
                 page.keyboard.press("Escape")
                 run_cells_through(page, cells_to_panel())
