@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from labkit.base import lazy_pyroute2
+
+lazy_pyroute2.install()  # before anything below imports pyroute2 (see that module)
+
 __all__ = ["Lab", "LabkitError", "Node"]
 
 

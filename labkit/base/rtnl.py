@@ -11,7 +11,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-from pyroute2 import IPRoute
+from pyroute2.iproute import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from labkit.base import netns

@@ -38,7 +38,7 @@ class Probe:
 
 
 def _veth() -> str:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     with IPRoute() as ipr:
         ipr.link("add", ifname="lkd0", kind="veth", peer="lkd1")
@@ -46,7 +46,7 @@ def _veth() -> str:
 
 
 def _bridge() -> str:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     with IPRoute() as ipr:
         ipr.link("add", ifname="lkdbr", kind="bridge")
@@ -65,7 +65,7 @@ def _tun() -> str:
 
 
 def _netem() -> str:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     with IPRoute() as ipr:
         ipr.link("set", index=1, state="up")

@@ -94,7 +94,7 @@ def test_judge_outcomes_on_recorded_evidence() -> None:
 def pair() -> Iterator[tuple[str, str]]:
     if os.geteuid() != 0:
         pytest.skip("needs root: it creates network namespaces")
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     tag = secrets.token_hex(3)
     a, b = f"lkt-hsv-{tag}-a", f"lkt-hsv-{tag}-b"

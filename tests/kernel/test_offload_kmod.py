@@ -131,7 +131,7 @@ def create_pair(tx_ns: str, tx_dev: str, rx_ns: str, rx_dev: str) -> None:
     pyroute2 encodes a `peer` only for kind "veth"; tlsnic takes the same VETH_INFO_PEER
     layout, so register veth's IFLA_INFO_DATA class for it and pass the nested attribute.
     """
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
     ifinfmsg.ifinfo.register_link_kind(module={"tlsnic": ifinfmsg.ifinfo.veth_data})

@@ -46,7 +46,7 @@ def ensure_loaded() -> None:
 def probe() -> str:
     """The doctor's probe (in its scratch namespace): make a tlsnic device, which
     autoloads the module; its namespace's removal takes the pair away."""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     with IPRoute() as ipr:
         ipr.link("add", ifname="lkdnic0", kind=KIND)  # the peer is named tlsnicN
@@ -85,7 +85,7 @@ def _listdir(path: str) -> list[str]:
 def _kinds_in(fd: int) -> list[str]:
     """Link kinds of one namespace, dumped from a thread that entered it (so this
     process's other threads stay where they are)."""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     out: list[str] = []
 
