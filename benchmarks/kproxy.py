@@ -12,6 +12,7 @@ loaded 2-core machine moves by a factor of two from run to run.
 
     sudo .venv/bin/python benchmarks/kproxy.py [--seconds 3] [--repeat 3] [--json]
     sudo .venv/bin/python benchmarks/kproxy.py --topology topologies/kproxy-tls.yaml
+    sudo .venv/bin/python benchmarks/kproxy.py --pairs kd --repeat 0 --agreement-runs 10
 """
 
 from __future__ import annotations
@@ -139,6 +140,29 @@ def table(summary: dict[str, Any]) -> str:
                      for r in rows)
 
 
+def agreement_table(results: list[dict[str, Any]], runs: int, seconds: float) -> str:
+    """The meter-vs-iperf3 check: medians of interleaved short runs, and their ratio."""
+    rows = [("pair", "mode", "way", "meter MB/s", "iperf3 MB/s", "meter/iperf3",
+             "within 5%")]
+    for res in results:
+        if "skipped" in res:
+            rows.append((res["pair"], "-", "-", "-", "-", "-", f"not run: {res['skipped']}"))
+            continue
+        for way in ("up", "down"):
+            r = res[way]
+            ratio = r.get("ratio_of_medians")
+            rows.append((res["pair"], res["mode"], way, fmt(spread(r["meter_MBps"])),
+                         fmt(spread(r["iperf3_MBps"])), f"{ratio:.3f}" if ratio else "-",
+                         ("yes" if abs(ratio - 1) <= 0.05 else "NO") if ratio else
+                         "; ".join(r["errors"])[:80] or "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    body = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True))
+                     .rstrip() for r in rows)
+    return (f"labkit's meter against iperf3 on the same path: {runs} runs of {seconds:g} s "
+            "of each tool per direction, alternating (which goes first alternates too); "
+            "median (min-max), and the ratio of the medians.\n" + body)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--topology", default=str(ROOT / "topologies" / "kproxy.yaml"))
@@ -147,6 +171,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--integrity-mib", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2000, help="request/response rounds")
+    ap.add_argument("--agreement-runs", type=int, default=8,
+                    help="meter-vs-iperf3 check: short runs of each tool, alternating, per "
+                         "pair and direction (0: no check)")
+    ap.add_argument("--agreement-seconds", type=float, default=2.0)
     ap.add_argument("--json", action="store_true", help="print the raw rows and summary")
     ap.add_argument("--save", help="write the JSON document here too")
     args = ap.parse_args()
@@ -177,13 +205,24 @@ def main() -> int:
                     except LabkitError as exc:  # one failed run is a result, not the end
                         print(f"  {pair}: {exc.message}", file=sys.stderr, flush=True)
                         failed.append({"pair": pair, "run": i + 1, "error": exc.message})
+            agreement = []
+            for pair in pairs if args.agreement_runs > 0 else []:
+                print(f"meter vs iperf3: {pair}, {args.agreement_runs} runs of "
+                      f"{args.agreement_seconds:g} s each way", file=sys.stderr, flush=True)
+                try:
+                    agreement.append(lab.call("labkit.features.kproxy.measure:agreement",
+                                              pair, None, args.agreement_runs,
+                                              args.agreement_seconds))
+                except LabkitError as exc:
+                    failed.append({"pair": pair, "run": "agreement", "error": exc.message})
             cond["load_after"] = os.getloadavg()
             cond["seconds_per_run"] = args.seconds
             cond["repeat"] = args.repeat
         finally:
             lab.down()
     summary = summarize(rows)
-    doc = {"conditions": cond, "summary": summary, "rows": rows, "failed_runs": failed}
+    doc = {"conditions": cond, "summary": summary, "rows": rows, "agreement": agreement,
+           "failed_runs": failed}
     if args.save:
         Path(args.save).write_text(json.dumps(doc, indent=1) + "\n")
     if args.json:
@@ -195,7 +234,7 @@ def main() -> int:
           f"{'/'.join(f'{x:.1f}' for x in cond['load_before'])}, after "
           f"{'/'.join(f'{x:.1f}' for x in cond['load_after'])}; {args.seconds:g} s per "
           f"throughput run, {args.repeat} runs per pair (median (min-max)).")
-    print(table(summary))
+    print(table(summary) if rows else "(no comparison runs: --repeat 0)")
     print("up = client to server. MB/s: what the receiver got while the sender sent "
           "(iperf3's view); meter/iperf3: median over the runs of labkit's MB/s over "
           "iperf3's in the run right after it; queued: MiB still in the path when the sender "
@@ -204,6 +243,9 @@ def main() -> int:
           "+kworkers adds kernel worker threads (where sockmap sends). copied/B: bytes the "
           "proxy passed through read()/write() per byte moved. crypto/B: encryptions and "
           "decryptions per byte end to end.")
+    if agreement:
+        print()
+        print(agreement_table(agreement, args.agreement_runs, args.agreement_seconds))
     for f in failed:
         print(f"run {f['run']} of {f['pair']} failed: {f['error']}")
     bad = [p for p, s in summary.items() if not s["intact"] or s["errors"]]

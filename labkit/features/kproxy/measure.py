@@ -336,3 +336,49 @@ def _crypto(before_up: dict[str, Any] | None, after_up: dict[str, Any] | None,
             "records_decrypted": total["records_decrypted"],
             "records_encrypted": total["records_encrypted"],
             "ops_per_byte": round(2 + (dec + enc) / moved, 2) if moved else None}
+
+
+@remote
+def agreement(lab: Lab, pair: str | None = None, src: str | None = None, runs: int = 8,
+              seconds: float = 2.0) -> dict[str, Any]:
+    """labkit's meter against iperf3 on one path: `runs` short runs of each, alternating,
+    each way. On a shared 2-core machine the rate of a veth path jumps between two levels
+    (which CPU ends up doing TCP's receive work) from one second to the next, so one run
+    of each tells little; the medians of many interleaved runs agree or do not. Which
+    tool goes first alternates too, so neither always follows the other."""
+    path = path_of(lab, pair, src)
+    if path.framed or path.pair.tls:
+        return {"pair": path.pair.name, "skipped": "iperf3 sends unframed plaintext, "
+                "which this pair's policy or TLS would refuse"}
+    out: dict[str, Any] = {"pair": path.pair.name, "mode": path.pair.mode, "runs": runs,
+                           "seconds": seconds}
+    for way in ("up", "down"):
+        meter: list[float] = []
+        yard: list[float] = []
+        errors: list[str] = []
+        for i in range(runs):
+            for tool in (("meter", "iperf3") if i % 2 == 0 else ("iperf3", "meter")):
+                if tool == "meter":
+                    res = _meter_once(lab, path, way, seconds)
+                else:
+                    res = iperf3(lab, path, seconds, reverse=way == "down", pid=None)
+                if "error" in res:
+                    errors.append(f"{tool} {way}: {res['error']}")
+                else:
+                    (meter if tool == "meter" else yard).append(float(res["MBps"]))
+        out[way] = {"meter_MBps": meter, "iperf3_MBps": yard, "errors": errors}
+        if meter and yard:
+            out[way]["ratio_of_medians"] = round(statistics.median(meter)
+                                                 / statistics.median(yard), 3)
+    return out
+
+
+def _meter_once(lab: Lab, path: Path, way: str, seconds: float) -> dict[str, Any]:
+    """One timed meter run with a server of its own (the port is iperf3's in between)."""
+    if way == "down":  # throughput() starts the sending server itself
+        return throughput(lab, path, way, seconds, None)
+    server = start_server(lab, path, timeout=seconds + 90, connections=1)
+    try:
+        return throughput(lab, path, way, seconds, None)
+    finally:
+        stop(server, wait=30)
