@@ -46,7 +46,7 @@ FRAME_PAYLOAD = 16384  # payload per message on framed (policy) pairs
 MARK = b"\xff"  # first payload byte of measurement messages: never a UTF-8 prefix
 SERIES_STEP = 0.01  # s between running totals of a receiver
 # Bytes per read, as iperf3 (128 KiB). read(2) rather than recv(2): on our machines
-# recv_into ran 1.5-3x slower than read() on the same veth path, read() as fast as iperf3.
+# recv_into ran 1.5-3x slower than read() on the same veth path.
 RECV_BUFFER = 1 << 17
 
 
