@@ -142,16 +142,19 @@ def table(summary: dict[str, Any]) -> str:
 
 def agreement_table(results: list[dict[str, Any]], runs: int, seconds: float) -> str:
     """The meter-vs-iperf3 check: medians of interleaved short runs, and their ratio."""
-    rows = [("pair", "mode", "way", "meter MB/s", "iperf3 MB/s", "meter/iperf3",
+    rows = [("pair", "mode", "path", "way", "meter MB/s", "iperf3 MB/s", "meter/iperf3",
              "within 5%")]
     for res in results:
         if "skipped" in res:
-            rows.append((res["pair"], "-", "-", "-", "-", "-", f"not run: {res['skipped']}"))
+            rows.append((res["pair"], "-", "-", "-", "-", "-", "-",
+                         f"not run: {res['skipped']}"))
             continue
         for way in ("up", "down"):
             r = res[way]
             ratio = r.get("ratio_of_medians")
-            rows.append((res["pair"], res["mode"], way, fmt(spread(r["meter_MBps"])),
+            shaped = f"held to {res['shaped_MBps']:g} MB/s" if res.get("shaped_MBps") \
+                else "as is"
+            rows.append((res["pair"], res["mode"], shaped, way, fmt(spread(r["meter_MBps"])),
                          fmt(spread(r["iperf3_MBps"])), f"{ratio:.3f}" if ratio else "-",
                          ("yes" if abs(ratio - 1) <= 0.05 else "NO") if ratio else
                          "; ".join(r["errors"])[:80] or "-"))
@@ -160,7 +163,9 @@ def agreement_table(results: list[dict[str, Any]], runs: int, seconds: float) ->
                      .rstrip() for r in rows)
     return (f"labkit's meter against iperf3 on the same path: {runs} runs of {seconds:g} s "
             "of each tool per direction, alternating (which goes first alternates too); "
-            "median (min-max), and the ratio of the medians.\n" + body)
+            "median (min-max), and the ratio of the medians. 'held to': the client's link "
+            "shaped by tc tbf on both its ends, so that the path, not the CPU, sets the "
+            "rate and the two tools measure the same thing.\n" + body)
 
 
 def main() -> int:
@@ -175,6 +180,9 @@ def main() -> int:
                     help="meter-vs-iperf3 check: short runs of each tool, alternating, per "
                          "pair and direction (0: no check)")
     ap.add_argument("--agreement-seconds", type=float, default=2.0)
+    ap.add_argument("--agreement-shaped", type=float, default=100.0, metavar="MBps",
+                    help="repeat the check with the client's link held to this rate (tc "
+                         "tbf), so the path and not the CPU sets it (0: do not)")
     ap.add_argument("--json", action="store_true", help="print the raw rows and summary")
     ap.add_argument("--save", help="write the JSON document here too")
     args = ap.parse_args()
@@ -209,12 +217,14 @@ def main() -> int:
             for pair in pairs if args.agreement_runs > 0 else []:
                 print(f"meter vs iperf3: {pair}, {args.agreement_runs} runs of "
                       f"{args.agreement_seconds:g} s each way", file=sys.stderr, flush=True)
-                try:
-                    agreement.append(lab.call("labkit.features.kproxy.measure:agreement",
-                                              pair, None, args.agreement_runs,
-                                              args.agreement_seconds))
-                except LabkitError as exc:
-                    failed.append({"pair": pair, "run": "agreement", "error": exc.message})
+                for shape in [None, *([args.agreement_shaped] if args.agreement_shaped else [])]:
+                    try:
+                        agreement.append(lab.call(
+                            "labkit.features.kproxy.measure:agreement", pair, None,
+                            args.agreement_runs, args.agreement_seconds, shape))
+                    except LabkitError as exc:
+                        failed.append({"pair": pair, "run": f"agreement (shaped {shape})",
+                                       "error": exc.message})
             cond["load_after"] = os.getloadavg()
             cond["seconds_per_run"] = args.seconds
             cond["repeat"] = args.repeat

@@ -410,3 +410,30 @@ def test_kproxy_status_shows_pairs_counters_and_bpf_ids(lab: Lab) -> None:
     assert set(rows) == {"km sockmap", "ks splice", "kb boomerang", "kl sockmap",
                          "sl splice", "bl boomerang"}
     assert rows["km sockmap"]["state"] == "listening"
+
+
+# -- the meter-vs-iperf3 check ---------------------------------------------------------
+
+
+def qdiscs(lab: Lab, node: str) -> list[str]:
+    shown = lab.node(node).run(["tc", "-j", "qdisc", "show"], timeout=30).stdout
+    return sorted(q["kind"] for q in json.loads(shown or "[]") if q.get("root"))
+
+
+@pytest.mark.parametrize("pair,entry_node", [("kb", "proxy"), ("kd", "server")])
+def test_the_shaped_check_holds_both_tools_to_the_rate_then_unshapes(
+        lab: Lab, pair: str, entry_node: str) -> None:
+    """Held to 20 MB/s, neither labkit's meter nor iperf3 goes over it (tbf's 256 KiB
+    burst is 1.3% of a second), both ways; afterwards no tbf is left, and the same meter
+    runs far above the cap (the control: the cap was the shaper, not the machine)."""
+    assert "tbf" not in qdiscs(lab, "client") + qdiscs(lab, entry_node)
+    got = measure.agreement(lab, pair, None, runs=1, seconds=1.0, shaped_MBps=20)
+    assert len(got["shaped_on"]) == 2 and got["shaped_on"][1].startswith(entry_node + ":")
+    for way in ("up", "down"):
+        rates = got[way]["meter_MBps"] + got[way]["iperf3_MBps"]
+        assert len(rates) == 2 and not got[way]["errors"], got
+        assert all(0 < r <= 20 * 1.05 for r in rates), got
+    assert "tbf" not in qdiscs(lab, "client") + qdiscs(lab, entry_node)
+    path = measure.path_of(lab, pair, None)
+    free = measure._meter_once(lab, path, "up", 1.0)
+    assert free["MBps"] > 20 * 3, free

@@ -15,6 +15,7 @@ import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -340,37 +341,88 @@ def _crypto(before_up: dict[str, Any] | None, after_up: dict[str, Any] | None,
 
 @remote
 def agreement(lab: Lab, pair: str | None = None, src: str | None = None, runs: int = 8,
-              seconds: float = 2.0) -> dict[str, Any]:
+              seconds: float = 2.0, shaped_MBps: float | None = None) -> dict[str, Any]:
     """labkit's meter against iperf3 on one path: `runs` short runs of each, alternating,
     each way. On a shared 2-core machine the rate of a veth path jumps between two levels
     (which CPU ends up doing TCP's receive work) from one second to the next, so one run
     of each tells little; the medians of many interleaved runs agree or do not. Which
-    tool goes first alternates too, so neither always follows the other."""
+    tool goes first alternates too, so neither always follows the other.
+
+    With `shaped_MBps`, the client's link is held to that rate both ways (tc tbf on both
+    of its ends), so the path, not the CPU, sets the rate: both tools then measure the
+    same thing, and what is left between them is how each counts."""
     path = path_of(lab, pair, src)
     if path.framed or path.pair.tls:
         return {"pair": path.pair.name, "skipped": "iperf3 sends unframed plaintext, "
                 "which this pair's policy or TLS would refuse"}
     out: dict[str, Any] = {"pair": path.pair.name, "mode": path.pair.mode, "runs": runs,
-                           "seconds": seconds}
-    for way in ("up", "down"):
-        meter: list[float] = []
-        yard: list[float] = []
-        errors: list[str] = []
-        for i in range(runs):
-            for tool in (("meter", "iperf3") if i % 2 == 0 else ("iperf3", "meter")):
-                if tool == "meter":
-                    res = _meter_once(lab, path, way, seconds)
-                else:
-                    res = iperf3(lab, path, seconds, reverse=way == "down", pid=None)
-                if "error" in res:
-                    errors.append(f"{tool} {way}: {res['error']}")
-                else:
-                    (meter if tool == "meter" else yard).append(float(res["MBps"]))
-        out[way] = {"meter_MBps": meter, "iperf3_MBps": yard, "errors": errors}
-        if meter and yard:
-            out[way]["ratio_of_medians"] = round(statistics.median(meter)
-                                                 / statistics.median(yard), 3)
+                           "seconds": seconds, "shaped_MBps": shaped_MBps}
+    with shaped(lab, path, shaped_MBps) as where:
+        out["shaped_on"] = where
+        for way in ("up", "down"):
+            out[way] = _alternate(lab, path, way, runs, seconds)
     return out
+
+
+def _alternate(lab: Lab, path: Path, way: str, runs: int, seconds: float) -> dict[str, Any]:
+    meter: list[float] = []
+    yard: list[float] = []
+    errors: list[str] = []
+    for i in range(runs):
+        for tool in (("meter", "iperf3") if i % 2 == 0 else ("iperf3", "meter")):
+            if tool == "meter":
+                res = _meter_once(lab, path, way, seconds)
+            else:
+                res = iperf3(lab, path, seconds, reverse=way == "down", pid=None)
+            if "error" in res:
+                errors.append(f"{tool} {way}: {res['error']}")
+            else:
+                (meter if tool == "meter" else yard).append(float(res["MBps"]))
+    out: dict[str, Any] = {"meter_MBps": meter, "iperf3_MBps": yard, "errors": errors}
+    if meter and yard:
+        out["ratio_of_medians"] = round(statistics.median(meter) / statistics.median(yard), 3)
+    return out
+
+
+@contextlib.contextmanager
+def shaped(lab: Lab, path: Path, MBps: float | None) -> Iterator[list[str]]:
+    """The client's first link held to MBps each way (tbf on the client's interface toward
+    the pair's entry, and on the entry node's interface back); removed afterwards."""
+    if not MBps:
+        yield []
+        return
+    entry = path.pair.entry
+    assert entry is not None
+    entry_node = path.pair.proxy if path.pair.mode != "direct" and path.pair.proxy \
+        else path.dst
+    mine = _route(lab, path.src, entry.address)
+    theirs = _route(lab, entry_node, mine.get("prefsrc", ""))
+    ends = [(path.src, mine["dev"]), (entry_node, theirs["dev"])]
+    rate = f"{int(MBps * 8)}mbit"
+    done: list[tuple[str, str]] = []
+    try:
+        for node, dev in ends:
+            res = lab.node(node).run(["tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+                                      "rate", rate, "burst", "256k", "latency", "50ms"],
+                                     timeout=30)
+            if res.returncode != 0:
+                raise LabkitError(f"could not shape {node}:{dev} to {MBps:g} MB/s: "
+                                  f"{res.stderr.strip() or 'tc failed'}.",
+                                  hint="The kernel needs sch_tbf (CONFIG_NET_SCH_TBF).")
+            done.append((node, dev))
+        yield [f"{node}:{dev}" for node, dev in ends]
+    finally:
+        for node, dev in done:
+            lab.node(node).run(["tc", "qdisc", "del", "dev", dev, "root"], timeout=30)
+
+
+def _route(lab: Lab, node: str, dest: str) -> dict[str, Any]:
+    done = lab.node(node).run(["ip", "-j", "route", "get", dest], timeout=30)
+    routes = json.loads(done.stdout or "[]")
+    if done.returncode != 0 or not routes:
+        raise LabkitError(f"no route from {node} to {dest} to shape "
+                          f"({done.stderr.strip() or 'ip printed nothing'}).")
+    return routes[0]  # type: ignore[no-any-return]
 
 
 def _meter_once(lab: Lab, path: Path, way: str, seconds: float) -> dict[str, Any]:
