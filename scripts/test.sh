@@ -9,6 +9,24 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 
+# Lint first: it takes a second and a style slip should not cost a 30-minute run.
+echo "== ruff"
+.venv/bin/ruff check . || exit 1
+
+# Every VM boot of the run (host tier and kernel tier) appends a line here; printed at the end.
+mkdir -p test-artifacts
+export LABKIT_BOOT_LOG="$PWD/test-artifacts/boots.log"
+: > "$LABKIT_BOOT_LOG"
+boots_summary() {
+  echo "== VM boots in this run: $(wc -l < "$LABKIT_BOOT_LOG") ($(.venv/bin/python - "$LABKIT_BOOT_LOG" <<'PY'
+import collections, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(", ".join(f"{k}: {n}" for k, n in sorted(collections.Counter(l["kernel"].rsplit("/", 1)[-1] for l in lines).items())) or "none")
+PY
+))"
+}
+trap boots_summary EXIT
+
 kernel_tier() {
   # The kernel tier, once per kernel, in a VM each; exit status 0 only if all passed.
   local status=0 second=0 kernel start rc
@@ -17,7 +35,7 @@ kernel_tier() {
     start=$(date +%s)
     .venv/bin/labkit vm run --kernel "$kernel" --memory 2G -- \
       env LABKIT_SECOND_KERNEL=$second LABKIT_ALL_KERNELS="${LABKIT_ALL_KERNELS:-0}" \
-      .venv/bin/python -m pytest -m kernel --durations=15 tests -p no:cacheprovider "$@"
+      .venv/bin/python -m pytest -m kernel --durations=15 tests/kernel -p no:cacheprovider "$@"
     rc=$?
     echo "== kernel tier on $kernel took $(( $(date +%s) - start )) s (exit $rc)"
     if [ $rc = 5 ]; then
@@ -34,7 +52,7 @@ if [ "${LABKIT_NATIVE_KERNEL:-0}" = 1 ]; then
   .venv/bin/python -m pytest -m "not kernel" --durations=25 tests "$@"
   host=$?
   echo "== kernel tier (natively, on $(uname -r))"
-  .venv/bin/python -m pytest -m kernel --durations=15 tests -p no:cacheprovider "$@"
+  .venv/bin/python -m pytest -m kernel --durations=15 tests/kernel -p no:cacheprovider "$@"
   kernel=$?
   [ $host = 0 ] && [ $kernel = 0 ]
   exit

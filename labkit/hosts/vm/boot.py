@@ -9,6 +9,7 @@ quote its tail.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -91,12 +92,24 @@ def spawn(
     boot: Boot, tools: Tools, console: Path, *, new_session: bool = True
 ) -> subprocess.Popen[bytes]:
     """Start vng with its console (kernel log + agent messages) going to `console`."""
+    _count_boot(boot)
     with open(console, "ab") as log:
         return subprocess.Popen(
             vng_argv(boot, tools),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=vng_env(tools), start_new_session=new_session, close_fds=True,
         )
+
+
+def _count_boot(boot: Boot) -> None:
+    """Append one line per boot to $LABKIT_BOOT_LOG: the test run prints how many it made."""
+    log = os.environ.get("LABKIT_BOOT_LOG")
+    if not log:
+        return
+    line = json.dumps({"at": round(time.time(), 1), "kernel": boot.kernel.name,
+                       "hostname": boot.hostname, "oneshot": boot.oneshot})
+    with contextlib.suppress(OSError), open(log, "a") as fh:
+        fh.write(line + "\n")
 
 
 def wait_for_agent(
