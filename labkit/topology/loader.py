@@ -32,7 +32,7 @@ from labkit.topology.located import LList, LMap, load_text, read_text
 from labkit.topology.model import Check, Endpoint, Node, Route, Segment, Topology
 
 TOP_KEYS = ["name", "description", "kernel", "addressing", "defaults", "nodes", "links", "lans",
-            "checks"]
+            "checks", "exercises"]
 NODE_KEYS = ["description", "kernel", "sysctls", "routes", "forwarding", "interfaces"]
 DEFAULT_KEYS = ["sysctls", "routes", "forwarding"]
 SEGMENT_KEYS = ["endpoints", "ipv4", "ipv6", "mtu", "description"]
@@ -77,6 +77,8 @@ def parse(doc: Any, path: str) -> Topology:
     if "kernel" in doc:
         topo.kernels = _parse_kernels(doc["kernel"], doc.val_loc("kernel"), topo.path, p)
         topo.kernel_loc = doc.val_loc("kernel")
+    if "exercises" in doc:
+        topo.exercises = _parse_exercises_path(doc, path, p)
     defaults = as_map(doc.get("defaults"), doc.val_loc("defaults"), "defaults", p)
     if defaults is not None:
         check_keys(defaults, DEFAULT_KEYS, "defaults", p)
@@ -167,6 +169,16 @@ def _parse_node(name: str, block: Any, nodes_map: LMap, defaults: LMap | None,
         if "routes" in source:
             node.routes = _parse_routes(source, where, p)
     return node
+
+
+def _parse_exercises_path(doc: LMap, path: str, p: Problems) -> str | None:
+    """`exercises: FILE`, relative to the topology file. Only resolved here: `labkit
+    exercise` (a layer above) reads and validates it, so a lab that is up never fails to
+    attach because its exercises file moved."""
+    text = as_str(doc["exercises"], doc.val_loc("exercises"), "exercises", p)
+    if text is None:
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), text))
 
 
 def _parse_kernels(value: Any, loc: Loc, path: str, p: Problems,

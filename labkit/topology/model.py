@@ -110,6 +110,8 @@ class Topology:
     # empty = any kernel that has the features (the host's first).
     kernels: list[str] = field(default_factory=list)
     kernel_loc: Loc | None = None
+    # the lab's exercises file (`exercises:`, absolute), for `labkit exercise`
+    exercises: str | None = None
 
     @property
     def segments(self) -> list[Segment]:
