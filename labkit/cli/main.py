@@ -34,7 +34,7 @@ app = typer.Typer(
 # verbs, then every feature's own (from the feature registry), then the machine's.
 VERBS = [
     "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph", "notebook",
-    "capture", "traffic", "verify", "repro",
+    "capture", "traffic", "verify", "repro", "exercise",
 ]
 LAST_VERBS = ["doctor", "vm"]
 
