@@ -36,18 +36,50 @@ def run_cmd(
                                       help="Keep key material in the bundle (never by "
                                            "default: bundles are meant to be shared)."),
     json: bool = typer.Option(False, "--json", help="The verdict as JSON on stdout."),
+    bisect_exit: bool = typer.Option(
+        False, "--bisect-exit",
+        help="Exit as `git bisect run` wants it, for one kernel: 0 not reproduced, 1 "
+             "reproduced, 125 could not run (skip this commit), 128 the scenario or an "
+             "option is wrong (stops the bisection)."),
 ) -> None:
     """Run a scenario on each of its kernels (or --kernel ones) and print a table.
 
     Each kernel gets a lab in a VM of its own, booted with the scenario's kernel options
     and stopped afterwards; every step is bounded by its timeout. The bundle holds the
     scenario, kernel versions and configs, dmesg, captures, each step's output and timing,
-    and verdict.json.
+    and verdict.json. In a kernel tree, after `make bzImage`:
+    `git bisect run labkit repro run FILE --kernel . --bisect-exit`.
     """
+    if bisect_exit:
+        from labkit.errors import LabkitError
+
+        try:
+            code = _run(file, kernel or [], out, include_keys, json, bisect_exit=True)
+        except UsageError as exc:
+            _say(f"error: {exc.render()}")
+            raise typer.Exit(BISECT_ABORT) from None
+        except LabkitError as exc:
+            _say(f"error: {exc.render()}")
+            raise typer.Exit(BISECT_SKIP) from None
+        raise typer.Exit(code)
+    raise typer.Exit(_run(file, kernel or [], out, include_keys, json))
+
+
+# `git bisect run`: 0 good, 1 bad, 125 skip this commit, >127 stop the bisection.
+BISECT_SKIP, BISECT_ABORT = 125, 128
+
+
+def _run(file: str, wanted: list[str], out: str, include_keys: bool, json: bool,
+         bisect_exit: bool = False) -> int:
     from labkit.repro import loader, runner
+    from labkit.repro.model import COULD_NOT_RUN, REPRODUCED
 
     scenario = loader.load(file)
-    plans = _plans(scenario, kernel or [])
+    plans = _plans(scenario, wanted)
+    if bisect_exit and len(plans) != 1:
+        raise UsageError(f"--bisect-exit judges one kernel; {file} would run "
+                         f"{len(plans)} ({', '.join(p.name for p in plans)}).",
+                         hint="Name the kernel: `--kernel .` in a kernel tree.")
     require_root()
     _say(f"{scenario.name}: {scenario.title}")
     src = scenario.source
@@ -70,7 +102,12 @@ def run_cmd(
         for row in [header, *body]:
             _print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         _print(f"bundle: {report.bundle} (and {os.path.basename(report.archive)})")
-    raise typer.Exit(report.code)
+    if bisect_exit:
+        result = report.runs[0].result if report.runs else COULD_NOT_RUN
+        code = {REPRODUCED: 1, COULD_NOT_RUN: BISECT_SKIP}.get(result, 0)
+        _say(f"--bisect-exit: {result} -> exit {code}")
+        return code
+    return report.code
 
 
 def _print(text: str) -> None:
@@ -86,7 +123,7 @@ def _plans(scenario: Scenario, wanted: list[str]) -> list[KernelPlan]:
     """The kernels to run: the scenario's, or those named by --kernel (one the scenario
     lists keeps its claim and options; another runs with no claim)."""
     from labkit.repro.loader import kernel_name
-    from labkit.repro.model import KernelPlan
+    from labkit.repro.model import HOST, KernelPlan
     from labkit.topology.fields import Problems
 
     if not wanted:
@@ -101,8 +138,92 @@ def _plans(scenario: Scenario, wanted: list[str]) -> list[KernelPlan]:
         name = kernel_name(text, Loc("--kernel"), os.path.join(os.getcwd(), "x"), p)
         if name is None:
             raise UsageError(f"--kernel {text}: {p.items[0].message}", hint=p.items[0].hint)
-        plans.append(KernelPlan(name=name))
+        plans.append(KernelPlan(name=name, options=() if name == HOST
+                                else scenario.kernel_options))
     return plans
+
+
+@app.command("bisect")
+def bisect_cmd(
+    file: str = typer.Argument(..., help="Scenario file (repro/*.yaml)."),
+    first: str = typer.Option(..., "--from", help="The older end, e.g. debian-6.12.43."),
+    last: str = typer.Option(..., "--to", help="The newer end, e.g. debian-6.12.118."),
+    retries: int = typer.Option(0, "--retries", "-r",
+                                help="Run each build this many more times (one boot "
+                                     "each); a build whose verdicts differ is named flaky."),
+    out: str = typer.Option("repro-bundles", "--out", "-o",
+                            help="Directory the bundle (every run of the bisection) goes to."),
+    json: bool = typer.Option(False, "--json", help="The answer as JSON on stdout."),
+) -> None:
+    """Find which release changed a scenario's verdict: the last build with one verdict
+    and the first with the other, among the available builds from --from to --to.
+
+    Both ends are run first (if they agree, there is nothing to find: exit 2); then the
+    middle build of the range, halving it each time: at most 2 + ceil(log2(N-1)) boots
+    for N builds without retries. Each build is fetched when first needed. Exit 0: the
+    pair is named; 1: a flaky build (or only builds that could not run) stopped it; 2:
+    nothing to bisect or usage error.
+    """
+    from labkit.repro import bisect, bisect_run, loader
+
+    scenario = loader.load(file)
+    require_root()
+    _say(f"{scenario.name}: {scenario.title}")
+    result, report = bisect_run.run(scenario, first, last, out, retries=retries, say=_say)
+    if json:
+        from labkit.cli.output import emit_json
+
+        emit_json({**result.to_json(), "scenario": scenario.name,
+                   "bundle": report.bundle, "archive": report.archive})
+    else:
+        from labkit.cli.output import columns
+
+        columns(("KERNEL", "VERDICT", "TRIES", "TIME"),
+                [(p.kernel, p.verdict, " / ".join(p.verdicts), f"{p.seconds:.0f} s")
+                 for p in sorted(result.probes, key=lambda p: result.builds.index(p.kernel))])
+        _print(f"answer: {result.sentence()}")
+        _print(f"{result.boots} boots (budget {bisect.boot_budget(len(result.builds))} "
+               f"without retries for {len(result.builds)} builds), {result.seconds:.0f} s")
+        _print(f"bundle: {report.bundle} (and {os.path.basename(report.archive)})")
+    raise typer.Exit(bisect_run.exit_code(result))
+
+
+@app.command("rerun")
+def rerun_cmd(
+    bundle: str = typer.Argument(..., help="A bundle: its directory or its .tar.gz."),
+    out: str = typer.Option("repro-bundles", "--out", "-o",
+                            help="Directory the new run's bundle goes to."),
+    json: bool = typer.Option(False, "--json", help="The comparison as JSON on stdout."),
+) -> None:
+    """Run a bundle's scenario again on the exact kernel builds it records and compare.
+
+    Each kernel is fetched at the package version the bundle names (a newer build of the
+    same name is refused, not silently used). The archive is checked member by member
+    before anything is unpacked (no `..`, absolute paths, links or devices; bounded size).
+    Exit 0: every verdict the same; 1: one differs; 2: one could not run, or the bundle
+    is damaged or from an older labkit.
+    """
+    from labkit.repro import rerun
+
+    require_root()
+    rows, report, code = rerun.rerun(bundle, out, say=_say)
+    if json:
+        from dataclasses import asdict
+
+        from labkit.cli.output import emit_json
+
+        emit_json({"rows": [asdict(r) for r in rows], "exit_code": code,
+                   "bundle": report.bundle if report else "",
+                   "archive": report.archive if report else ""})
+    else:
+        from labkit.cli.output import columns
+
+        columns(("KERNEL", "BUILD", "RECORDED", "NOW", "SAME", "DETAIL"),
+                [(r.kernel, r.build or "-", r.recorded, r.now, r.same, r.detail or "-")
+                 for r in rows])
+        if report is not None:
+            _print(f"bundle: {report.bundle} (and {os.path.basename(report.archive)})")
+    raise typer.Exit(code)
 
 
 @app.command("validate")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tarfile
@@ -28,6 +29,11 @@ from typing import Any
 
 from labkit.repro.model import Scenario
 from labkit.repro.results import KernelRun, StepResult
+
+# verdict.json's "format": 2 added it, each kernel's bundle directory and what `repro
+# rerun` needs to get the same kernel again (kernel.json's "rerun"). Bundles without it
+# come from an older labkit.
+FORMAT = 2
 
 
 def new_dir(parent: str, scenario: Scenario) -> str:
@@ -59,6 +65,39 @@ def write_header(path: str, scenario: Scenario, argv: list[str]) -> None:
         "host_kernel": os.uname().release, "host": platform.platform(),
         "command": argv, "scenario_file": scenario.path,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_inputs(path, scenario)
+
+
+INPUT_MAX = 4 << 20  # bytes of a scenario's own files a bundle carries
+
+
+def write_inputs(path: str, scenario: Scenario) -> None:
+    """The files the scenario's steps read (`{dir}/scripts/x.py` and its siblings, a
+    replayed pcap), at the same place relative to scenario.yaml, so that `repro rerun`
+    runs the bundle on a machine without the scenario's checkout."""
+    from labkit.repro.model import InjectStep
+
+    base = os.path.realpath(scenario.directory)
+    wanted: set[str] = set()
+    for rel in re.findall(r"\{dir\}/([\w./-]+)", scenario.text):
+        full = os.path.realpath(os.path.join(base, rel))
+        if os.path.isfile(full):
+            folder = os.path.dirname(full)
+            wanted.update(os.path.join(folder, f) for f in os.listdir(folder))
+    wanted.update(s.pcap for s in scenario.steps if isinstance(s, InjectStep) and s.pcap)
+    budget = INPUT_MAX
+    for full in sorted(wanted):
+        full = os.path.realpath(full)
+        if (not full.startswith(base + os.sep) or not os.path.isfile(full)
+                or "__pycache__" in full):
+            continue
+        size = os.path.getsize(full)
+        if size > budget:
+            continue
+        budget -= size
+        dest = os.path.join(path, os.path.relpath(full, base))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(full, dest)
 
 
 def write_steps(directory: str, steps: list[StepResult]) -> None:
@@ -100,14 +139,14 @@ def kernel_config(kernel: str, version: str) -> str | None:
 
 
 def write_verdict(path: str, scenario: Scenario, runs: list[KernelRun], code: int,
-                  keys_included: bool) -> None:
+                  keys_included: bool, extra: dict[str, Any] | None = None) -> None:
     from labkit.repro.table import rows
 
     _json(os.path.join(path, "verdict.json"), {
-        "scenario": scenario.name, "title": scenario.title,
+        "format": FORMAT, "scenario": scenario.name, "title": scenario.title,
         "source": scenario.source.describe(), "exit_code": code,
         "as_expected": code == 0, "keys_included": keys_included,
-        "kernels": [r.to_json() for r in runs]})
+        "kernels": [r.to_json() for r in runs], **(extra or {})})
     header, body = rows(runs)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     table = "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from labkit.base import files
 from labkit.errors import LabkitError, Loc, TopologyError
 from labkit.repro import model
 from labkit.repro.model import (
@@ -57,15 +58,9 @@ class ScenarioError(TopologyError):
 def load(path: str) -> Scenario:
     path = os.path.abspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise ScenarioError([LabkitError(
-            "no such scenario file.", hint="Give a path to a scenario, e.g. "
-            "repro/sockmap-fionread.yaml.", loc=Loc(path))]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError([LabkitError(f"cannot read the scenario file: {exc}.",
-                                         loc=Loc(path))]) from None
+        text = files.read_bounded(path, files.SCENARIO)  # bounded, regular files only
+    except files.FileRefused as exc:
+        raise ScenarioError([exc]) from None
     return loads(text, path)
 
 
@@ -106,7 +101,8 @@ def parse(doc: Any, path: str, text: str) -> Scenario:
     assert topo is not None and name is not None
     return Scenario(name=name, title=title or "", path=path, text=text, source=source,
                     topology=topo, topology_path=topo_path, topology_text=topo_text,
-                    kernels=kernels, steps=steps, description=description or "")
+                    kernels=kernels, steps=steps, description=description or "",
+                    kernel_options=_common_options(doc))
 
 
 # -- header ---------------------------------------------------------------------------------
@@ -143,11 +139,9 @@ def _topology(doc: LMap, path: str, name: str,
             return None, path, ""
         tpath = os.path.normpath(os.path.join(os.path.dirname(path), rel))
         try:
-            with open(tpath, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            p.add(loc, f"cannot read the topology {rel}: "
-                       f"{exc.strerror or exc} ({tpath}).",
+            text = files.read_bounded(tpath, files.TOPOLOGY)
+        except files.FileRefused as exc:
+            p.add(loc, f"cannot read the topology {rel}: {exc.message} ({tpath}).",
                   "Give a path relative to the scenario file, or write the topology inline "
                   "(a mapping with nodes: and links:).")
             return None, path, ""
@@ -183,6 +177,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def _common_options(doc: LMap) -> tuple[str, ...]:
+    """kernel_options once validated (the kernels' plans carry them too)."""
+    return _options(doc["kernel_options"], doc.val_loc("kernel_options"), "kernel_options",
+                    Problems()) if "kernel_options" in doc else ()
 
 
 def _kernels(doc: LMap, path: str, p: Problems) -> list[KernelPlan]:

@@ -255,6 +255,7 @@ class Scenario:
     kernels: list[KernelPlan]
     steps: list[Step]
     description: str = ""
+    kernel_options: tuple[str, ...] = ()  # for every kernel, listed or not (bisect, --kernel)
 
     @property
     def directory(self) -> str:

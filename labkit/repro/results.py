@@ -78,7 +78,8 @@ class KernelRun:
     version: str = ""
     seconds: float = 0.0
     lab: str = ""
-    bundle: str = ""
+    bundle: str = ""  # its directory in the bundle
+    rerun: dict[str, Any] = field(default_factory=dict)  # how to get this kernel again
 
     def to_json(self) -> dict[str, Any]:
         return {"kernel": self.plan.name, "label": self.plan.label,
@@ -86,6 +87,7 @@ class KernelRun:
                 "result": self.result, "as_expected": self.as_expected,
                 "infrastructure": self.infrastructure, "first_failure": self.first_failure,
                 "version": self.version, "seconds": round(self.seconds, 2), "lab": self.lab,
+                "bundle": self.bundle, "rerun": self.rerun,
                 "steps": [s.to_json() for s in self.steps]}
 
 

@@ -44,20 +44,49 @@ def run(scenario: Scenario, kernels: list[KernelPlan], out_dir: str, *,
         include_keys: bool = False, say: Say = lambda text: None,
         argv: list[str] | None = None) -> Report:
     """Every kernel in turn; the bundle is written (and archived) even if one fails."""
-    os.makedirs(out_dir, exist_ok=True)
-    report = Report(scenario, bundle=bundle.new_dir(out_dir, scenario))
-    bundle.write_header(report.bundle, scenario, argv if argv is not None else sys.argv)
-    found: list[bytes] = []  # every lab's secrets, looked for in the whole bundle
+    session = Session(scenario, out_dir, include_keys=include_keys, say=say, argv=argv)
     try:
         for plan in kernels:
-            report.runs.append(run_kernel(scenario, plan, report.bundle, found, say))
+            session.kernel(plan)
     finally:
+        session.close()
+    return session.report
+
+
+class Session:
+    """One bundle that kernel runs are added to one at a time, then closed: `run` adds a
+    fixed list; bisection and rerun add kernels as they decide which (one mechanism for
+    the bundle, the verdict file and the redaction)."""
+
+    def __init__(self, scenario: Scenario, out_dir: str, *, include_keys: bool = False,
+                 say: Say = lambda text: None, argv: list[str] | None = None) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        self.report = Report(scenario, bundle=bundle.new_dir(out_dir, scenario))
+        self.include_keys = include_keys
+        self.say = say
+        self.found: list[bytes] = []  # every lab's secrets, looked for in the whole bundle
+        bundle.write_header(self.report.bundle, scenario,
+                            argv if argv is not None else sys.argv)
+
+    def kernel(self, plan: KernelPlan, subdir: str = "") -> KernelRun:
+        """Run the scenario on one kernel (one VM boot); subdir keeps a retry's files
+        apart from the first try's."""
+        parent = os.path.join(self.report.bundle, subdir) if subdir else self.report.bundle
+        kr = run_kernel(self.report.scenario, plan, parent, self.found, self.say)
+        kr.bundle = os.path.relpath(os.path.join(parent, plan.label), self.report.bundle)
+        self.report.runs.append(kr)
+        return kr
+
+    def close(self, extra: dict[str, object] | None = None) -> Report:
+        """verdict.json and README.txt, secrets cut, the .tar.gz written."""
+        report = self.report
         report.code = exit_code(report.runs) if report.runs else 2
-        bundle.write_verdict(report.bundle, scenario, report.runs, report.code, include_keys)
-        if not include_keys:
-            redact.scrub_tree(report.bundle, sorted(set(found), key=len, reverse=True))
+        bundle.write_verdict(report.bundle, report.scenario, report.runs, report.code,
+                             self.include_keys, extra)
+        if not self.include_keys:
+            redact.scrub_tree(report.bundle, sorted(set(self.found), key=len, reverse=True))
         report.archive = bundle.archive(report.bundle)
-    return report
+        return report
 
 
 def lab_topology(scenario: Scenario, lab: str) -> Topology:
@@ -76,6 +105,10 @@ def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, found: list[by
     name = "rp" + secrets.token_hex(3)
     lab = Lab(lab_topology(scenario, name))
     kr = KernelRun(plan, lab=name, steps=[StepResult.of(s) for s in scenario.steps])
+    if plan.name != HOST:
+        from labkit.repro import kernelsource
+
+        kr.rerun = kernelsource.record(plan.name)
     tell = _teller(plan, say)
     start = time.monotonic()
     broken: StepResult | None = None
@@ -196,13 +229,8 @@ def _collect(ctx: steps.Context, plan: KernelPlan, kr: KernelRun) -> None:
         fh.write(log)
     info = {"kernel": plan.name, "release": kr.version, "cmdline": cmdline,
             "options": list(plan.options), "placement": ctx.lab.placement.describe()}
-    if plan.name != HOST:
-        from labkit.hosts.vm import kernels
-
-        try:
-            k = kernels.resolve(plan.name)
-            info.update(package=k.package, package_version=k.package_version,
-                        image=k.image, source=k.source)
-        except LabkitError:
-            pass
+    if kr.rerun:
+        info["rerun"] = kr.rerun
+        info.update({k: kr.rerun[k] for k in ("package", "package_version", "source")
+                     if k in kr.rerun})
     bundle.write_kernel(ctx.directory, info, bundle.kernel_config(plan.name, kr.version))
