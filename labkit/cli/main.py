@@ -36,7 +36,7 @@ VERBS = [
     "validate", "up", "down", "status", "exec_", "shell", "check", "run", "graph", "notebook",
     "capture", "traffic", "verify", "repro", "exercise",
 ]
-LAST_VERBS = ["doctor", "vm"]
+LAST_VERBS = ["doctor", "vm", "kernel"]
 
 
 def version_text() -> str:

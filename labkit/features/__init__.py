@@ -47,6 +47,8 @@ class Feature:
     # capabilities only this feature knows: name -> (probe, kernel config symbols needed)
     probes: dict[str, tuple[Callable[[], str], tuple[str, ...]]] = {}
     modules: tuple[str, ...] = ()  # kernel modules a VM loads at boot for this feature
+    # config symbols it needs beyond its probes' (what `labkit kernel build` switches on)
+    kconfig: tuple[str, ...] = ()
     check_kinds: dict[str, tuple[str, ...]] = {}  # `checks:` type -> required keys
     verifications: tuple[str, ...] = ()  # `labkit verify KIND --feature KEY`
     verification_help: dict[str, str] = {}  # KIND -> what this feature's check does

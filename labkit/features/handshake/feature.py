@@ -34,6 +34,10 @@ class HandshakeFeature(Feature):
     needs = ("handshake", "ktls")
     probes = {"handshake": (_probe_handshake, ("CONFIG_NET_HANDSHAKE",))}
     modules = ("tls",)
+    # keys for PSKs; NVMe/TCP and NFS over TLS, both ends
+    kconfig = ("CONFIG_KEYS", "CONFIG_NVME_TCP", "CONFIG_NVME_TCP_TLS", "CONFIG_NVME_TARGET",
+               "CONFIG_NVME_TARGET_TCP", "CONFIG_NVME_TARGET_TCP_TLS", "CONFIG_NFS_FS",
+               "CONFIG_NFS_V4", "CONFIG_NFSD", "CONFIG_NFSD_V4")
     check_kinds = {"tls_content": ()}
     aliases = ("tls",)
     verifications = ("encryption",)

@@ -23,6 +23,9 @@ class KproxyFeature(Feature):
     # TLS pairs may terminate TLS in the kernel (splice mode); socket(TCP_ULP "tls") would
     # autoload it, but only if modprobe works in the guest: load it at boot.
     modules = ("tls",)
+    # sk_skb stream parser/verdict programs (and what they depend on); tbf shaping
+    kconfig = ("CONFIG_BPF_STREAM_PARSER", "CONFIG_CGROUPS", "CONFIG_CGROUP_BPF",
+               "CONFIG_NET_SCH_TBF")
     verifications = ("throughput",)
     cli = ("labkit.features.kproxy.cli",)
     parse = staticmethod(config.parse)

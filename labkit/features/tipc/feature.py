@@ -33,6 +33,7 @@ class TipcFeature(Feature):
     probes = {"tipc": (_probe_tipc, ("CONFIG_TIPC",))}
     # The module declares no net-pf-30 alias, so socket(AF_TIPC) cannot autoload it.
     modules = ("tipc",)
+    kconfig = ("CONFIG_TIPC_MEDIA_UDP", "CONFIG_TIPC_CRYPTO")  # UDP bearers, encryption
     check_kinds = {"tipc_crossover": ("from", "to"), "tipc_encryption": ()}
     verifications = ("crossover", "encryption")
     verification_help = {
