@@ -113,8 +113,8 @@ def check_route(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResul
     shown = "; ".join(_route_text(r) for r in same_dst) or \
         f"no route to {dst} (its IPv{version} routes: " + \
         (", ".join(_route_text(r) for r in routes) or "none") + ")"
-    want = " ".join([f"route {dst}", *(f"via {p['via']}",) * ("via" in p),
-                     *(f"dev {p['dev']}",) * ("dev" in p)]) + f" in {node}"
+    want = f"route {dst}" + (f" via {p['via']}" if "via" in p else "") + \
+        (f" dev {p['dev']}" if "dev" in p else "") + f" in {node}"
     if present:
         return judged(name, bool(match), f"{node}: {shown}", want, {"routes": same_dst})
     return judged(name, not match, f"{node}: {shown}", f"{want} removed")
