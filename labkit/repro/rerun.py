@@ -129,39 +129,45 @@ class Recorded:
     """What a bundle says happened: the scenario and, per kernel, its verdict."""
 
     root: str
+    shown: str  # the path the user gave (root may be an unpacked copy)
     scenario_text: str
     topology_text: str
     verdict: dict[str, Any]
     kernels: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read(root: str) -> Recorded:
-    """A bundle directory's record; clear errors for an older labkit's or a damaged one."""
+def read(root: str, shown: str = "") -> Recorded:
+    """A bundle directory's record; clear errors for an older labkit's or a damaged one
+    (naming shown, the path the user gave, when root is an unpacked copy)."""
+    return _read_record(root, shown or root)
+
+
+def _read_record(root: str, shown: str) -> Recorded:
     try:
-        verdict = json.loads(_read(os.path.join(root, "verdict.json"), "verdict.json", root))
+        verdict = json.loads(_read(os.path.join(root, "verdict.json"), "verdict.json", shown))
     except ValueError as exc:
-        raise _damaged(root, f"verdict.json is not JSON ({exc})") from None
+        raise _damaged(shown, f"verdict.json is not JSON ({exc})") from None
     if not isinstance(verdict, dict) or not isinstance(verdict.get("kernels"), list):
-        raise _damaged(root, "verdict.json has no list of kernels")
+        raise _damaged(shown, "verdict.json has no list of kernels")
     fmt = verdict.get("format")
     if not isinstance(fmt, int) or fmt < bundle.FORMAT:
         raise LabkitError(
-            f"{root} was written by an older labkit (bundle format {fmt or 1}; this labkit "
+            f"{shown} was written by an older labkit (bundle format {fmt or 1}; this labkit "
             f"reruns format {bundle.FORMAT}): it does not record the exact kernel builds.",
             hint="Run its scenario.yaml with `labkit repro run` instead, naming the kernels "
                  "(see each kernel.json), or ask for a bundle from a current labkit.")
     if fmt > bundle.FORMAT:
-        raise LabkitError(f"{root} was written by a newer labkit (bundle format {fmt}).",
+        raise LabkitError(f"{shown} was written by a newer labkit (bundle format {fmt}).",
                           hint="Update labkit to rerun it.")
     kernels = []
     for i, k in enumerate(verdict["kernels"]):
         if not isinstance(k, dict) or not isinstance(k.get("kernel"), str):
-            raise _damaged(root, f"verdict.json's kernel {i + 1} has no name")
+            raise _damaged(shown, f"verdict.json's kernel {i + 1} has no name")
         kernels.append(k)
     if not kernels:
-        raise _damaged(root, "verdict.json names no kernel run")
-    return Recorded(root, _read(os.path.join(root, "scenario.yaml"), "scenario.yaml", root),
-                    _read(os.path.join(root, "topology.yaml"), "topology.yaml", root),
+        raise _damaged(shown, "verdict.json names no kernel run")
+    return Recorded(root, shown, _read(os.path.join(root, "scenario.yaml"), "scenario.yaml", shown),
+                    _read(os.path.join(root, "topology.yaml"), "topology.yaml", shown),
                     verdict, kernels)
 
 
@@ -174,10 +180,10 @@ def scenario_of(rec: Recorded) -> Scenario:
         doc = yaml.safe_load(rec.scenario_text)
         topo = yaml.safe_load(rec.topology_text)
     except yaml.YAMLError as exc:
-        raise _damaged(rec.root, f"its scenario.yaml or topology.yaml is not YAML ({exc})") \
+        raise _damaged(rec.shown, f"its scenario.yaml or topology.yaml is not YAML ({exc})") \
             from None
     if not isinstance(doc, dict) or not isinstance(topo, dict):
-        raise _damaged(rec.root, "its scenario.yaml or topology.yaml is not a mapping")
+        raise _damaged(rec.shown, "its scenario.yaml or topology.yaml is not a mapping")
     doc["topology"] = topo
     doc["kernels"] = [HOST]  # claims are the recorded verdicts; kernels come from records
     doc.pop("kernel_options", None)  # each run's recorded options carry them
@@ -215,7 +221,7 @@ def rerun(path: str, out_dir: str, *, say: Say = lambda text: None,
         root = safe_extract(path, out_dir)
         extracted = os.path.dirname(root)
     try:
-        rec = read(root)
+        rec = read(root, path)
         scenario = scenario_of(rec)
         say(f"{scenario.name}: rerunning {len(rec.kernels)} kernel run(s) recorded in {path}")
         session = Session(scenario, out_dir, include_keys=include_keys, say=say)

@@ -4,7 +4,6 @@ flaky builds and builds that could not run; and `--bisect-exit`'s codes through 
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 
@@ -141,7 +140,7 @@ def test_version_order_not_text_order() -> None:
 # -- --bisect-exit through the real CLI ---------------------------------------------------
 
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="labs need root")
+needs_root = pytest.mark.needs_root
 
 
 def _write(tmp_path, body: str) -> str:
