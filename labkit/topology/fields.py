@@ -11,11 +11,16 @@ import ipaddress
 import re
 from typing import Any
 
+from labkit.base import names
 from labkit.errors import LabkitError, Loc
 from labkit.topology.located import LList, LMap
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+NAME_RE = names.NAME_RE  # one rule for every name (labkit.base.names), used with fullmatch
 IFNAMSIZ = 16  # including the NUL: 15 usable bytes
+# Interface names a lab may use: the kernel takes any bytes but '/', ':' and whitespace,
+# yet a name reaches `ip`, tc and tcpdump command lines, file names and shell prompts, so
+# labkit keeps to what is safe everywhere (a leading '-' would read as an option).
+IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 class Problems:
@@ -29,6 +34,12 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A user's value quoted for a message: control characters escaped, at most `limit`
+    characters (a 100 kB name is not echoed back)."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -96,8 +107,8 @@ def as_name(value: Any, loc: Loc, where: str, p: Problems, max_len: int = 32) ->
     text = as_str(value, loc, where, p)
     if text is None:
         return None
-    if not NAME_RE.match(text) or len(text) > max_len:
-        p.add(loc, f"{where} '{text}' is not a valid name.",
+    if not names.valid(text, max_len):  # fullmatch: "h1\n" is not "h1"
+        p.add(loc, f"{where} {shown(text)} is not a valid name.",
               f"Use letters, digits, '-' and '_', starting with a letter or digit, "
               f"at most {max_len} characters.")
         return None
@@ -110,9 +121,10 @@ def check_ifname(name: str, loc: Loc, where: str, p: Problems) -> bool:
         p.add(loc, f"interface name '{name}' in {where} is {size} bytes; Linux allows at "
                    f"most {IFNAMSIZ - 1}.", "Use a shorter name such as eth1.")
         return False
-    if not name or name in (".", "..") or re.search(r"[\s/:]", name):
-        p.add(loc, f"'{name}' in {where} is not a valid interface name.",
-              "Interface names cannot contain spaces, '/' or ':'.")
+    if not IFNAME_RE.fullmatch(name):
+        p.add(loc, f"{shown(name)} in {where} is not a valid interface name.",
+              "Use ASCII letters, digits, '_', '.' and '-', starting with a letter, digit "
+              "or '_', e.g. eth1.")
         return False
     return True
 

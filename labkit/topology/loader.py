@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from labkit import features
+from labkit.base.names import LAB_NAME_MAX
 from labkit.errors import Loc, TopologyError
 from labkit.topology import addressing
 from labkit.topology.fields import (
@@ -26,6 +27,7 @@ from labkit.topology.fields import (
     as_str,
     check_ifname,
     check_keys,
+    shown,
     suggest,
 )
 from labkit.topology.located import LList, LMap, load_text, read_text
@@ -39,7 +41,18 @@ SEGMENT_KEYS = ["endpoints", "ipv4", "ipv6", "mtu", "description"]
 IFACE_KEYS = ["ipv4", "ipv6", "mtu"]
 ROUTE_KEYS = ["to", "via", "dev"]
 CHECK_KEYS = ["name", "type", "from", "to", "proto", "family", "port", "expect"]
-SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-/]+$")
+# A sysctl name as sysctl(8) writes it: dot-separated, or '/'-separated when a component
+# holds a dot (net/ipv4/conf/eth1.100/rp_filter). Components: the kernel's own charset.
+SYSCTL_PART = {".": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}"),
+               "/": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")}
+# A sysctl value: whole numbers (several for a vector such as tcp_rmem), or words from
+# this list (the net sysctls that take a name: congestion control, default qdisc, MPTCP).
+SYSCTL_INT_RE = re.compile(r"-?[0-9]{1,20}")
+SYSCTL_WORDS = frozenset({
+    "reno", "cubic", "bbr", "dctcp", "vegas", "westwood", "htcp", "hybla", "illinois",
+    "scalable", "yeah", "lp", "veno", "bic", "highspeed", "nv", "cdg",
+    "pfifo_fast", "pfifo", "fq", "fq_codel", "fq_pie", "sfq", "codel", "cake", "noqueue",
+    "default", "kernel", "userspace"})
 # Nodes in one lab: the one place this limit is stated. Not a bridge limit (LANs of any
 # size are trees of bridges, labkit.lab.lan): what has been built and checked on our 2-core
 # machines (a 2000-member LAN). `up` holds ~5 file descriptors per namespace while it
@@ -67,7 +80,7 @@ def parse(doc: Any, path: str) -> Topology:
     feature_keys = features.keys()
     check_keys(doc, TOP_KEYS + feature_keys, "the topology", p, required=("name", "nodes"))
 
-    name = as_name(doc["name"], doc.val_loc("name"), "the lab name", p, 24) \
+    name = as_name(doc["name"], doc.val_loc("name"), "the lab name", p, LAB_NAME_MAX) \
         if "name" in doc else "unnamed"
     topo = Topology(name=name or "invalid", path=path, loc=root_loc)
     if "description" in doc:
@@ -89,9 +102,10 @@ def parse(doc: Any, path: str) -> Topology:
     if nodes_map is not None:
         if not nodes_map and "nodes" in doc:
             p.add(doc.val_loc("nodes"), "the lab has no nodes.", "Add at least one node.")
-        if len(nodes_map) > MAX_NODES:
+        if len(nodes_map) > MAX_NODES:  # said alone: checking each node would take long
             p.add(doc.val_loc("nodes"), f"the lab has {len(nodes_map)} nodes; labkit builds "
                   f"at most {MAX_NODES}.", "Split it into several labs.")
+            raise TopologyError(p.items)
         for node_name, block in nodes_map.items():
             node = _parse_node(node_name, block, nodes_map, defaults, feature_keys, p)
             if node is not None:
@@ -217,15 +231,34 @@ def _parse_sysctls(block: LMap, where: str, p: Problems) -> dict[str, str]:
     out: dict[str, str] = {}
     m = as_map(block["sysctls"], block.val_loc("sysctls"), f"{where} sysctls", p)
     for key, value in (m or {}).items():
-        if not SYSCTL_RE.match(key) or ".." in key:
-            p.add(m.key_loc(key), f"sysctl '{key}' in {where} is not a network sysctl.",
-                  "Only per-namespace `net.*` sysctls can be set in a lab, e.g. "
-                  "net.ipv4.ip_forward; others would change the host.")
+        if not _sysctl_name_ok(key):
+            p.add(m.key_loc(key), f"sysctl {shown(key)} in {where} is not a network sysctl.",
+                  "Only per-namespace `net.*` sysctls can be set in a lab, written as "
+                  "sysctl(8) does, e.g. net.ipv4.ip_forward (or net/ipv4/conf/eth1.100/"
+                  "rp_filter for a name with a dot); others would change the host.")
             continue
         text = as_str(value, m.val_loc(key), f"sysctl {key}", p)
-        if text is not None:
-            out[key] = text
+        if text is None:
+            continue
+        words = text.split()
+        if not words or len(words) > 8 or not all(
+                SYSCTL_INT_RE.fullmatch(w) or w in SYSCTL_WORDS for w in words):
+            p.add(m.val_loc(key), f"sysctl {key} in {where} has the value {shown(text)}, "
+                  "which is not a sysctl value.",
+                  "Give a whole number (e.g. 1), whole numbers separated by spaces (e.g. "
+                  "'4096 131072 6291456'), or one of the names a net sysctl takes: "
+                  f"{', '.join(sorted(SYSCTL_WORDS))}.")
+            continue
+        out[key] = " ".join(words)
     return out
+
+
+def _sysctl_name_ok(key: str) -> bool:
+    sep = "/" if "/" in key else "."
+    parts = key.split(sep)
+    return (len(key) <= 256 and len(parts) >= 3 and parts[0] == "net"
+            and all(SYSCTL_PART[sep].fullmatch(part) and part not in (".", "..")
+                    for part in parts))
 
 
 def _parse_routes(block: LMap, where: str, p: Problems) -> list[Route]:

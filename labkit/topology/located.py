@@ -4,9 +4,11 @@ PyYAML's composer keeps marks on every node; walking the node tree ourselves kee
 and lets us refuse duplicate keys (which PyYAML silently overwrites) with both positions.
 
 Aliases are where a small file becomes a huge tree: ten nested aliases of ten items each
-("billion laughs") compose in microseconds and would then walk 10^9 values. The composer
-below counts, while reading, how many values the aliases stand for and refuses the file
-at the alias that crosses MAX_ALIASED_VALUES, and refuses an alias inside its own anchor.
+("billion laughs") compose in microseconds and would then walk 10^9 values. Before any
+tree is built, _scan reads the parser's events once and refuses the file at the value that
+crosses MAX_VALUES, the level past MAX_DEPTH, the alias that takes what aliases stand for
+past MAX_ALIASED_VALUES, or an alias inside its own anchor. The file itself is read by
+labkit.base.files.read_bounded: a regular file of bounded size, or a located refusal.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.events import AliasEvent
 
+from labkit.base import files
 from labkit.errors import LabkitError, Loc, TopologyError
 
 
@@ -47,6 +49,16 @@ class LList(list):
 # gives each node an aliased block of 40 values stays below it; a "billion laughs" file
 # crosses it within a few aliases.
 MAX_ALIASED_VALUES = 100_000
+# Values written in a file (scalars, mappings, lists; aliases counted above). A 2048-node
+# lab with ~40 values per node stays below it; counting stops at the value that crosses
+# it, so a 200,000-node file is refused after reading a part of it, in well under a second.
+MAX_VALUES = 100_000
+# Nesting depth: the composer and the walker recurse once per level.
+MAX_DEPTH = 64
+
+# libyaml's parser and composer (C) where PyYAML has them: ten times faster than the pure
+# Python ones, same nodes and marks.
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _loc(path: str, node: yaml.Node) -> Loc:
@@ -57,57 +69,78 @@ def _mark_loc(path: str, mark: Any) -> Loc:
     return Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
 
 
-class _AliasBomb(Exception):
-    """Raised by the composer at the alias that makes the file too large or recursive."""
-
-    def __init__(self, error: LabkitError) -> None:
-        super().__init__(error.message)
-        self.error = error
+def _refuse(path: str, event: Any, message: str, hint: str) -> TopologyError:
+    return TopologyError([LabkitError(message, hint=hint,
+                                      loc=_mark_loc(path, event.start_mark))])
 
 
-class _CountingLoader(yaml.SafeLoader):
-    """SafeLoader whose composer knows how many values each node expands to.
+def _scan(text: str, path: str) -> None:
+    """Refuse a document too large, too deep or too aliased, before any tree is built.
 
-    The size of a node (itself plus everything below it, aliases expanded) is known when
-    the node is complete, so an alias costs one dictionary lookup: counting is linear in
-    the file, however large the tree it describes.
+    One pass over the parser's events, stopped at the first event past a bound: the size
+    of each anchored node (itself plus everything below it, aliases expanded) is known at
+    its end event, so an alias costs one dictionary lookup and counting is linear in the
+    file, however large the tree it describes.
     """
+    from yaml.events import (
+        AliasEvent,
+        CollectionEndEvent,
+        CollectionStartEvent,
+        ScalarEvent,
+    )
 
-    def __init__(self, stream: str, path: str) -> None:
-        super().__init__(stream)
-        self.path = path
-        self.sizes: dict[int, int] = {}
-        self.aliased = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if not self.check_event(AliasEvent):
-            node = super().compose_node(parent, index)
-            if isinstance(node, yaml.MappingNode):
-                children = [n for pair in node.value for n in pair]
-            elif isinstance(node, yaml.SequenceNode):
-                children = node.value
+    reader = _Loader(text)
+    open_nodes: list[list[Any]] = []  # [anchor, size] of each collection not yet ended
+    sizes: dict[str, int] = {}
+    values = aliased = 0
+    try:
+        while reader.check_event():
+            event = reader.get_event()
+            if isinstance(event, (ScalarEvent, CollectionStartEvent)):
+                values += 1
+                if values > MAX_VALUES:
+                    raise _refuse(path, event, f"the file holds more than {MAX_VALUES:,} "
+                                  "values (keys, items, mappings and lists), the most labkit "
+                                  "reads from one file.",
+                                  "Is this the right file? Split a lab this large into "
+                                  "several labs.")
+            if isinstance(event, ScalarEvent):
+                size = 1
+            elif isinstance(event, CollectionStartEvent):
+                open_nodes.append([event.anchor, 1])
+                if len(open_nodes) > MAX_DEPTH:
+                    raise _refuse(path, event, f"the file nests mappings and lists more than "
+                                  f"{MAX_DEPTH} levels deep.",
+                                  "Flatten it: a topology needs a few levels only.")
+                continue
+            elif isinstance(event, CollectionEndEvent):
+                anchor, size = open_nodes.pop()
+                if anchor is not None:
+                    sizes[anchor] = size
+            elif isinstance(event, AliasEvent):
+                if any(anchor == event.anchor for anchor, _ in open_nodes):
+                    raise _refuse(path, event, f"the alias *{event.anchor} is used inside "
+                                  "the value it names, which makes an endless structure.",
+                                  "Move the alias out of its own anchored block, or write "
+                                  "the values out.")
+                size = sizes.get(event.anchor, 1)  # undefined: the composer says so
+                aliased += size
+                if aliased > MAX_ALIASED_VALUES:
+                    raise _refuse(path, event, f"the alias *{event.anchor} takes what this "
+                                  "file's YAML aliases stand for past "
+                                  f"{MAX_ALIASED_VALUES:,} values, the most labkit reads "
+                                  "through aliases (nested aliases grow exponentially: a "
+                                  "\"billion laughs\" file).",
+                                  "Write the values out, or alias smaller blocks fewer "
+                                  "times.")
             else:
-                children = []
-            self.sizes[id(node)] = 1 + sum(self.sizes.get(id(c), 1) for c in children)
-            return node
-        event = self.peek_event()
-        node = super().compose_node(parent, index)  # raises for an undefined alias
-        size = self.sizes.get(id(node))
-        if size is None:  # its anchor is still open: the alias sits inside its own value
-            raise _AliasBomb(LabkitError(
-                f"the alias *{event.anchor} is used inside the value it names, which makes "
-                "an endless structure.",
-                hint="Move the alias out of its own anchored block, or write the values out.",
-                loc=_mark_loc(self.path, event.start_mark)))
-        self.aliased += size
-        if self.aliased > MAX_ALIASED_VALUES:
-            raise _AliasBomb(LabkitError(
-                f"the alias *{event.anchor} takes what this file's YAML aliases stand for "
-                f"past {MAX_ALIASED_VALUES:,} values, the most labkit reads through aliases "
-                "(nested aliases grow exponentially: a \"billion laughs\" file).",
-                hint="Write the values out, or alias smaller blocks fewer times.",
-                loc=_mark_loc(self.path, event.start_mark)))
-        return node
+                continue  # stream and document events
+            if isinstance(event, ScalarEvent) and event.anchor is not None:
+                sizes[event.anchor] = 1
+            if open_nodes:
+                open_nodes[-1][1] += size
+    finally:
+        reader.dispose()
 
 
 class _Walker:
@@ -160,17 +193,19 @@ class _Walker:
 
 def load_text(text: str, path: str) -> Any:
     """Parse YAML text; syntax errors and duplicate keys become a located TopologyError."""
-    reader = _CountingLoader(text, path)
+    reader = None
     try:
+        _scan(text, path)
+        reader = _Loader(text)
         node = reader.get_single_node()
-    except _AliasBomb as exc:
-        raise TopologyError([exc.error]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(path, mark.line + 1, mark.column + 1) if mark else Loc(path)
         what = exc.problem or exc.context or "invalid YAML"
         hint = ("Define each anchor (&name) once, before any alias (*name) that uses it."
                 if "alias" in what or "anchor" in what else
+                f"Flatten it: labkit reads at most {MAX_DEPTH} levels."
+                if "nesting" in what else
                 "Check indentation (spaces, not tabs) and that every `key: value` has a "
                 "space after the colon.")
         raise TopologyError([LabkitError(f"YAML syntax error: {what}.", hint=hint,
@@ -178,7 +213,8 @@ def load_text(text: str, path: str) -> Any:
     except yaml.YAMLError as exc:
         raise TopologyError([LabkitError(f"YAML error: {exc}", loc=Loc(path))]) from None
     finally:
-        reader.dispose()
+        if reader is not None:
+            reader.dispose()
     if node is None:
         raise TopologyError([LabkitError(
             "the topology file is empty.",
@@ -194,18 +230,13 @@ def load_text(text: str, path: str) -> Any:
     return value
 
 
-def read_text(path: str) -> str:
+def read_text(path: str, kind: files.Kind = files.TOPOLOGY) -> str:
+    """A topology (or scenario, exercise) file's text, bounded and from a regular file
+    only (labkit.base.files.read_bounded); every refusal is a located TopologyError."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise TopologyError([LabkitError(
-            "no such topology file.",
-            hint="Give a path to a YAML file, e.g. topologies/pair.yaml.", loc=Loc(path))]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError([LabkitError(
-            f"cannot read the topology file: {exc}.", loc=Loc(path))]) from None
+        return files.read_bounded(path, kind)
+    except files.FileRefused as exc:
+        raise TopologyError([exc]) from None
 
 
 def load_file(path: str) -> Any:
