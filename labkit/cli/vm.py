@@ -26,7 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 kernels_app = typer.Typer(
-    help="Guest kernels: fetch Debian's, list the cache.", no_args_is_help=True
+    help="Guest kernels: list what the Debian mirror serves, fetch any build, list the cache.",
+    no_args_is_help=True
 )
 app.add_typer(kernels_app, name="kernels")
 
@@ -34,7 +35,8 @@ app.add_typer(kernels_app, name="kernels")
 CMD_SETTINGS = {"ignore_unknown_options": True}
 KERNEL_OPT = typer.Option(
     DEFAULT_KERNEL, "--kernel", "-k",
-    help="A cached kernel name, a bzImage, or a kernel build tree (with its modules).",
+    help="A kernel name (debian-6.12, 6.12.69, debian-7.2, built:NAME; see `labkit vm "
+    "kernels fetch --help`), a bzImage, or a kernel build tree (with its modules).",
 )
 MEMORY_OPT = typer.Option(None, "--memory", "-m", help="Guest memory, e.g. 2G (default 1G).")
 CPUS_OPT = typer.Option(None, "--cpus", "-p", help="Guest CPUs (default: as many as the host).")
@@ -70,19 +72,32 @@ def _stdin_is_data() -> bool:
 # -- kernels -----------------------------------------------------------------------------
 
 
-@kernels_app.command("fetch")
+KERNEL_NAMES = (
+    "Kernel names: a series means its newest build (debian-6.12, debian-6.1, debian-7.2, "
+    "debian-7.3-rc); a release (6.12.69, debian-6.12.69, 7.3-rc7) or an exact build "
+    "(6.12.90+deb12.1, debian-6.12.117+deb13, debian-6.1.0-56) names one build; "
+    "built:NAME is a kernel built with `labkit kernel build`."
+)
+
+
+@kernels_app.command("fetch", help=(
+    "Download a Debian kernel build, unpack it and index its modules.\n\n"
+    + KERNEL_NAMES + " Each build is cached side by side (debian-6.12.69, ...); the "
+    "packages come from labkit's own apt lists (see `list --available`), never /etc/apt's."))
 def kernels_fetch(
-    name: str = typer.Argument(DEFAULT_KERNEL, help="Which kernel: debian-6.12."),
+    name: str = typer.Argument(DEFAULT_KERNEL, metavar="VERSION|SERIES",
+                               help="e.g. debian-6.12, 6.12.69, debian-7.2, debian-7.3-rc."),
     force: bool = typer.Option(False, "--force", help="Unpack again even if cached."),
+    refresh: bool = typer.Option(False, "--refresh",
+                                 help="Refresh the kernel lists first (else: once a day)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Download the newest Debian package of the kernel, unpack it and index its modules."""
     from labkit.cli.output import progress
 
     require_root()
     with progress(f"fetch {name}") as bar:
         kernel = kernels.fetch(
-            name, progress=lambda msg: info(f"{name}: {msg}"), force=force,
+            name, progress=lambda msg: info(f"{name}: {msg}"), force=force, refresh=refresh,
             on_bytes=lambda done, total: bar(done // 1_000_000, total // 1_000_000,
                                              "downloading (MB)"))
     if json_out:
@@ -92,8 +107,20 @@ def kernels_fetch(
 
 
 @kernels_app.command("list")
-def kernels_list(json_out: bool = JSON_OPT) -> None:
-    """Kernels in the cache, usable as `--kernel NAME`."""
+def kernels_list(
+    available: bool = typer.Option(
+        False, "--available", "-a",
+        help="Every kernel build the Debian mirror serves (labkit's own lists, refreshed "
+        "once a day), with its suite and size, marking the cached ones."),
+    refresh: bool = typer.Option(False, "--refresh", help="With --available: refresh the "
+                                 "lists now (needs root)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Kernels in the cache, usable as `--kernel NAME`; with --available, every kernel the
+    mirror serves (fetch one with `labkit vm kernels fetch NAME`)."""
+    if available:
+        _list_available(refresh, json_out)
+        return
     cached = kernels.list_cached()
     if json_out:
         emit_json([k.to_json() for k in cached])
@@ -108,6 +135,28 @@ def kernels_list(json_out: bool = JSON_OPT) -> None:
         [(k.name, k.version, k.package_version or "-", k.fetched_at or "-", k.image)
          for k in cached],
     )
+
+
+def _list_available(refresh: bool, json_out: bool) -> None:
+    import os
+
+    from labkit.hosts.vm import catalogue
+
+    if os.geteuid() != 0 and (refresh or catalogue.needs_update()):
+        require_root()  # the lists live under labkit's state directory
+    items = catalogue.available(refresh=refresh, progress=info)
+    if json_out:
+        emit_json([a.to_json() for a in items])
+        return
+    columns(
+        ("NAME", "SERIES", "SUITE", "PACKAGE VERSION", "SIZE", "CACHED"),
+        [(a.name, a.series, a.suite, a.package_version, f"{a.size / 1e6:.0f} MB",
+          "yes" if a.cached else "-") for a in items],
+    )
+    age = catalogue.lists_age() or 0.0
+    info(f"{len(items)} builds; lists {age / 3600:.1f} h old (`--refresh` to update). "
+         "Fetch one with `sudo labkit vm kernels fetch NAME`; a series name "
+         "(e.g. debian-6.12) means its newest.")
 
 
 # -- one-shot ----------------------------------------------------------------------------

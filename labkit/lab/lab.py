@@ -481,7 +481,7 @@ def _fetcher(say: Callable[[str], None],
     def fetch(kernel: str) -> None:
         from labkit.hosts.vm import kernels
 
-        if kernel not in kernels.SERIES:
+        if not kernels.fetchable(kernel):
             return
         say(f"kernel {kernel} is not cached yet: fetching it once (70-110 MB)")
 

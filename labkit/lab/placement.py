@@ -107,7 +107,7 @@ def kernel_probes(kernel: str) -> tuple[dict[str, Any], str] | None:
     from labkit.hosts.doctor import kernel_capabilities
     from labkit.hosts.vm import kernels
 
-    if kernel in kernels.SERIES and kernels.cached(kernel) is None:
+    if kernels.fetchable(kernel) and kernels.cached(kernel) is None:
         return None  # fetchable, not fetched yet
     k = kernels.resolve(kernel)  # an unknown name or a bad path is the user's error
     base = {"cache": os.path.dirname(os.path.dirname(k.image)),

@@ -240,7 +240,7 @@ def kernel_name(raw: Any, loc: Loc, path: str, p: Problems) -> str | None:
     if text is None:
         return None
     known = kernels.known_names()
-    if text == HOST or text in known:
+    if text == HOST or text in known or kernels.accepts(text):
         return text
     if "/" in text or text.startswith("."):
         full = os.path.normpath(os.path.join(os.path.dirname(path), text))

@@ -212,7 +212,7 @@ def _parse_kernels(value: Any, loc: Loc, path: str, p: Problems,
         text = as_str(item, loc, "kernel", p)
         if text is None:
             continue
-        if text in ("host", "any") or text in known:
+        if text in ("host", "any") or text in known or kernels.accepts(text):
             out.append(text)
         elif "/" in text:
             base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()

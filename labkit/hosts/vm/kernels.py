@@ -5,114 +5,173 @@ netem, ...) are modules in distribution kernels. The cache keeps each kernel unp
 tiny root (boot/vmlinuz-*, lib/modules/*) because that is the layout vng recognises: it
 finds the modules next to the image and links them into the guest, so `modprobe` works
 there without touching the host's /lib/modules.
+
+Names (kernelnames): a series (debian-6.12: its newest build), a release (6.12.69,
+debian-7.2.13, 7.3-rc7), an exact build (6.12.90+deb12.1, debian-6.1.0-56), `built:NAME`,
+a cache directory's name, or a path. Every point release is cached side by side, in a
+directory named after it (debian-6.12.69); entries written by older labkit (debian-6.12,
+debian-6.1) stay valid and count as the build their kernel.json names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import struct
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts.vm import paths
+from labkit.hosts.vm import catalogue, kernelcache, paths
+from labkit.hosts.vm import kernelnames as kn
+from labkit.hosts.vm.catalogue import Available, Deb
+from labkit.hosts.vm.kernelcache import META, Kernel, list_cached
+
+__all__ = ["DEFAULT_KERNEL", "META", "SERIES", "Available", "Kernel", "accepts", "between",
+           "bzimage_version", "cached", "fetch", "fetchable", "known_names", "list_cached",
+           "resolve", "version_key"]
 
 DEFAULT_KERNEL = "debian-6.12"
-META = "kernel.json"
+# The series worth suggesting by name; any other Debian name (kernelnames) works too.
+SERIES = ("debian-6.1", "debian-6.12", "debian-7.2", "debian-7.3-rc")
+version_key = kn.version_key
 
 Progress = Callable[[str], None]
+OnBytes = Callable[[int, int], None]
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class Series:
-    """A family of Debian packages of which `fetch` takes the newest."""
-
-    name: str
-    pattern: str  # the package name as apt-cache's POSIX regex sees it
-    package_re: str  # the same as a Python full-match regex, group 1 = what sorts them
-    label: str  # for messages
-    hint: str  # what to do when apt knows no such package
-
-
-SERIES: dict[str, Series] = {
-    "debian-6.12": Series(
-        name="debian-6.12",
-        pattern=r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
-        package_re=r"linux-image-(6\.12\.\d+)\+deb12-amd64",
-        label="linux-image-6.12.*+deb12-amd64",
-        hint="It comes from bookworm-security: check that `deb http://deb.debian.org/"
-        "debian-security bookworm-security main` is in /etc/apt/sources.list(.d).",
-    ),
-    # Debian 12's own kernel (what linux-image-amd64 depends on); the ABI number sorts it.
-    "debian-6.1": Series(
-        name="debian-6.1",
-        pattern=r"^linux-image-6\.1\.0-[0-9]+-amd64$",
-        package_re=r"linux-image-6\.1\.0-(\d+)-amd64",
-        label="linux-image-6.1.0-*-amd64",
-        hint="It is Debian 12's own kernel: check that a bookworm (and bookworm-security) "
-        "line is in /etc/apt/sources.list(.d) and run `sudo apt-get update`.",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """What vng boots: `run_arg` is given to `vng --run`, `image` is the bzImage itself."""
-
-    name: str
-    version: str  # the guest's `uname -r`; "" when it cannot be read from the image
-    image: str
-    run_arg: str
-    modules_dir: str  # "" when the kernel has no modules labkit knows of
-    source: str  # "cache" | "image" | "tree"
-    package: str = ""
-    package_version: str = ""
-    fetched_at: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return asdict(self)
-
-
 def known_names() -> list[str]:
-    """Kernel names labkit can fetch or has cached (what `kernel:` and `--vm` accept)."""
-    return sorted(set(SERIES) | {k.name for k in list_cached() if "/" not in k.name})
+    """Kernel names to suggest: the well-known series and every cache entry's name."""
+    return sorted(set(SERIES) | {k.name for k in list_cached() if "/" not in k.name},
+                  key=lambda n: (not n.startswith(kn.PREFIX), kn.version_key(n), n))
+
+
+def fetchable(name: str) -> bool:
+    """Whether `fetch` can get the name from the mirror (by its form; whether the mirror
+    has it is known only when asked)."""
+    return kn.is_debian(name)
+
+
+def accepts(name: str) -> bool:
+    """Whether a topology/scenario may name this kernel without a path: a Debian name
+    (fetched when first used), `built:NAME`, or a cache entry's name."""
+    return kn.parse(name).kind != "other" or kernelcache.read(name) is not None
+
+
+# -- matching names to builds ------------------------------------------------------------
+
+
+def _identity(k: Kernel) -> tuple[str, str] | None:
+    """(release, abi) of a cached Debian kernel, from the package it was unpacked from."""
+    m = catalogue._IMAGE_RE.fullmatch(k.package) if k.package else None
+    if not m or not k.package_version:
+        return None
+    return kn.upstream_of(k.package_version), m["abi"]
+
+
+def _match(spec: kn.Spec, builds: list[tuple[str, str, str, object]]) -> object | None:
+    """The build a Debian name designates among (release, abi, package_version, item)."""
+    if spec.kind == "series":
+        pool = [b for b in builds if kn.series_of(b[0]) == spec.series]
+        if not pool:
+            return None
+        home = min(catalogue._family(b[1]) for b in pool)  # Debian 12's builds first
+        pool = [b for b in pool if catalogue._family(b[1]) == home]
+        return max(pool, key=lambda b: (kn.version_key(b[0]),
+                                        kn.debian_version_key(b[2])))[3]
+    if spec.kind == "version":
+        pool = [b for b in builds if b[0] == spec.version]
+    elif spec.kind == "build":
+        pool = [b for b in builds if b[0] == spec.version and "+" in b[1]
+                and "+" + b[1].split("+", 1)[1] == spec.build]
+    elif spec.kind == "abi":
+        pool = [b for b in builds if b[1] == spec.build]
+    else:
+        return None
+    if not pool:
+        return None
+    return min(pool, key=lambda b: catalogue.preference(b[1], b[2]))[3]
+
+
+def _cached_builds() -> list[tuple[str, str, str, object]]:
+    out: list[tuple[str, str, str, object]] = []
+    for k in list_cached():
+        ident = _identity(k) if k.source == "cache" else None
+        if ident:
+            out.append((ident[0], ident[1], k.package_version, k))
+    return out
+
+
+def _available_builds(items: list[Available]) -> list[tuple[str, str, str, object]]:
+    return [(a.version, a.abi, a.package_version, a) for a in items]
+
+
+def _catalogue_if_present() -> list[Available] | None:
+    """The catalogue from the lists already on disk (no network), or None."""
+    if catalogue.lists_age() is None:
+        return None
+    try:
+        return catalogue.available(refresh=False)
+    except LabkitError:
+        return None
+
+
+def _unknown(spec: str, items: list[Available] | None) -> UsageError:
+    names = [*known_names(), *(a.name for a in items or [])]
+    return UsageError(
+        f"Unknown kernel {spec}; {kn.unknown_hint(spec, names)}.",
+        hint="See every kernel the mirror serves with `labkit vm kernels list --available`; "
+        "a bzImage or a kernel build tree can be given by path.",
+    )
 
 
 # -- resolving --kernel ------------------------------------------------------------------
 
 
+def cached(name: str) -> Kernel | None:
+    """The cached kernel a name designates (a series: its newest cached build), or None."""
+    spec = kn.parse(name)
+    if spec.kind in ("series", "version", "build", "abi"):
+        hit = _match(spec, _cached_builds())
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+    return kernelcache.read(name)
+
+
 def resolve(spec: str) -> Kernel:
-    """A cached kernel's name, a bzImage, or a kernel build tree; errors say what to run."""
+    """A kernel name (kernelnames), a cache entry's name, a bzImage, or a kernel build
+    tree; errors say what to run."""
     if "/" not in spec and not spec.startswith("."):
-        cached = _read_cached(spec)
-        if cached is not None:
-            return cached
-        if spec in SERIES:
+        hit = cached(spec)
+        if hit is not None:
+            return hit
+        parsed = kn.parse(spec)
+        if parsed.kind == "built":
+            raise UsageError(
+                f"No kernel {spec} in the cache.",
+                hint=f"Build it first with `labkit kernel build --name "
+                f"{spec.removeprefix(kn.BUILT)} ...`; see `labkit vm kernels list`.",
+            )
+        if parsed.kind != "other":
+            items = _catalogue_if_present()
+            if items is not None and _match(parsed, _available_builds(items)) is None:
+                raise _unknown(spec, items)
             raise UsageError(
                 f"The kernel {spec} is not cached yet.",
                 hint=f"Fetch it once with `sudo labkit vm kernels fetch {spec}` "
-                "(about 110 MB from Debian's mirror).",
+                "(70-130 MB from the Debian mirror).",
             )
         if not Path(spec).exists():
-            known = ", ".join(sorted(set(SERIES) | {k.name for k in list_cached()}))
-            raise UsageError(
-                f"Unknown kernel {spec!r}.",
-                hint=f"Use one of: {known}, or a path to a bzImage or a kernel build tree.",
-            )
+            raise _unknown(spec, _catalogue_if_present())
     path = Path(spec).resolve()
     if path.is_file():
         version = bzimage_version(path)
@@ -132,7 +191,7 @@ def resolve(spec: str) -> Kernel:
 def _resolve_dir(path: Path) -> Kernel:
     meta = path / META
     if meta.is_file():  # an unpacked cache entry given by path
-        return _load_meta(meta)
+        return kernelcache.load_meta(meta)
     bz = path / "arch/x86/boot/bzImage"
     if bz.is_file():
         has_mods = (path / "modules.order").is_file()
@@ -184,196 +243,231 @@ def bzimage_version(path: Path) -> str:
     return raw.decode(errors="replace").split(" ")[0] if raw else ""
 
 
-# -- the cache ---------------------------------------------------------------------------
+# -- the catalogue, in kernel names ------------------------------------------------------
 
 
-def cached(name: str) -> Kernel | None:
-    """The cached kernel of that name, or None."""
-    return _read_cached(name)
+def lookup(spec: str, refresh: bool = False, progress: Progress = _quiet) -> Available:
+    """The build of the mirror a Debian name designates; unknown names list near ones."""
+    parsed = kn.parse(spec)
+    if parsed.kind not in ("series", "version", "build", "abi"):
+        raise _unknown(spec, None)
+    items = catalogue.available(refresh=refresh, progress=progress)
+    hit = _match(parsed, _available_builds(items))
+    if hit is None:
+        raise _unknown(spec, items)
+    return hit  # type: ignore[return-value]
 
 
-def _read_cached(name: str) -> Kernel | None:
-    meta = paths.kernels_dir() / name / META
-    return _load_meta(meta) if meta.is_file() else None
+def between(lo: str, hi: str, *, refresh: bool = False, progress: Progress = _quiet,
+            every_build: bool = False) -> list[Available]:
+    """The builds from `lo` to `hi` inclusive, oldest first (for bisection): one per kernel
+    release (its preferred build) unless every_build, the two ends always as named.
+
+    The mirror's builds and the cached ones (a cached build the mirror no longer serves
+    is included, with suite "cache"). Raises UsageError on an unknown end.
+    """
+    items = catalogue.available(refresh=refresh, progress=progress)
+    served = {(a.package, a.package_version) for a in items}
+    for k in list_cached():
+        ident = _identity(k) if k.source == "cache" else None
+        if ident and (k.package, k.package_version) not in served:
+            items.append(Available(
+                name=k.name, version=ident[0], series=kn.series_of(ident[0]), suite="cache",
+                package=k.package, package_version=k.package_version, size=0, cached=True,
+                abi=ident[1]))
+    builds = _available_builds(items)
+    ends = []
+    for name in (lo, hi):
+        hit = _match(kn.parse(name), builds)
+        if hit is None:
+            raise _unknown(name, items)
+        ends.append(hit)
+    a, b = sorted(ends, key=_order)  # type: ignore[arg-type]
+    inside = [x for x in items if _order(a) <= _order(x) <= _order(b)]
+    if not every_build:
+        best: dict[str, Available] = {}
+        for x in sorted(inside, key=lambda x: catalogue.preference(x.abi, x.package_version)):
+            best.setdefault(x.version, x)
+        keep = {id(x) for x in best.values()} | {id(a), id(b)}
+        inside = [x for x in inside if id(x) in keep and
+                  (x is a or x is b or x.version not in (a.version, b.version))]
+    return sorted(inside, key=_order)
 
 
-def _load_meta(meta: Path) -> Kernel:
-    try:
-        data = json.loads(meta.read_text())
-        return Kernel(**data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise LabkitError(
-            f"The kernel cache entry {meta.parent} is damaged ({exc}).",
-            hint=f"Remove it (`sudo rm -r {meta.parent}`) and fetch the kernel again.",
-        ) from exc
-
-
-def list_cached() -> list[Kernel]:
-    root = paths.kernels_dir()
-    if not root.is_dir():
-        return []
-    found = []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not (entry / META).is_file():
-            continue
-        with contextlib.suppress(LabkitError):
-            found.append(_load_meta(entry / META))
-    return found
-
-
-@contextlib.contextmanager
-def _cache_lock() -> Iterator[None]:
-    """Two fetches at once would unpack into the same place; serialise them."""
-    root = paths.kernels_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+def _order(a: Available) -> tuple:
+    return catalogue.build_key(a.version, a.abi, a.package_version)
 
 
 # -- fetching ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AptPackage:
-    name: str
-    version: str  # Debian version, e.g. 6.12.117-1~deb12u1
-    upstream: str  # what the series sorts by: 6.12.117, or the ABI number 56 for 6.1
-    size: int
-    sha256: str
-
-
 def fetch(
     name: str = DEFAULT_KERNEL, *, progress: Progress = _quiet, force: bool = False,
-    on_bytes: Callable[[int, int], None] | None = None,
+    on_bytes: OnBytes | None = None, refresh: bool = False,
 ) -> Kernel:
-    """Download (or reuse) the newest package of the series, unpack it and run depmod.
+    """Download (or reuse) the build a name designates, unpack it and run depmod.
 
-    Idempotent: when the cache already holds the newest package, nothing is done.
+    Idempotent: when the cache already holds that build, nothing is downloaded. A series
+    is looked up in the catalogue (refreshed when a day old) so it means its newest build.
     """
-    series = SERIES.get(name)
-    if series is None:
-        raise UsageError(
-            f"labkit does not know how to fetch the kernel {name!r}.",
-            hint=f"Fetchable kernels: {', '.join(SERIES)}. Any other kernel can be given "
-            "by path: `--kernel path/to/bzImage` or `--kernel path/to/build-tree`.",
-        )
-    _need_tools(["apt-cache", "apt-get", "dpkg-deb", "depmod"])
-    with _cache_lock():
-        progress(f"looking up the newest {series.label} package")
-        pkg = newest_package(series, progress)
-        cached = _read_cached(name)
-        if cached and cached.package == pkg.name and cached.package_version == pkg.version:
-            if not force:
-                progress(f"{name} is already cached ({cached.version})")
-                return cached
-        deb = _download(pkg, progress, on_bytes)
-        return _unpack(name, pkg, deb, progress)
-
-
-def newest_package(series: Series, progress: Progress = _quiet) -> AptPackage:
-    names = _apt_search(series)
-    if not names:
-        progress("no candidate in apt's lists; running apt-get update")
-        _run(["apt-get", "update"], "apt-get update")
-        names = _apt_search(series)
-    if not names:
-        raise LabkitError(f"apt knows no package named {series.label}.", hint=series.hint)
-    best = max(names, key=lambda n: _version_key(re.fullmatch(series.package_re, n)))
-    return _apt_show(best, re.fullmatch(series.package_re, best).group(1))  # type: ignore[union-attr]
-
-
-def _version_key(match: re.Match[str] | None) -> tuple[int, ...]:
-    return tuple(int(p) for p in match.group(1).split(".")) if match else ()
-
-
-def _apt_search(series: Series) -> list[str]:
-    out = _run(["apt-cache", "search", "--names-only", series.pattern], "apt-cache search")
-    names = [line.split(" ", 1)[0] for line in out.splitlines() if line.strip()]
-    return [n for n in names if re.fullmatch(series.package_re, n)]
-
-
-def _apt_show(name: str, upstream: str) -> AptPackage:
-    out = _run(["apt-cache", "show", "--no-all-versions", name], "apt-cache show")
-    fields: dict[str, str] = {}
-    for line in out.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key in ("Version", "Size", "SHA256") and key not in fields:
-            fields[key] = value.strip()
+    parsed = kn.parse(name)
+    if parsed.kind not in ("series", "version", "build", "abi"):
+        have = kernelcache.read(name)
+        if have is not None:
+            return have
+        if parsed.kind == "built":
+            raise UsageError(f"No kernel {name} in the cache; built kernels are not fetched.",
+                             hint="Build it with `labkit kernel build --name "
+                             f"{name.removeprefix(kn.BUILT)} ...`.")
+        raise _unknown(name, _catalogue_if_present())
+    _need_tools(["apt-get", "dpkg-deb", "depmod"])
     try:
-        return AptPackage(
-            name=name, version=fields["Version"], upstream=upstream,
-            size=int(fields["Size"]), sha256=fields["SHA256"],
-        )
-    except (KeyError, ValueError) as exc:
-        raise LabkitError(
-            f"apt-cache show {name} lacks Version/Size/SHA256.",
-            hint="Run `sudo apt-get update` and try again.",
-        ) from exc
+        want = lookup(name, refresh=refresh, progress=progress)
+    except LabkitError as exc:
+        have = cached(name)
+        if have is None or isinstance(exc, UsageError):
+            raise
+        progress(f"cannot read the catalogue ({exc.message}); using the cached {have.name}")
+        return have
+    with kernelcache.cache_lock():
+        have = next((k for k in list_cached() if k.package == want.package
+                     and k.package_version == want.package_version), None)
+        if have is not None and not force:
+            progress(f"{want.name} is already cached as {have.name} ({have.version})")
+            return have
+        _check_space(want)
+        debs = _download(want, progress, on_bytes)
+        return _unpack(want, debs, progress)
 
 
-def _download(pkg: AptPackage, progress: Progress,
-              on_bytes: Callable[[int, int], None] | None = None) -> Path:
-    """Reuse a complete .deb from the downloads cache (checked by SHA256), else download."""
+def _check_space(want: Available) -> None:
+    """The .debs, then the unpacked tree (about twice their size), with some margin."""
+    need = want.size * 4
+    for where in (paths.downloads_dir(), paths.kernels_dir()):
+        probe = where
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if free < need:
+            raise LabkitError(
+                f"Not enough disk space for {want.name}: it needs about {need / 1e6:.0f} MB "
+                f"in {where} (download and unpacked), and {free / 1e6:.0f} MB are free.",
+                hint="Free some space, or remove cached kernels you no longer need "
+                f"(`sudo rm -r {paths.kernels_dir()}/NAME`).",
+            )
+
+
+def _download(want: Available, progress: Progress, on_bytes: OnBytes | None) -> list[Path]:
+    """Every .deb of the build, each reused from the downloads cache when it is complete
+    (checked by SHA256), else downloaded by apt into a temporary directory and renamed."""
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
-    for candidate in sorted(downloads.glob(f"{pkg.name}_*.deb")):
-        if candidate.stat().st_size == pkg.size:
-            progress(f"checking {candidate.name}")
-            if _sha256(candidate) == pkg.sha256:
-                progress(f"reusing {candidate}")
+    done = 0
+    out = []
+    progress(f"downloading {want.package} {want.package_version} "
+             f"({want.size / 1e6:.0f} MB, {want.suite})")
+    for deb in want.debs:
+        path = _reuse(deb, downloads, progress)
+        if path is None:
+            path = _download_one(deb, downloads, progress,
+                                 (lambda n, base=done: on_bytes(base + n, want.size))
+                                 if on_bytes else None)
+        done += deb.size
+        if on_bytes:
+            on_bytes(done, want.size)
+        out.append(path)
+    return out
+
+
+def _reuse(deb: Deb, downloads: Path, progress: Progress) -> Path | None:
+    for candidate in sorted(downloads.glob(f"{deb.package}_*.deb")):
+        if candidate.stat().st_size == deb.size:
+            if _sha256(candidate) == deb.sha256:
+                progress(f"reusing {candidate.name}")
                 return candidate
-    size_mb = pkg.size / 1e6
-    progress(f"downloading {pkg.name} {pkg.version} ({size_mb:.0f} MB)")
+    return None
+
+
+def _download_one(deb: Deb, downloads: Path, progress: Progress,
+                  on_bytes: Callable[[int], None] | None) -> Path:
+    if len(deb.sha256) != 64:
+        raise LabkitError(f"The lists name no SHA256 for {deb.package} {deb.version}.",
+                          hint="Refresh them: `sudo labkit vm kernels list --available "
+                          "--refresh`.")
+    progress(f"downloading {deb.package} ({deb.size / 1e6:.0f} MB)")
     with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
         os.chmod(tmp, 0o755)  # lets apt's _apt user write, avoiding its sandbox warning
-        _run(["apt-get", "download", f"{pkg.name}={pkg.version}"], "apt-get download", cwd=tmp,
-             watch=(lambda: on_bytes(_bytes_in(tmp), pkg.size)) if on_bytes else None)
+        catalogue.run(["apt-get", *catalogue.apt_options(), "download",
+                       f"{deb.package}={deb.version}"], "apt-get download", cwd=tmp,
+                      watch=(lambda: on_bytes(_bytes_in(tmp))) if on_bytes else None)
         debs = list(Path(tmp).glob("*.deb"))
-        if len(debs) != 1 or _sha256(debs[0]) != pkg.sha256:
+        if len(debs) != 1 or _sha256(debs[0]) != deb.sha256:
             raise LabkitError(
-                f"The download of {pkg.name} is incomplete or does not match apt's SHA256.",
-                hint="Run `sudo apt-get update` and fetch again.",
+                f"The download of {deb.package} is incomplete or does not match the "
+                "lists' SHA256.",
+                hint="Refresh the lists (`sudo labkit vm kernels list --available "
+                "--refresh`) and fetch again.",
             )
         final = downloads / debs[0].name
         os.replace(debs[0], final)
     return final
 
 
-def _unpack(name: str, pkg: AptPackage, deb: Path, progress: Progress) -> Kernel:
+def _unpack(want: Available, debs: list[Path], progress: Progress) -> Kernel:
+    """Unpack into a temporary directory, index the modules, then rename it into place:
+    an interruption leaves no entry (only a .NAME.* directory, removed here or next time)."""
     root = paths.kernels_dir()
+    name = want.name
+    for stale in root.glob(f".{name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a fetch that was killed
     final = root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         os.chmod(tmp, 0o755)
-        progress(f"unpacking {deb.name}")
-        _run(["dpkg-deb", "-x", str(deb), str(tmp)], "dpkg-deb -x")
+        for deb in debs:
+            progress(f"unpacking {deb.name}")
+            catalogue.run(["dpkg-deb", "-x", str(deb), str(tmp)], "dpkg-deb -x")
+        _normalise_layout(tmp)
         images = sorted((tmp / "boot").glob("vmlinuz-*"))
         if not images:
-            raise LabkitError(f"{deb.name} holds no boot/vmlinuz-*.", hint="Is it a kernel image?")
+            raise LabkitError(f"{want.package} holds no boot/vmlinuz-*.",
+                              hint="Is it a kernel image package?")
         version = images[-1].name.removeprefix("vmlinuz-")
         progress(f"indexing modules of {version} (depmod)")
-        _run(["depmod", "-b", str(tmp), version], "depmod")
+        catalogue.run(["depmod", "-b", str(tmp), version], "depmod")
         image = str(final / "boot" / images[-1].name)
         kernel = Kernel(
             name=name, version=version, image=image, run_arg=image,
             modules_dir=str(final / "lib" / "modules" / version), source="cache",
-            package=pkg.name, package_version=pkg.version,
+            package=want.package, package_version=want.package_version,
             fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         (tmp / META).write_text(json.dumps(kernel.to_json(), indent=2, sort_keys=True) + "\n")
-        old = None
-        if final.exists():
-            old = root / f".{name}.old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        kernelcache.install(tmp, name)
         progress(f"cached {name} ({version}) in {final}")
         return kernel
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _normalise_layout(root: Path) -> None:
+    """Give every kernel the layout of Debian 12's packages, which vng and build_kmod.sh
+    read: boot/vmlinuz-VER, boot/config-VER, lib/modules/VER. Since 7.x Debian ships
+    usr/lib/modules/VER/{vmlinuz,config,System.map} (split linux-binary/-modules/-base)."""
+    usr = root / "usr" / "lib" / "modules"
+    if not usr.is_dir():
+        return
+    (root / "lib").mkdir(exist_ok=True)
+    mods = root / "lib" / "modules"
+    if not mods.exists():
+        os.replace(usr, mods)
+    (root / "boot").mkdir(exist_ok=True)
+    for vdir in mods.iterdir():
+        for src, dst in (("vmlinuz", "vmlinuz"), ("config", "config"),
+                         ("System.map", "System.map")):
+            if (vdir / src).is_file() and not (root / "boot" / f"{dst}-{vdir.name}").exists():
+                os.replace(vdir / src, root / "boot" / f"{dst}-{vdir.name}")
 
 
 def _sha256(path: Path) -> str:
@@ -402,32 +496,3 @@ def _bytes_in(directory: str) -> int:
             with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(root, f)).st_size
     return total
-
-
-def _run(argv: list[str], what: str, cwd: str | None = None,
-         watch: Callable[[], None] | None = None) -> str:
-    """Run a tool to completion; `watch` is called a few times a second meanwhile."""
-    env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
-    if shutil.which(argv[0]) is None and Path("/sbin", argv[0]).exists():
-        argv = [f"/sbin/{argv[0]}", *argv[1:]]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env)
-    while True:
-        try:
-            out, err = proc.communicate(timeout=0.3)
-            break
-        except subprocess.TimeoutExpired:
-            if watch is not None:
-                watch()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    res = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-    if res.returncode != 0:
-        detail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-        raise LabkitError(
-            f"{what} failed (exit status {res.returncode}): {' / '.join(detail)}",
-            hint="Fetching a kernel needs root and network access to the Debian mirror.",
-        )
-    return res.stdout

@@ -28,3 +28,8 @@ def downloads_dir() -> Path:
 def state_dir() -> Path:
     """One subdirectory per persistent VM: /run/labkit/vm/NAME/."""
     return Path(os.environ.get("LABKIT_VM_STATE_DIR", "/run/labkit/vm"))
+
+
+def apt_dir() -> Path:
+    """labkit's own apt configuration and package lists (the kernel catalogue): never /etc/apt."""
+    return Path(os.environ.get("LABKIT_APT_DIR", "/var/lib/labkit/apt"))
