@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 # consumers (NVMe/TCP and NFS with TLS) and the keyring for their PSKs
 APT_PACKAGES=(iproute2 qemu-system-x86 kmod busybox-static tcpdump iperf3 tshark vagrant
               vagrant-libvirt graphviz ethtool make gcc-12 binutils libssl-dev openssl
-              chromium nvme-cli nfs-kernel-server nfs-common keyutils)
+              chromium nvme-cli nfs-kernel-server nfs-common keyutils
+              gcc bc flex bison libelf-dev git)  # the last line: labkit kernel build
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (labkit creates network namespaces): sudo bash scripts/setup.sh" >&2

@@ -39,10 +39,10 @@ SOURCE_BYTES = 2_100_000_000  # an unpacked linux-source tree plus its .deb
 OBJ_BYTES = 1_200_000_000  # an object tree of the minimal configuration, with margin
 
 # tool -> Debian package that provides it (what setup.sh installs)
-TOOLS = {"make": "make", "gcc": "gcc-12", "flex": "flex", "bison": "bison", "bc": "bc",
+TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
          "git": "git", "perl": "perl", "xz": "xz-utils", "dpkg-deb": "dpkg",
          "depmod": "kmod"}
-HEADERS = {"/usr/include/gelf.h": "libelf-dev", "/usr/include/openssl/ssl.h": "libssl-dev"}
+HEADERS = {"/usr/include/gelf.h": "libelf-dev"}  # objtool
 
 
 def _quiet(_: str) -> None:
@@ -136,7 +136,12 @@ def build(source: str, patches: Sequence[str | Path] = (), fragments: Sequence[s
         phases["make"] = time.monotonic() - t
 
         t = time.monotonic()
-        kernel = _install(entry_name, src, obj, log, key, patch_paths, fragments)
+        release = _logged(["make", "-s", f"O={obj}", "kernelrelease"], tree, log,
+                          "make kernelrelease").strip().splitlines()[-1]
+        meta = {"key": key, "source": src.identity, "patches": [str(p) for p in patch_paths],
+                "fragments": [str(f) for f in fragments], "log": str(log),
+                "recipe": kconfig.RECIPE}
+        kernel = install(entry_name, release, obj, meta)
         phases["install"] = time.monotonic() - t
     progress(f"built {entry_name} ({kernel.version}) in {time.monotonic() - started:.0f} s; "
              f"log: {log}")
@@ -242,9 +247,8 @@ def _make(tree: Path, obj: Path, jobs: int | None, log: Path, slot: Path, progre
     argv = ["nice", "-n", "10", "make", f"O={obj}", f"-j{jobs}", "bzImage"]
     steps = 0
     last = 0.0
-    with open(log, "a") as fh:
+    with open(log, "a", buffering=1) as fh:  # line by line: `tail -f` the log
         fh.write(f"$ {' '.join(argv)}\n")
-        fh.flush()
         proc = subprocess.Popen(argv, cwd=tree, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
                                 env=dict(os.environ, LC_ALL="C"))
@@ -277,12 +281,10 @@ def _make(tree: Path, obj: Path, jobs: int | None, log: Path, slot: Path, progre
     return steps
 
 
-def _install(entry_name: str, src: sourcetree.Source, obj: Path, log: Path, key: str,
-             patches: list[Path], fragments: Sequence[str | Path]) -> kernels.Kernel:
-    """The cache entry: boot/vmlinuz-REL, boot/config-REL, lib/modules/REL with
-    modules.builtin (so modprobe of a built-in feature succeeds in the guest)."""
-    release = _logged(["make", "-s", f"O={obj}", "kernelrelease"], obj, log,
-                      "make kernelrelease").strip().splitlines()[-1]
+def install(entry_name: str, release: str, obj: Path, meta: dict[str, object]) -> kernels.Kernel:
+    """The cache entry from an object tree: boot/vmlinuz-REL, boot/config-REL and
+    lib/modules/REL with modules.builtin (so that modprobe of a built-in feature succeeds
+    in the guest), assembled aside and renamed into place: never half an entry."""
     root = paths.kernels_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / entry_name
@@ -300,19 +302,20 @@ def _install(entry_name: str, src: sourcetree.Source, obj: Path, log: Path, key:
             else:
                 (mods / f).write_text("")
         (mods / "modules.order").write_text("")
-        _logged([_depmod(), "-b", str(tmp), release], obj, log, "depmod")
+        res = subprocess.run([_depmod(), "-b", str(tmp), release], capture_output=True,
+                             text=True, check=False)
+        if res.returncode != 0:
+            raise LabkitError(f"depmod failed for {entry_name}: {res.stderr.strip()}",
+                              hint="Is kmod installed (`sudo apt-get install kmod`)?")
         image = final / "boot" / f"vmlinuz-{release}"
         kernel = kernels.Kernel(
             name=entry_name, version=release, image=str(image), run_arg=str(image),
             modules_dir=str(final / "lib" / "modules" / release), source="built",
-            package=src.identity, package_version=key[:16],
+            package=str(meta.get("source", "")), package_version=str(meta.get("key", ""))[:16],
             fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         (tmp / kernels.META).write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
-        (tmp / BUILD_META).write_text(json.dumps({
-            "key": key, "source": src.identity, "patches": [str(p) for p in patches],
-            "fragments": [str(f) for f in fragments], "log": str(log), "recipe": kconfig.RECIPE,
-        }, indent=2) + "\n")
+        (tmp / BUILD_META).write_text(json.dumps(meta, indent=2) + "\n")
         old = None
         if final.exists():
             old = root / f".{entry_name}.old-{os.getpid()}"
