@@ -24,7 +24,8 @@ def run(scenario: Scenario, first: str, last: str, out_dir: str, *, retries: int
     if retries < 0:
         raise UsageError(f"--retries {retries}: must be 0 or more.",
                          hint="--retries 2 runs each build three times (flaky detection).")
-    builds = kernelsource.between(first, last)
+    say(f"listing the builds from {first} to {last}")
+    builds = kernelsource.between(first, last, say)
     if len(builds) < 2:
         raise UsageError(f"{first} .. {last} holds one build ({builds[0]}): nothing to bisect.",
                          hint="Give two different kernels, the older with --from.")

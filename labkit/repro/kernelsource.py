@@ -7,11 +7,12 @@ record a bundle keeps for `repro rerun`).
 
 from __future__ import annotations
 
-import re
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
-from labkit.errors import LabkitError, UsageError
+from labkit.errors import LabkitError
 
 Say = Callable[[str], None]
 
@@ -20,40 +21,31 @@ def _quiet(_: str) -> None:
     pass
 
 
-def version_key(name: str) -> tuple[int, ...]:
-    """debian-6.12.69 -> (6, 12, 69); names without numbers sort first."""
-    return tuple(int(n) for n in re.findall(r"\d+", name))
-
-
-def between(first: str, last: str) -> list[str]:
-    """Every available build from first to last inclusive, oldest first (names that `ensure`
-    and `--kernel` take)."""
+def between(first: str, last: str, say: Say = _quiet) -> list[str]:
+    """Every available build from first to last inclusive, oldest first (one per release:
+    its preferred build), as names `ensure` and `--kernel` take."""
     from labkit.hosts.vm import kernels
 
-    names = sorted(kernels.known_names(), key=version_key)
-    for end in (first, last):
-        if end not in names:
-            raise UsageError(f"Unknown kernel {end!r} for a bisection end.",
-                             hint=f"Use one of: {', '.join(names)}.")
-    lo, hi = names.index(first), names.index(last)
-    if lo > hi:
-        lo, hi = hi, lo
-    return names[lo:hi + 1]
+    return [a.name for a in kernels.between(first, last, progress=say)]
 
 
 def ensure(name: str, say: Say = _quiet) -> str:
     """The kernel, fetched into the cache if it is not there yet; the name to boot it by."""
-    from labkit.hosts.vm import kernels
+    from labkit.hosts.vm import kernelnames, kernels
 
-    if "/" in name or kernels.cached(name) is not None:
+    if "/" in name or not kernelnames.is_debian(name):
+        kernels.resolve(name)  # a path, a cache entry or built:NAME: there, or a clear error
         return name
+    have = kernels.cached(name)
+    if have is not None and kernelnames.parse(name).kind != "series":
+        return have.name
     say(f"{name}: fetching")
-    kernels.fetch(name, progress=lambda text: say(f"{name}: {text}"))
-    return name
+    return kernels.fetch(name, progress=lambda text: say(f"{name}: {text}")).name
 
 
 def record(name: str) -> dict[str, Any]:
-    """What a bundle keeps so that `repro rerun` gets this very kernel again."""
+    """What a bundle keeps so that `repro rerun` gets this very kernel again: the Debian
+    package and its exact version, or a built kernel's recipe (build.json)."""
     from labkit.hosts.vm import kernels
 
     try:
@@ -63,30 +55,47 @@ def record(name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "release": k.version, "source": k.source}
     if k.package:
         out.update(package=k.package, package_version=k.package_version)
+    if k.source == "built":
+        recipe = os.path.join(os.path.dirname(os.path.dirname(k.image)), "build.json")
+        try:
+            with open(recipe, encoding="utf-8") as fh:
+                out["build"] = json.loads(fh.read(1 << 20))
+        except (OSError, ValueError):
+            pass
     return out
 
 
 def from_record(rec: dict[str, Any], say: Say = _quiet) -> str:
-    """The kernel a bundle names, fetched at the exact package version it recorded.
+    """The kernel a bundle names, at the exact build it recorded: the Debian package at
+    that version (fetched if needed), or a built kernel of that name already here.
 
     Raises LabkitError when that exact build cannot be had here."""
+    from labkit.hosts.vm import catalogue, kernels
+
     name = str(rec.get("name", ""))
     if not name:
         raise LabkitError("the bundle names no kernel.",
                           hint="The bundle is damaged: make it again with `labkit repro run`.")
     if "/" in name:
         raise LabkitError(f"the bundle's kernel {name} was a file on the machine that ran it.",
-                          hint="Give that kernel with `--kernel PATH` (a bzImage or build "
-                               "tree), or rerun a bundle made with a Debian kernel.")
-    ensure(name, say)
-    from labkit.hosts.vm import kernels
-
-    k = kernels.resolve(name)
-    want = rec.get("package_version")
-    if want and k.package_version != want:
+                          hint="Run its scenario.yaml with `labkit repro run --kernel PATH` "
+                               "instead, giving that bzImage or build tree.")
+    pkg, version = rec.get("package"), rec.get("package_version")
+    if not (pkg and version):
+        kernels.resolve(name)  # built:NAME or a cache entry: here, or a clear error
+        return name
+    have = next((k for k in kernels.list_cached()
+                 if k.package == pkg and k.package_version == version), None)
+    if have is not None:
+        return have.name
+    say(f"{name}: looking up {pkg} {version}")
+    exact = next((a for a in catalogue.available(progress=say)
+                  if a.package == pkg and a.package_version == version), None)
+    if exact is None:
         raise LabkitError(
-            f"{name} is {k.package} {k.package_version} here; the bundle ran "
-            f"{rec.get('package')} {want}.",
-            hint="That exact build is no longer the newest of its series; name the point "
-                 "release itself (e.g. debian-6.12.69) when you run, so bundles record it.")
-    return name
+            f"{pkg} {version}, which the bundle ran as {name}, is not served by the mirror "
+            "any more and is not cached here.",
+            hint="`labkit vm kernels list --available` shows the builds there are; run the "
+                 "bundle's scenario.yaml on the nearest with `labkit repro run --kernel`.")
+    say(f"{exact.name}: fetching ({pkg} {version})")
+    return kernels.fetch(exact.name, progress=lambda text: say(f"{exact.name}: {text}")).name
