@@ -11,15 +11,21 @@ on a shared machine, absolute times move a lot: the load average is saved with t
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Any
+
+# Run as a script, this file's directory comes first on sys.path, where this file would
+# stand in for the standard library's `bisect` (random and tempfile import it).
+_HERE = __import__("os").path.dirname(__import__("os").path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if __import__("os").path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
