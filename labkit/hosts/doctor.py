@@ -21,13 +21,13 @@ import re
 import socket
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from labkit import features
-from labkit.base import netns
+from labkit.base import files, netns
 
 
 @dataclass
@@ -85,17 +85,64 @@ def _sockmap() -> str:
     return "BPF sockmap created"
 
 
+def _lo_up() -> None:
+    """The scratch namespace's loopback starts down; the socket probes need it."""
+    from pyroute2.iproute import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.link("set", index=1, state="up")
+
+
+@contextlib.contextmanager
+def _tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected TCP pair over this namespace's loopback, closed at the end."""
+    _lo_up()
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        with socket.create_connection(srv.getsockname()) as cli:
+            acc, _ = srv.accept()
+            with acc:
+                yield cli, acc
+
+
 def _ktls() -> str:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    cli = socket.create_connection(srv.getsockname())
-    try:
+    with _tcp_pair() as (cli, _):
         cli.setsockopt(socket.IPPROTO_TCP, 31, b"tls")  # TCP_ULP
-    finally:
-        cli.close()
-        srv.close()
     return 'TCP_ULP "tls" accepted'
+
+
+def _tls13_tx(sock: socket.socket, key_byte: int) -> bytes:
+    """A TLS 1.3 AES-GCM-128 crypto_info with a dummy key (no record is ever sent)."""
+    from labkit.ktls import ciphers, sockopt, uapi
+
+    suite = ciphers.BY_SHORT["aes-gcm-128"]
+    return sockopt.crypto_info(uapi.TLS_1_3_VERSION, suite, bytes([key_byte]) * 16,
+                               bytes(4), bytes(8), 0)
+
+
+def _ktls_rekey() -> str:
+    """TLS_TX given twice on a TLS 1.3 socket: a rekey where the kernel has KeyUpdate,
+    EBUSY where it has not; and the rekey counters it must then have in tls_stat."""
+    from labkit.ktls import sockopt, stat
+
+    with _tcp_pair() as (cli, _):
+        sockopt.install(cli, tx=_tls13_tx(cli, 1))
+        sockopt.rekey(cli, tx=_tls13_tx(cli, 2))
+    counters = stat.rekey(stat.read() or {})
+    if counters is None:
+        raise OSError(0, "a second TLS_TX was accepted, yet /proc/net/tls_stat has no "
+                      "rekey counters")
+    return f"second TLS_TX on TLS 1.3 accepted; TlsTxRekeyOk {counters['TlsTxRekeyOk']}"
+
+
+def _ktls_max_payload() -> str:
+    from labkit.ktls import sockopt
+
+    with _tcp_pair() as (cli, _):
+        sockopt.install(cli, tx=_tls13_tx(cli, 1))
+        got = sockopt.max_payload(cli, 1000)
+    return f"TLS_TX_MAX_PAYLOAD_LEN set to {got}"
 
 
 # name -> (probe, kernel config symbols that must all be =y or =m)
@@ -107,6 +154,34 @@ CORE: dict[str, tuple[Callable[[], str], tuple[str, ...]]] = {
     "bpf_sockmap": (_sockmap, ("CONFIG_BPF_SYSCALL", "CONFIG_NET_SOCK_MSG")),
     "ktls": (_ktls, ("CONFIG_TLS",)),
 }
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A kernel behaviour that changed between the kernels labkit runs (probed like a
+    capability, never needed by a lab feature): `doctor --all-kernels` prints a line for
+    each one whose answer differs between kernels. A config file cannot tell them apart,
+    so a kernel known only by its config answers from `since` (the first release that
+    has it; None: unknown until probed)."""
+
+    label: str
+    probe: Callable[[], str]
+    symbols: tuple[str, ...]
+    since: tuple[int, int] | None
+    meaning: str  # what it changes for a user of labkit
+
+
+DIFFERENCES: dict[str, Difference] = {
+    "ktls_rekey": Difference(
+        "kTLS KeyUpdate (rekey)", _ktls_rekey, ("CONFIG_TLS",), (6, 14),
+        "TLS 1.3 KeyUpdate in the kernel: TLS_TX/TLS_RX again installs the next key, reads "
+        "return EKEYEXPIRED after a received KeyUpdate, and tls_stat gains TlsTxRekeyOk, "
+        "TlsRxRekeyOk, TlsTxRekeyError, TlsRxRekeyError, TlsRxRekeyReceived"),
+    "ktls_max_payload": Difference(
+        "kTLS record size limit (TLS_TX_MAX_PAYLOAD_LEN)", _ktls_max_payload,
+        ("CONFIG_TLS",), None,
+        "RFC 8449: the largest plaintext per record the kernel sends is settable"),
+}
 ENGINE_NEEDS = ("root", "netns", "veth", "bridge")
 ENGINE = "lab engine"
 
@@ -117,6 +192,8 @@ def capabilities() -> dict[str, tuple[Callable[[], str], tuple[str, ...]]]:
     for f in features.all_features():
         for name, (fn, config) in f.probes.items():
             out[name] = (fn, config)
+    for name, diff in DIFFERENCES.items():
+        out[name] = (diff.probe, diff.symbols)
     return out
 
 
@@ -152,8 +229,9 @@ def probe_all() -> dict[str, Probe]:
     return results
 
 
-def from_config(config_text: str) -> dict[str, Probe]:
-    """What a kernel that is not running can do, from its config file."""
+def from_config(config_text: str, release: str = "") -> dict[str, Probe]:
+    """What a kernel that is not running can do, from its config file (and, for the
+    behaviours that changed between releases, from its release)."""
     enabled = set(re.findall(r"^(CONFIG_\w+)=[ym]$", config_text, re.M))
     out = {"root": Probe("root", True, "labkit runs as root in its VMs"),
            "netns": Probe("netns", "CONFIG_NET_NS" in enabled, "CONFIG_NET_NS")}
@@ -162,7 +240,42 @@ def from_config(config_text: str) -> dict[str, Probe]:
         ok = bool(symbols) and not missing
         out[key] = Probe(key, ok, "from the kernel config: " + (
             ", ".join(symbols) if ok else f"no {', '.join(missing) or 'config symbol'}"))
+        diff = DIFFERENCES.get(key)
+        if ok and diff is not None:
+            out[key] = _by_release(key, diff, release)
     return out
+
+
+def release_tuple(release: str) -> tuple[int, int] | None:
+    """(major, minor) of a `uname -r` string such as 7.2.13+deb14-amd64."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _by_release(key: str, diff: Difference, release: str) -> Probe:
+    have = release_tuple(release)
+    if diff.since is None or have is None:
+        return Probe(key, False, "unknown from the config file: probe it with `labkit "
+                     "doctor --kernel K`")
+    since = ".".join(map(str, diff.since))
+    return Probe(key, have >= diff.since, f"from the release: {since} and later have it")
+
+
+def _answer(probe: Probe) -> str:
+    return "yes" if probe.ok else "unknown" if probe.detail.startswith("unknown") else "no"
+
+
+def differences(columns: dict[str, dict[str, Probe]]) -> list[str]:
+    """One line per kernel behaviour whose answer differs between the kernels given
+    (name -> probes), e.g. "kTLS KeyUpdate (rekey): debian-7.2 yes, debian-6.12 no"."""
+    lines = []
+    for key, diff in DIFFERENCES.items():
+        answers = {name: _answer(probes[key]) for name, probes in columns.items()
+                   if key in probes}
+        if len(set(answers.values()) - {"unknown"}) > 1:
+            lines.append(f"{diff.label}: " + ", ".join(
+                f"{name} {answer}" for name, answer in answers.items()))
+    return lines
 
 
 def feature_needs() -> dict[str, tuple[str, ...]]:
@@ -204,10 +317,12 @@ REPORT = "doctor.json"
 def kernel_report(kernel_dir: str | Path) -> dict[str, Probe] | None:
     """The probes `labkit doctor --kernel K` recorded for a cached kernel, if any."""
     try:
-        data = json.loads((Path(kernel_dir) / REPORT).read_text())
-    except (OSError, ValueError):
-        return None
-    return {k: Probe(k, bool(v["ok"]), str(v["detail"])) for k, v in data["probes"].items()}
+        data = json.loads(files.read_bounded(Path(kernel_dir) / REPORT, files.STATE))
+        return {k: Probe(k, bool(v["ok"]), str(v["detail"]))
+                for k, v in data["probes"].items()}
+    except (OSError, ValueError, RecursionError, LookupError, TypeError, AttributeError,
+            files.FileRefused):
+        return None  # none, or not one labkit wrote: `labkit doctor --kernel K` redoes it
 
 
 def kernel_capabilities(kernel_dir: str | Path, version: str) -> tuple[dict[str, Probe], str]:
@@ -215,14 +330,50 @@ def kernel_capabilities(kernel_dir: str | Path, version: str) -> tuple[dict[str,
     report = kernel_report(kernel_dir)
     if report is not None:
         return report, "probed in a VM"
-    base = Path(kernel_dir)
-    configs = (sorted((base / "boot").glob(f"config-{version}*"))
-               or sorted((base / "boot").glob("config-*"))
-               or sorted(base.glob(f"config-{version}*"))  # beside a user's bzImage
-               or [p for p in (base / ".config",) if p.is_file()])  # a build tree
-    if not configs:
+    config = config_file(kernel_dir, version)
+    if config is None:
         return {}, "unknown (no config file and never probed)"
-    return from_config(configs[-1].read_text(errors="replace")), "from its config file"
+    return from_config(config.read_text(errors="replace"), version), "from its config file"
+
+
+def config_file(kernel_dir: str | Path, version: str) -> Path | None:
+    """The config file of an unpacked or built kernel: boot/config-* (Debian up to 6.x),
+    lib/modules/<version>/config (Debian 7.x, /usr merged: no /boot in the package), one
+    beside a user's bzImage, or a build tree's .config."""
+    base = Path(kernel_dir)
+    candidates = [*sorted((base / "boot").glob(f"config-{version}*")),
+                  *sorted((base / "boot").glob("config-*")),
+                  *[base / d / "lib/modules" / version / "config" for d in (".", "usr")],
+                  *sorted(base.glob(f"config-{version}*")),  # beside a user's bzImage
+                  base.parent / "lib/modules" / version / "config",  # image in <root>/boot
+                  base / ".config"]  # a build tree
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def running_config() -> tuple[str, str] | None:
+    """(text, where) of the running kernel's own config, or None if none is found.
+
+    /proc/config.gz, /boot/config-<release>, /lib/modules/<release>/config; in a labkit VM
+    /lib/modules/<release> links to the cached kernel's tree, whose boot/config-* is then
+    found a few levels up.
+    """
+    import gzip
+
+    release = os.uname().release
+    with contextlib.suppress(OSError):
+        return gzip.decompress(Path("/proc/config.gz").read_bytes()).decode(
+            errors="replace"), "/proc/config.gz"
+    modules = Path("/lib/modules") / release
+    for path in (Path("/boot") / f"config-{release}", modules / "config"):
+        if path.is_file():
+            return path.read_text(errors="replace"), str(path)
+    with contextlib.suppress(OSError):
+        real = modules.resolve(strict=True)
+        for up in list(real.parents)[1:4]:  # .../lib/modules, .../lib, <root>
+            found = config_file(up, release)
+            if found is not None:
+                return found.read_text(errors="replace"), str(found)
+    return None
 
 
 def save_report(kernel_dir: str | Path, release: str, probes: dict[str, Probe]) -> None:

@@ -1,6 +1,11 @@
 """kTLS on a socket: struct tls12_crypto_info_* for a direction, TCP_ULP "tls" then TLS_TX
 and TLS_RX, and records of types other than application data (cmsgs).
 
+Newer kernels (7.2 has them, 6.12 not) add TLS 1.3 KeyUpdate: TLS_TX/TLS_RX given again
+installs the next key (`rekey`), and after the peer's KeyUpdate record reads fail with
+EKEYEXPIRED until the new RX key is in (`KeyUpdatePending`); and TLS_TX_MAX_PAYLOAD_LEN
+(`max_payload`), the RFC 8449 record size limit.
+
 Key bytes go nowhere but setsockopt: nothing here logs or keeps them.
 """
 
@@ -14,6 +19,7 @@ from labkit.ktls.ciphers import Suite
 from labkit.ktls.keyschedule import traffic_key_iv
 from labkit.ktls.uapi import (
     CT_APPLICATION_DATA,
+    HS_KEY_UPDATE,
     SOL_TLS,
     TCP_ULP,
     TLS_1_3_VERSION,
@@ -21,11 +27,17 @@ from labkit.ktls.uapi import (
     TLS_RX,
     TLS_SET_RECORD_TYPE,
     TLS_TX,
+    TLS_TX_MAX_PAYLOAD_LEN,
 )
 
 
 class KtlsError(OSError):
     """The kernel refused kTLS on the socket (no tls module, unsupported cipher...)."""
+
+
+class KeyUpdatePending(KtlsError):
+    """The peer sent a KeyUpdate: the kernel holds further records (EKEYEXPIRED) until the
+    next RX key is installed with `rekey(sock, rx=...)`."""
 
 
 def crypto_info(version: int, suite: Suite, key: bytes, salt: bytes, iv: bytes,
@@ -71,6 +83,50 @@ def install(sock: socket.socket | int, tx: bytes | None, rx: bytes | None = None
         s.detach()
 
 
+def rekey(sock: socket.socket | int, tx: bytes | None = None, rx: bytes | None = None
+          ) -> None:
+    """Install the next TLS 1.3 key for a direction that already has one (KeyUpdate);
+    KtlsError saying why the kernel refused. Same version and cipher as before, rec_seq 0.
+    Kernels without kTLS KeyUpdate (6.12) refuse a second TLS_TX/TLS_RX with EBUSY."""
+    fd = sock if isinstance(sock, int) else sock.fileno()
+    s = socket.socket(fileno=fd)
+    try:
+        for step, name, value in (("TLS_TX", TLS_TX, tx), ("TLS_RX", TLS_RX, rx)):
+            if value is None:
+                continue
+            try:
+                s.setsockopt(SOL_TLS, name, value)
+            except OSError as exc:
+                why = {errno.EBUSY: "this kernel has no kTLS KeyUpdate (or the session is "
+                                    "TLS 1.2, which has no rekey)",
+                       errno.EINVAL: "a rekey must keep the TLS version and cipher"}.get(
+                           exc.errno or 0, exc.strerror or "")
+                raise KtlsError(exc.errno or errno.EIO, f"{step} rekey: {why}") from None
+    finally:
+        s.detach()
+
+
+def key_update_message(request_update: bool) -> bytes:
+    """A KeyUpdate handshake message (RFC 8446 4.6.3), sent as a handshake record under
+    the old key (`send_record(sock, msg, CT_HANDSHAKE)`) before `rekey(sock, tx=...)`."""
+    return bytes([HS_KEY_UPDATE, 0, 0, 1, 1 if request_update else 0])
+
+
+def max_payload(sock: socket.socket, size: int | None = None) -> int:
+    """TLS_TX_MAX_PAYLOAD_LEN: set the largest plaintext per record the kernel sends
+    (RFC 8449; 64..16384, one less for TLS 1.3) when size is given; return the value in
+    force. KtlsError where the kernel has no such option (6.12)."""
+    try:
+        if size is not None:
+            sock.setsockopt(SOL_TLS, TLS_TX_MAX_PAYLOAD_LEN, struct.pack("=H", size))
+        return int(struct.unpack("=H", sock.getsockopt(SOL_TLS, TLS_TX_MAX_PAYLOAD_LEN, 2))[0])
+    except OSError as exc:
+        why = {errno.ENOPROTOOPT: "this kernel has no TLS_TX_MAX_PAYLOAD_LEN",
+               errno.EINVAL: f"{size} is outside the record size limits"}.get(
+                   exc.errno or 0, exc.strerror or "")
+        raise KtlsError(exc.errno or errno.EIO, f"TLS_TX_MAX_PAYLOAD_LEN: {why}") from None
+
+
 def ulp(sock: socket.socket) -> str:
     """The socket's upper-layer protocol ("tls" once kTLS is on, "" before)."""
     try:
@@ -91,8 +147,15 @@ def send_record(sock: socket.socket, data: bytes, content_type: int = CT_APPLICA
 
 def recv_record(sock: socket.socket, size: int = 1 << 16) -> tuple[int, bytes]:
     """(content type, plaintext) of what the kernel decrypted: a plain recv() fails with
-    EIO when the next record is not application data (e.g. a NewSessionTicket)."""
-    data, ancdata, _flags, _ = sock.recvmsg(size, socket.CMSG_SPACE(1))
+    EIO when the next record is not application data (e.g. a NewSessionTicket).
+    KeyUpdatePending once a received KeyUpdate has been read (kernels with rekey)."""
+    try:
+        data, ancdata, _flags, _ = sock.recvmsg(size, socket.CMSG_SPACE(1))
+    except OSError as exc:
+        if exc.errno == errno.EKEYEXPIRED:
+            raise KeyUpdatePending(exc.errno, "the peer sent a KeyUpdate: install its next "
+                                   "key with rekey(sock, rx=...)") from None
+        raise
     for level, kind, value in ancdata:
         if level == SOL_TLS and kind == TLS_GET_RECORD_TYPE and value:
             return value[0], data

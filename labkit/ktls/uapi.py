@@ -7,6 +7,9 @@ TCP_ULP = 31  # setsockopt(IPPROTO_TCP, TCP_ULP, "tls")
 SOL_TLS = 282
 TLS_TX = 1
 TLS_RX = 2
+TLS_TX_ZEROCOPY_RO = 3
+TLS_RX_EXPECT_NO_PAD = 4
+TLS_TX_MAX_PAYLOAD_LEN = 5  # u16, RFC 8449 record size limit (7.x kernels; ENOPROTOOPT before)
 TLS_SET_RECORD_TYPE = 1  # cmsg on send
 TLS_GET_RECORD_TYPE = 2  # cmsg on recv
 
@@ -23,6 +26,7 @@ CT_CHANGE_CIPHER_SPEC = 20
 CT_ALERT = 21
 CT_HANDSHAKE = 22
 CT_APPLICATION_DATA = 23
+HS_KEY_UPDATE = 24  # handshake message type KeyUpdate (RFC 8446 4.6.3)
 RECORD_HEADER = 5
 MAX_PLAINTEXT = 1 << 14
 MAX_CIPHERTEXT = MAX_PLAINTEXT + 256  # TLSCiphertext.length limit in TLS 1.3

@@ -307,6 +307,15 @@ unregister_peer:
 	return err;
 }
 
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+/* 6.14 packed newlink()'s arguments into struct rtnl_newlink_params (7.2 has only this). */
+static int tlsnic_newlink_params(struct net_device *dev, struct rtnl_newlink_params *params,
+				 struct netlink_ext_ack *extack)
+{
+	return tlsnic_newlink(params->src_net, dev, params->tb, params->data, extack);
+}
+#endif
+
 /* Either end going (ip link del, or its namespace exiting) takes the pair with it. */
 static void tlsnic_dellink(struct net_device *dev, struct list_head *head)
 {
@@ -339,7 +348,11 @@ static struct rtnl_link_ops tlsnic_link_ops = {
 	.priv_size = sizeof(struct tlsnic_priv),
 	.setup = tlsnic_setup,
 	.validate = tlsnic_validate,
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+	.newlink = tlsnic_newlink_params,
+#else
 	.newlink = tlsnic_newlink,
+#endif
 	.dellink = tlsnic_dellink,
 	.policy = tlsnic_policy,
 	.maxtype = VETH_INFO_MAX,
