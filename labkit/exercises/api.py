@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import LabkitError, UsageError
 from labkit.exercises import checks, loader, progress
+from labkit.exercises.kinds import BASELINED
 from labkit.exercises.model import Exercise, ExerciseSet, Solution, Step
 from labkit.exercises.result import CheckResult
 from labkit.topology.fields import suggest
@@ -146,17 +147,18 @@ class Exercises:
         ex = self.get(ex_id)
         instance = self._instance()
         data = progress.read(self.lab.name)
-        have = progress.baselines(data, instance).get(ex.id)
-        needed = [i for i, c in enumerate(ex.checks) if c.kind in ("counter", "tipc_key")]
-        fresh = {}
-        if have is None and needed:
-            fresh = {str(i): checks.baseline(self.lab, ex.checks[i]) for i in needed}
+        have = progress.baselines(data, instance).get(ex.id) or {}
+        # read outside the lock (a capture takes seconds); a value that could not be
+        # read (None) is tried again next time
+        fresh = {str(i): checks.baseline(self.lab, c) for i, c in enumerate(ex.checks)
+                 if c.kind in BASELINED and have.get(str(i)) is None}
         with progress.updating(self.lab.name) as data:
             rec = progress.entry(data, self.learner, ex.id)
             rec["started"] = rec["started"] or progress.now()
-            values = progress.baselines(data, instance)
-            if have is None and needed and ex.id not in values:
-                values[ex.id] = fresh
+            values = progress.baselines(data, instance).setdefault(ex.id, {})
+            for key, value in fresh.items():
+                if values.get(key) is None:
+                    values[key] = value
 
     def status(self) -> list[Status]:
         for ex in self.items:

@@ -309,7 +309,8 @@ def baseline(lab: Lab, spec: CheckSpec) -> Any:
     compares against nothing, or the value could not be read: the check then says so)."""
     from labkit.exercises import tipc
 
-    takers = {"counter": baseline_counter, "tipc_key": tipc.baseline_key}
+    takers = {"counter": baseline_counter, "tipc_key": tipc.baseline_key,
+              "tipc_link": tipc.baseline_link}
     taker = takers.get(spec.kind)
     if taker is None:
         return None

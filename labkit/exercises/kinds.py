@@ -51,8 +51,10 @@ KINDS: dict[str, Kind] = {
     "tipc_bearer": Kind({"node": "node", "bearer": "str",
                          "state": "choice:enabled|disabled"}, ("node", "bearer"),
                         "a TIPC bearer (e.g. eth:eth1, udp:wan) is enabled in a node"),
-    "tipc_link": Kind({"node": "node", "peer": "node", "state": "choice:up|down"},
-                      ("node", "peer"), "a node has a TIPC link to a peer that is up"),
+    "tipc_link": Kind({"node": "node", "peer": "node", "state": "choice:up|down",
+                       "stayed_up": "bool"}, ("node", "peer"),
+                      "a node has a TIPC link to a peer that is up (stayed_up: true = "
+                      "never reset since the exercise started)"),
     "tipc_key": Kind({"nodes": "nodes", "changed": "bool", "seconds": "int"}, (),
                      "every node sends only TIPC v7 frames (a key is installed); with "
                      "changed: true, under another key than when the exercise started"),
@@ -60,7 +62,7 @@ KINDS: dict[str, Kind] = {
                  "a TCP socket in a node uses kernel TLS (`ss -ti` shows tcp-ulp-tls)"),
 }
 
-BASELINED = ("counter", "tipc_key")  # kinds that read a value when the exercise starts
+BASELINED = ("counter", "tipc_key", "tipc_link")  # kinds that read a value when the exercise starts
 
 
 def all_kinds() -> dict[str, Kind]:
@@ -94,7 +96,8 @@ def default_name(kind: str, p: dict[str, object]) -> str:
         "counter": lambda: f"{g('source')} in {g('node')} grew by {g('grew_by', 1)}",
         "tipc_bearer": lambda: f"TIPC bearer {g('bearer')} {g('state', 'enabled')} in "
                                f"{g('node')}",
-        "tipc_link": lambda: f"TIPC link {g('node')} - {g('peer')} {g('state', 'up')}",
+        "tipc_link": lambda: f"TIPC link {g('node')} - {g('peer')} {g('state', 'up')}"
+                             + (", never reset" if g("stayed_up") else ""),
         "tipc_key": lambda: ("a new TIPC key" if g("changed") else "a TIPC key") + " on "
                             + ("every node" if g("nodes", "all") == "all"
                                else ", ".join(g("nodes"))),  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 UDP_PORT = 6118  # TIPC's UDP bearer port (iproute2's default)
-CAPTURE_SECONDS = 4
+CAPTURE_SECONDS = 6  # tcpdump starts slowly in a loaded TCG VM
 MAX_FRAMES = 40
 
 
@@ -53,20 +53,57 @@ def parse_links(text: str) -> dict[str, bool]:
     return out
 
 
+def parse_link_stats(text: str) -> dict[str, int]:
+    """`tipc link stat show` -> link name: link protocol messages exchanged (RX + TX
+    states). These only grow while a link stays up; a reset starts them again from 0."""
+    out: dict[str, int] = {}
+    link = None
+    for line in text.splitlines():
+        m = re.match(r"Link <(.+)>", line)
+        if m:
+            link = m.group(1)
+            continue
+        for count in re.findall(r"[RT]X states:(\d+)", line):
+            if link and link != "broadcast-link":
+                out[link] = out.get(link, 0) + int(count)
+    return out
+
+
+def _to_peer(lab: Lab, peer: str, names: Any) -> list[str]:
+    ident = _cfg(lab).nodes[peer].identity
+    return [n for n in names if re.search(rf"-{re.escape(ident)}:", n)]
+
+
+def baseline_link(lab: Lab, p: dict[str, Any]) -> dict[str, int] | None:
+    if not p.get("stayed_up"):
+        return None
+    stats = parse_link_stats(node_cmd(lab, p["node"], ["tipc", "link", "stat", "show"]).stdout)
+    return {n: stats[n] for n in _to_peer(lab, p["peer"], stats)}
+
+
 def check_link(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
     node, peer, want = p["node"], p["peer"], p.get("state", "up")
-    cfg = _cfg(lab)
-    if peer not in cfg.nodes:
+    if peer not in _cfg(lab).nodes:
         return unknown(name, f"{peer} is not a TIPC node of lab '{lab.name}'")
-    ident = cfg.nodes[peer].identity
     links = parse_links(node_cmd(lab, node, ["tipc", "link", "list"]).stdout)
-    to_peer = {n: up for n, up in links.items() if re.search(rf"-{re.escape(ident)}:", n)}
-    is_up = any(to_peer.values())
+    is_up = any(links[n] for n in _to_peer(lab, peer, links))
     shown = ", ".join(f"{n} {'up' if u else 'down'}" for n, u in links.items()) or "no links"
     saw = f"{node}'s TIPC links: {shown}"
     what = f"a TIPC link {node} - {peer} that is up" if want == "up" else \
         f"no TIPC link {node} - {peer} up"
-    return judged(name, is_up == (want == "up"), saw, what, {"links": links})
+    if not p.get("stayed_up") or not is_up:
+        return judged(name, is_up == (want == "up"), saw, what, {"links": links})
+    if not base:
+        return unknown(name, f"{saw}; no record of the link's counters from the exercise's "
+                             "start, so whether it stayed up is unknown: start it first")
+    stats = parse_link_stats(node_cmd(lab, node, ["tipc", "link", "stat", "show"]).stdout)
+    reset = [n for n, before in base.items() if stats.get(n, 0) < before]
+    saw += "; link protocol messages since the start: " + ", ".join(
+        f"{n} {before} -> {stats.get(n, 0)}" for n, before in base.items())
+    return judged(name, not reset, saw,
+                  f"the link {', '.join(reset)} staying up (it was reset since the "
+                  "exercise started: its counters began again; messages in flight were "
+                  "lost or failed over)", {"links": links, "start": base, "now": stats})
 
 
 def bearer_devices(lab: Lab, node: str) -> list[str]:
@@ -77,8 +114,8 @@ def capture_cmd(devs: list[str], seconds: int) -> list[str]:
     """tcpdump on each device, outgoing only: hex of every TIPC frame (Ethernet bearer) and
     UDP bearer datagram, bounded in frames and seconds."""
     filt = f"ether proto 0x88ca or udp port {UDP_PORT}"
-    one = [f"timeout -s INT {seconds} tcpdump -i {shlex.quote(d)} -Q out -e -nn -x -l "
-           f"-c {MAX_FRAMES} {shlex.quote(filt)} 2>/dev/null" for d in devs]
+    one = [f"timeout -s INT {seconds} tcpdump --immediate-mode -i {shlex.quote(d)} -Q out "
+           f"-e -nn -x -l -c {MAX_FRAMES} {shlex.quote(filt)} 2>/dev/null" for d in devs]
     return ["sh", "-c", " ; ".join(one) + " ; true"]
 
 
@@ -99,7 +136,7 @@ def parse_frames(text: str) -> list[dict[str, int]]:
             raw = raw[start:]
         if len(raw) >= 2:
             frames.append({"version": raw[0] >> 5, "user": (raw[0] >> 1) & 0x0F,
-                           "tx_key": raw[1] >> 6})
+                           "tx_key": raw[1] >> 6, "master": (raw[1] >> 2) & 1})
 
     for line in text.splitlines():
         if line.startswith("\t0x") or line.startswith("        0x"):
@@ -129,10 +166,20 @@ def _nodes(lab: Lab, p: dict[str, Any]) -> list[str]:
     return list(cfg.nodes) if nodes == "all" else list(nodes)
 
 
-def baseline_key(lab: Lab, p: dict[str, Any]) -> dict[str, list[int]]:
-    """The TX key slots each node sends v7 frames under now (empty: plaintext)."""
+def key_label(frame: dict[str, int]) -> str:
+    """Which key a v7 frame went out under: its TX key slot (w0 bits 23:22), and whether
+    the master key bit (M) was set."""
+    return f"slot {frame['tx_key']}" + (" (master)" if frame.get("master") else "")
+
+
+def keys_in_use(frames: list[dict[str, int]]) -> list[str]:
+    return sorted({key_label(f) for f in frames if f["version"] == 7})
+
+
+def baseline_key(lab: Lab, p: dict[str, Any]) -> dict[str, list[str]]:
+    """The keys each node sends v7 frames under now (empty: plaintext)."""
     got = sent_frames(lab, _nodes(lab, p), p.get("seconds", CAPTURE_SECONDS))
-    return {n: sorted({f["tx_key"] for f in fr if f["version"] == 7}) for n, fr in got.items()}
+    return {n: keys_in_use(fr) for n, fr in got.items()}
 
 
 def check_key(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
@@ -147,19 +194,18 @@ def check_key(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
     for node in nodes:
         frames = got[node]
         versions = {f["version"] for f in frames}
-        slots = sorted({f["tx_key"] for f in frames if f["version"] == 7})
+        used = keys_in_use(frames)
         if not frames:
             silent.append(node)
         elif versions != {7}:
             plain.append(node)
-        elif changed and set(slots) <= set((base or {}).get(node, [])):
-            same.append(f"{node} (key slot {','.join(map(str, slots))})")
+        elif changed and set(used) <= set((base or {}).get(node, [])):
+            same.append(f"{node} ({', '.join(used)})")
         else:
             keyed.append(node)
-    evidence = {n: {"frames": len(got[n]),
-                    "versions": sorted({f["version"] for f in got[n]}),
-                    "tx_key_slots": sorted({f["tx_key"] for f in got[n]
-                                            if f["version"] == 7})} for n in nodes}
+    evidence: dict[str, Any] = {
+        n: {"frames": len(got[n]), "versions": sorted({f["version"] for f in got[n]}),
+            "keys": keys_in_use(got[n])} for n in nodes}
     if base is not None:
         evidence["_start"] = base
     new = "a new key" if changed else "a key"
