@@ -111,10 +111,10 @@ def _exercise(item: Any, loc: Loc, number: int, nodes: list[str] | None,
     m = as_map(item, loc, where, p)
     if m is None:
         return None
-    check_keys(m, EXERCISE_KEYS, where, p, required=("id", "title", "task", "check"))
     ex_id = as_name(m["id"], m.val_loc("id"), f"{where} id", p, 40) if "id" in m else None
     if ex_id:
         where = f"exercise '{ex_id}'"
+    check_keys(m, EXERCISE_KEYS, where, p, required=("id", "title", "task", "check"))
     title = as_str(m.get("title", ""), m.val_loc("title"), f"{where} title", p) or ""
     task = as_str(m.get("task", ""), m.val_loc("task"), f"{where} task", p) or ""
     checks = _checks(m, where, nodes, p) if "check" in m else []
