@@ -72,7 +72,7 @@ BISECT_SKIP, BISECT_ABORT = 125, 128
 def _run(file: str, wanted: list[str], out: str, include_keys: bool, json: bool,
          bisect_exit: bool = False) -> int:
     from labkit.repro import loader, runner
-    from labkit.repro.model import COULD_NOT_RUN, REPRODUCED
+    from labkit.repro.model import COULD_NOT_RUN, HOST, REPRODUCED
 
     scenario = loader.load(file)
     plans = _plans(scenario, wanted)
@@ -82,6 +82,11 @@ def _run(file: str, wanted: list[str], out: str, include_keys: bool, json: bool,
                          hint="Name the kernel: `--kernel .` in a kernel tree.")
     require_root()
     _say(f"{scenario.name}: {scenario.title}")
+    from labkit.repro import kernelsource
+
+    for plan in plans:
+        if plan.name != HOST:
+            kernelsource.ensure(plan.name, _say)  # a Debian build is fetched when first used
     src = scenario.source
     named = " ".join(p for p in (src.commit, f'"{src.subject}"' if src.subject else "",
                                  src.url) if p)

@@ -35,14 +35,14 @@ def run(scenario: Scenario, first: str, last: str, out_dir: str, *, retries: int
 
     def test(name: str) -> list[str]:
         try:
-            kernel = kernelsource.ensure(name, say)
+            kernelsource.ensure(name, say)  # booted by its own name: the table shows it
         except LabkitError as exc:
             say(f"{name}: could not fetch: {exc.render()}")
             return [COULD_NOT_RUN]
         verdicts = []
         for t in range(retries + 1):
             say(f"{name}: booting" + (f" (try {t + 1} of {retries + 1})" if retries else ""))
-            plan = KernelPlan(name=kernel, options=scenario.kernel_options)
+            plan = KernelPlan(name=name, options=scenario.kernel_options)
             verdicts.append(session.kernel(plan, subdir=f"try-{t + 1}" if t else "").result)
         return verdicts
 

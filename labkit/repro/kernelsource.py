@@ -36,8 +36,8 @@ def ensure(name: str, say: Say = _quiet) -> str:
     if "/" in name or not kernelnames.is_debian(name):
         kernels.resolve(name)  # a path, a cache entry or built:NAME: there, or a clear error
         return name
-    have = kernels.cached(name)
-    if have is not None and kernelnames.parse(name).kind != "series":
+    have = kernels.cached(name)  # a series: its newest cached build (no look-up)
+    if have is not None:
         return have.name
     say(f"{name}: fetching")
     return kernels.fetch(name, progress=lambda text: say(f"{name}: {text}")).name
