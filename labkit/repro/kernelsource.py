@@ -65,9 +65,11 @@ def record(name: str) -> dict[str, Any]:
     return out
 
 
-def from_record(rec: dict[str, Any], say: Say = _quiet) -> str:
+def from_record(rec: dict[str, Any], say: Say = _quiet, base: str = "") -> str:
     """The kernel a bundle names, at the exact build it recorded: the Debian package at
-    that version (fetched if needed), or a built kernel of that name already here.
+    that version (fetched if needed), or a built kernel: the same build if it is in the
+    cache, else built again from its recorded source and patches (base: the directory the
+    bundled patches are relative to).
 
     Raises LabkitError when that exact build cannot be had here."""
     from labkit.hosts.vm import catalogue, kernels
@@ -80,6 +82,8 @@ def from_record(rec: dict[str, Any], say: Say = _quiet) -> str:
         raise LabkitError(f"the bundle's kernel {name} was a file on the machine that ran it.",
                           hint="Run its scenario.yaml with `labkit repro run --kernel PATH` "
                                "instead, giving that bzImage or build tree.")
+    if rec.get("source") == "built":
+        return _built_again(rec, base, say)
     pkg, version = rec.get("package"), rec.get("package_version")
     if not (pkg and version):
         kernels.resolve(name)  # built:NAME or a cache entry: here, or a clear error
@@ -99,3 +103,58 @@ def from_record(rec: dict[str, Any], say: Say = _quiet) -> str:
                  "bundle's scenario.yaml on the nearest with `labkit repro run --kernel`.")
     say(f"{exact.name}: fetching ({pkg} {version})")
     return kernels.fetch(exact.name, progress=lambda text: say(f"{exact.name}: {text}")).name
+
+
+def bundle_patches(rec: dict[str, Any], directory: str) -> None:
+    """Copy a built kernel's patches into its bundle directory (patches/NN-name), noted in
+    rec["build"]["bundled_patches"] relative to that directory, so the bundle rebuilds."""
+    build = rec.get("build")
+    if not isinstance(build, dict):
+        return
+    out = []
+    for i, path in enumerate(build.get("patches") or [], 1):
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(PATCH_MAX + 1)
+        except OSError:
+            continue
+        if len(data) > PATCH_MAX:
+            continue
+        rel = os.path.join("patches", f"{i:02d}-{os.path.basename(path)}")
+        os.makedirs(os.path.join(directory, "patches"), exist_ok=True)
+        with open(os.path.join(directory, rel), "wb") as fh:
+            fh.write(data)
+        out.append(rel)
+    build["bundled_patches"] = out
+
+
+PATCH_MAX = 8 << 20
+
+
+def _built_again(rec: dict[str, Any], base: str, say: Say) -> str:
+    from labkit.hosts.vm import kernels
+
+    build = rec.get("build") if isinstance(rec.get("build"), dict) else {}
+    key = str(build.get("key", ""))
+    have = next((k for k in kernels.list_cached() if k.source == "built" and key
+                 and k.package_version == key[:16]), None)
+    if have is not None:
+        return have.name
+    source = str(build.get("source", ""))
+    series = source.split("=", 1)[0].removeprefix("linux-source-") if source else ""
+    patches = [os.path.join(base, p) for p in build.get("bundled_patches") or []]
+    if not series or "/" in series or len(patches) != len(build.get("patches") or []):
+        raise LabkitError(
+            f"the bundle's kernel {rec.get('name')} was built from {source or 'a tree'} "
+            "and is not in this cache; the bundle lacks what rebuilding it needs.",
+            hint="Build it with `labkit kernel build --source SERIES --patch ...` as its "
+                 "build.json says, then run the bundle's scenario.yaml on it.")
+    from labkit.hosts.vm import build as kbuild
+
+    say(f"{rec.get('name')}: not cached; building {source} with {len(patches)} patch(es)")
+    res = kbuild.build(series, patches=patches, progress=say)
+    if key and res.key != key:
+        say(f"{res.kernel.name}: built from the recorded recipe, but its inputs differ from "
+            f"the bundle's (key {res.key[:12]} vs {key[:12]}: another source package "
+            "version or compiler)")
+    return res.kernel.name

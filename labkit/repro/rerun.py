@@ -228,7 +228,7 @@ def rerun(path: str, out_dir: str, *, say: Say = lambda text: None,
         rows: list[Row] = []
         try:
             for k in rec.kernels:
-                rows.append(_again(session, scenario, k, say))
+                rows.append(_again(session, scenario, k, say, rec.root))
         finally:
             report = session.close({"rerun_of": os.path.abspath(path)})
     finally:
@@ -237,12 +237,15 @@ def rerun(path: str, out_dir: str, *, say: Say = lambda text: None,
     return rows, report, code_of(rows)
 
 
-def _again(session: Session, scenario: Scenario, k: dict[str, Any], say: Say) -> Row:
+def _again(session: Session, scenario: Scenario, k: dict[str, Any], say: Say,
+           session_root: str) -> Row:
     rerun_rec = k.get("rerun") if isinstance(k.get("rerun"), dict) else {"name": k["kernel"]}
     build = str(rerun_rec.get("package_version") or k.get("version") or "")
     row = Row(k["kernel"], build, str(k.get("result", "")), COULD_NOT_RUN, NOT_RUN)
     try:
-        name = k["kernel"] if k["kernel"] == HOST else kernelsource.from_record(rerun_rec, say)
+        base = os.path.join(session_root, str(k.get("bundle") or k.get("label") or ""))
+        name = k["kernel"] if k["kernel"] == HOST else kernelsource.from_record(
+            rerun_rec, say, base)
     except LabkitError as exc:
         row.detail = exc.render()
         say(f"{k['kernel']}: {row.detail}")

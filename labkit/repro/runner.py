@@ -109,6 +109,7 @@ def run_kernel(scenario: Scenario, plan: KernelPlan, parent: str, found: list[by
         from labkit.repro import kernelsource
 
         kr.rerun = kernelsource.record(plan.name)
+        kernelsource.bundle_patches(kr.rerun, directory)
     tell = _teller(plan, say)
     start = time.monotonic()
     broken: StepResult | None = None
