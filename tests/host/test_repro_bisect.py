@@ -4,8 +4,11 @@ flaky builds and builds that could not run; and `--bisect-exit`'s codes through 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +198,68 @@ def test_bisect_exit_wants_one_kernel(tmp_path) -> None:
     f = _write(tmp_path, "")
     done = _cli(f, "--bisect-exit", "-k", "host", "-k", "debian-6.12", cwd=tmp_path)
     assert done.returncode == 128 and "judges one kernel" in done.stderr
+
+
+# -- git bisect run on a synthetic history (two built kernels differing in one patch) -----
+
+SHIPPED, PATCHED = "built:src-7.2", "built:no-rekey"
+REKEY = Path(__file__).resolve().parents[2] / "repro" / "ktls-tls13-rekey.yaml"
+
+
+def _commit_kernel(repo: Path, k, message: str) -> None:
+    """The repository's content becomes an unpacked kernel root (boot/vmlinuz-REL and its
+    lib/modules/REL), what `--kernel .` boots, as a commit."""
+    for old in ("boot", "lib"):
+        shutil.rmtree(repo / old, ignore_errors=True)
+    (repo / "boot").mkdir()
+    shutil.copyfile(k.image, repo / "boot" / os.path.basename(k.image))
+    if k.modules_dir:
+        shutil.copytree(k.modules_dir, repo / "lib" / "modules" / k.version)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=True, env={**os.environ, "GIT_AUTHOR_NAME": "t",
+                                           "GIT_AUTHOR_EMAIL": "t@example.org",
+                                           "GIT_COMMITTER_NAME": "t",
+                                           "GIT_COMMITTER_EMAIL": "t@example.org"}).stdout
+
+
+@pytest.mark.vm
+@pytest.mark.needs_root
+def test_git_bisect_run_names_the_commit_that_applied_the_patch(tmp_path: Path) -> None:
+    """History: shipped 7.2, a README change, the patch that puts back the EBUSY (bad from
+    here), another README change. `git bisect run ... --bisect-exit` must name the third
+    commit; it boots the kernel at each commit it tests (two here)."""
+    from labkit.hosts.vm import kernels
+
+    if os.environ.get("LABKIT_NO_VM") == "1":
+        pytest.skip("LABKIT_NO_VM=1: this test boots VMs")
+    built = {n: kernels.cached(n) for n in (SHIPPED, PATCHED)}
+    missing = [n for n, k in built.items() if k is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not built: `labkit kernel build --source 7.2 "
+                    "--name src-7.2` and the same with `--patch "
+                    "repro/patches/ktls-refuse-rekey.patch --name no-rekey`")
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    _commit_kernel(repo, built[SHIPPED], "shipped 7.2")
+    (repo / "README").write_text("one\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "readme")
+    _commit_kernel(repo, built[PATCHED], "tls: refuse a second key (the bug)")
+    bad = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "README").write_text("two\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "readme again")
+    git(repo, "bisect", "start", "HEAD", "HEAD~3")
+    done = subprocess.run(
+        ["git", "-C", str(repo), "bisect", "run", *LABKIT, "repro", "run", str(REKEY),
+         "--kernel", ".", "--bisect-exit", "-o", str(tmp_path / "bundles")],
+        capture_output=True, text=True, timeout=1800, cwd=repo)
+    assert f"{bad} is the first bad commit" in done.stdout, done.stdout + done.stderr
+    runs = sorted((tmp_path / "bundles").glob("*/verdict.json"))
+    assert 1 <= len(runs) <= 2  # git tested one or two commits, one boot each
