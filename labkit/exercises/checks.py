@@ -178,12 +178,39 @@ def read_counter(lab: Lab, node: str, source: str) -> int:
         way, what = fld.split("_")
         stats = info.get("stats64") or info.get("stats") or {}
         return int(stats[way][what])
+    if kind == "ethtool":
+        iface, name = rest.split(":")
+        values = parse_counters(node_cmd(lab, node, ["ethtool", "-S", iface]).stdout.replace(
+            ":", " "), True)
+        if name not in values:
+            raise CannotCheck(f"`ethtool -S {iface}` in {node} has no counter {name}")
+        return values[name]
+    if kind == "kproxy":
+        return kproxy_counter(lab, node, *rest.split(":"))
     path = "/proc/net/tls_stat" if kind == "tls_stat" else "/proc/net/snmp /proc/net/netstat"
     text = node_cmd(lab, node, ["sh", "-c", f"cat {path}"]).stdout
     values = parse_counters(text, kind == "tls_stat")
     if rest not in values:
         raise CannotCheck(f"{node} has no counter {rest} in {path}")
     return values[rest]
+
+
+def kproxy_counter(lab: Lab, node: str, pair: str, fld: str) -> int:
+    """A kproxy pair's proxy counter (labkit kproxy status), or what its process read and
+    wrote (/proc/PID/io rchar + wchar: bytes copied through its memory)."""
+    info = lab.feature_status("kproxy")["pairs"].get(pair)
+    live = (info or {}).get("proxy_process") or {}
+    if not live.get("listening"):
+        raise CannotCheck(f"kproxy pair {pair} has no running proxy process")
+    up, down = live.get("upstream", {}), live.get("downstream", {})
+    if fld == "copied":
+        io = parse_counters(node_cmd(lab, node, ["cat", f"/proc/{live['pid']}/io"]).stdout
+                            .replace(":", " "), True)
+        return io["rchar"] + io["wchar"]
+    return {"up_bytes": up.get("bytes", 0), "down_bytes": down.get("bytes", 0),
+            "messages": up.get("messages", 0),
+            "dropped": up.get("dropped_messages", 0) + down.get("dropped_messages", 0),
+            "half_closes": live.get("half_closes", 0), "resets": live.get("resets", 0)}[fld]
 
 
 def parse_counters(text: str, flat: bool) -> dict[str, int]:
@@ -206,13 +233,18 @@ def baseline_counter(lab: Lab, p: dict[str, Any]) -> Any:
 
 
 def check_counter(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
-    node, source, need = p["node"], p["source"], p.get("grew_by", 1)
+    node, source = p["node"], p["source"]
+    need = p.get("grew_by", 0 if "at_most" in p else 1)
     now = read_counter(lab, node, source)
     if base is None:
         return unknown(name, f"{source} in {node} has no value from the exercise's start "
                              f"(now {now}); start the exercise first")
     grew = now - int(base)
     saw = f"{source} in {node} is {now}, {grew:+d} since the exercise started ({base})"
+    if "at_most" in p and grew > p["at_most"]:
+        return judged(name, False, saw, f"growth of at most {p['at_most']} (it grew by "
+                                        f"{grew - p['at_most']} more than that)",
+                      {"start": base, "now": now})
     return judged(name, grew >= need, saw, f"{need - grew} more (it must grow by {need})",
                   {"start": base, "now": now})
 

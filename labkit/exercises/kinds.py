@@ -19,6 +19,8 @@ class Kind:
     what: str  # one line for --help and docs
 
 
+KPROXY_FIELDS = ("up_bytes", "down_bytes", "messages", "dropped", "half_closes", "resets",
+                 "copied")  # kproxy:PAIR:FIELD (copied: the proxy process's rchar + wchar)
 COUNTER_FIELDS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped",
                   "tx_dropped", "rx_errors", "tx_errors")
 
@@ -44,10 +46,11 @@ KINDS: dict[str, Kind] = {
                     "a command in a node exits as expected and its output matches"),
     "file": Kind({"node": "node", "path": "abspath", "contains": "str", "matches": "regex"},
                  ("node", "path"), "a file seen from a node exists and holds some text"),
-    "counter": Kind({"node": "node", "source": "counter", "grew_by": "int"},
+    "counter": Kind({"node": "node", "source": "counter", "grew_by": "int", "at_most": "int"},
                     ("node", "source"),
                     "a counter grew since the exercise started (source iface:IF:FIELD, "
-                    "tls_stat:NAME or snmp:NAME)"),
+                    "tls_stat:NAME, snmp:NAME, ethtool:IF:NAME or kproxy:PAIR:FIELD; "
+                    "at_most: N = grew by no more than N)"),
     "tipc_bearer": Kind({"node": "node", "bearer": "str",
                          "state": "choice:enabled|disabled"}, ("node", "bearer"),
                         "a TIPC bearer (e.g. eth:eth1, udp:wan) is enabled in a node"),
@@ -93,7 +96,9 @@ def default_name(kind: str, p: dict[str, object]) -> str:
         "command": lambda: f"`{g('run') if isinstance(g('run'), str) else ' '.join(g('run'))}`"
                            f" in {g('node')}",  # type: ignore[arg-type]
         "file": lambda: f"{g('path')} in {g('node')}",
-        "counter": lambda: f"{g('source')} in {g('node')} grew by {g('grew_by', 1)}",
+        "counter": lambda: f"{g('source')} in {g('node')} grew by "
+                           + (f"at most {g('at_most')}" if "at_most" in p and "grew_by" not in p
+                              else str(g("grew_by", 1))),
         "tipc_bearer": lambda: f"TIPC bearer {g('bearer')} {g('state', 'enabled')} in "
                                f"{g('node')}",
         "tipc_link": lambda: f"TIPC link {g('node')} - {g('peer')} {g('state', 'up')}"

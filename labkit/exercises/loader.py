@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from labkit.errors import LabkitError, Loc, TopologyError
-from labkit.exercises.kinds import COUNTER_FIELDS, Kind, all_kinds, default_name
+from labkit.exercises.kinds import COUNTER_FIELDS, KPROXY_FIELDS, Kind, all_kinds, default_name
 from labkit.exercises.model import CheckSpec, Exercise, ExerciseSet, Solution, Step
 from labkit.topology.fields import (
     Problems,
@@ -274,14 +274,20 @@ def _text_value(text: str, loc: Loc, typ: str, where: str, p: Problems) -> Any:
 def _counter(text: str, loc: Loc, where: str, p: Problems) -> str | None:
     parts = text.split(":")
     ok = (parts[0] == "iface" and len(parts) == 3 and parts[2] in COUNTER_FIELDS) or \
-        (parts[0] in ("tls_stat", "snmp") and len(parts) == 2 and parts[1])
+        (parts[0] in ("tls_stat", "snmp") and len(parts) == 2 and parts[1]) or \
+        (parts[0] == "ethtool" and len(parts) == 3 and all(parts[1:])) or \
+        (parts[0] == "kproxy" and len(parts) == 3 and parts[2] in KPROXY_FIELDS)
     if not ok:
         hint = ""
         if parts[0] == "iface" and len(parts) == 3:
             hint = suggest(parts[2], list(COUNTER_FIELDS))
+        if parts[0] == "kproxy" and len(parts) == 3:
+            hint = suggest(parts[2], list(KPROXY_FIELDS))
         p.add(loc, f"{where} '{text}' is not a counter source.",
               f"{hint} Write iface:IFACE:FIELD (FIELD one of {', '.join(COUNTER_FIELDS)}), "
-              "tls_stat:NAME (e.g. tls_stat:TlsTxSw) or snmp:NAME (e.g. snmp:TcpOutSegs)."
+              "tls_stat:NAME (e.g. tls_stat:TlsTxSw), snmp:NAME (e.g. snmp:TcpOutSegs), "
+              "ethtool:IFACE:NAME (`ethtool -S`) or kproxy:PAIR:FIELD (FIELD one of "
+              f"{', '.join(KPROXY_FIELDS)})."
               .strip())
         return None
     return text
