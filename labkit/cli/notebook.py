@@ -201,8 +201,11 @@ def notebook(
            "JUPYTERLAB_SETTINGS_DIR": os.environ.get("JUPYTERLAB_SETTINGS_DIR") or
            settings_dir()}
     started = time.monotonic()
+    # SIGTERM to the server when this process dies, even by SIGKILL: it then shuts its
+    # kernels down, and nothing keeps serving on the port.
     proc = subprocess.Popen(server_argv(name, ip, port, root), stdin=subprocess.DEVNULL,
-                            stdout=log_fd, stderr=log_fd, env=env, start_new_session=True)
+                            stdout=log_fd, stderr=log_fd, env=env, start_new_session=True,
+                            preexec_fn=procs.die_with_parent())
     os.close(log_fd)
     shown = "127.0.0.1" if ip in ("0.0.0.0", "::") else ip
     host = f"[{shown}]" if ":" in shown else shown

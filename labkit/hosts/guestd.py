@@ -24,6 +24,7 @@ import threading
 import traceback
 from typing import Any
 
+from labkit.errors import UsageError
 from labkit.hosts.rpc import remote
 
 PRELOAD = ("pyroute2", "labkit.lab.lab", "labkit.lab.deploy", "labkit.lab.ops",
@@ -56,14 +57,13 @@ def handle(line: bytes) -> bytes:
     from labkit.hosts import rpc
 
     try:
-        req = json.loads(line)
-        fn = rpc.resolve(str(req["fn"]))
-        args: list[Any] = list(req.get("args") or [])
+        path, lab, args, kwargs = rpc.parse_request(line)
+        fn = rpc.resolve(path)
         if rpc.takes_lab(fn):
             from labkit.lab.lab import Lab
 
-            args.insert(0, Lab.attach(str(req["lab"])))
-        result = fn(*args, **(req.get("kwargs") or {}))
+            args.insert(0, Lab.attach(str(lab)))
+        result = fn(*args, **kwargs)
         reply: dict[str, Any] = {"ok": result}
     except BaseException as exc:  # every failure goes back to the host as a value
         if not _is_labkit_error(exc):
@@ -82,8 +82,19 @@ def _is_labkit_error(exc: BaseException) -> bool:
 
 
 def serve_conn(conn: socket.socket) -> None:
+    """Answer each request line; a line past rpc.MAX_MESSAGE gets an error and the end of
+    the connection (its rest cannot be told from the next request)."""
+    from labkit.hosts import rpc
+
     with conn, conn.makefile("rb") as reader:
-        for line in reader:
+        while True:
+            try:
+                line = rpc.read_message(reader, "request")
+            except UsageError as exc:
+                conn.sendall(json.dumps({"error": rpc.encode_error(exc)}).encode() + b"\n")
+                return
+            if not line:
+                return
             conn.sendall(handle(line))
 
 

@@ -21,6 +21,10 @@ from labkit.errors import LabkitError, Loc
 F = TypeVar("F", bound=Callable[..., Any])
 
 REMOTE: set[str] = set()
+# The longest request or reply line: a call's arguments and result are small JSON values
+# (the largest, a lab's state with its topology source, stays below 4 MiB). A peer that
+# sends more, or never a newline, is refused before it can fill this side's memory.
+MAX_MESSAGE = 16 * 1024 * 1024
 
 
 def remote(fn: F) -> F:
@@ -59,6 +63,55 @@ def request(fn: str, lab: str | None, args: list[Any], kwargs: dict[str, Any]) -
     return json.dumps({"fn": fn, "lab": lab, "args": args, "kwargs": kwargs}).encode() + b"\n"
 
 
+def read_message(reader: Any, what: str) -> bytes:
+    """One JSON line from reader (a binary file), b"" at the end; UsageError for a line
+    longer than MAX_MESSAGE (then the stream cannot be framed: the caller closes it)."""
+    line: bytes = reader.readline(MAX_MESSAGE + 1)
+    if len(line) > MAX_MESSAGE:
+        raise errors.UsageError(f"refusing a {what} longer than {MAX_MESSAGE // 2**20} MiB "
+                                "(or one without its newline).",
+                                hint="Send one JSON object per line.")
+    return line
+
+
+def parse_request(line: bytes) -> tuple[str, str | None, list[Any], dict[str, Any]]:
+    """fn, lab, args and kwargs of a request line; UsageError naming what is malformed."""
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise errors.UsageError(f"refusing a request that is not JSON ({exc}).",
+                                hint="Send one JSON object per line.") from None
+    if not isinstance(req, dict) or not isinstance(req.get("fn"), str):
+        raise errors.UsageError("refusing a request that is not a JSON object with a "
+                                "\"fn\" string.",
+                                hint='Send {"fn": "labkit.module:function", "lab": NAME, '
+                                     '"args": [...], "kwargs": {...}}.')
+    lab, args, kwargs = req.get("lab"), req.get("args") or [], req.get("kwargs") or {}
+    if not (lab is None or isinstance(lab, str)) or not isinstance(args, list) or \
+            not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise errors.UsageError("refusing a request whose lab, args or kwargs have the "
+                                "wrong type.",
+                                hint="lab is a name or null, args a list, kwargs an object.")
+    return req["fn"], lab, args, kwargs
+
+
+def parse_reply(line: bytes, where: str) -> Any:
+    """The result of a reply line, or the error it carries raised here; a reply that is
+    not one labkit's daemon writes is a LabkitError, never a traceback."""
+    try:
+        data = json.loads(line) if len(line) <= MAX_MESSAGE else None
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not ("ok" in data or isinstance(data.get("error"),
+                                                                     dict)):
+        raise LabkitError(f"labkit's daemon {where} sent a malformed reply "
+                          f"({len(line)} bytes).",
+                          hint="`labkit down` and `labkit vm stop` reset it.")
+    if "error" in data:
+        raise decode_error(data["error"], where)
+    return data.get("ok")
+
+
 def encode_error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, LabkitError):
         loc = exc.loc
@@ -75,7 +128,10 @@ def decode_error(data: dict[str, Any], where: str) -> LabkitError:
     if not (isinstance(cls, type) and issubclass(cls, LabkitError)) or \
             cls is errors.TopologyError:
         cls = errors.UsageError if data.get("exit_code") == 2 else LabkitError
-    loc = Loc(*data["loc"]) if data.get("loc") else None
+    raw = data.get("loc")
+    loc = (Loc(str(raw[0]), int(raw[1]), int(raw[2]))
+           if isinstance(raw, list) and len(raw) == 3 and isinstance(raw[1], int) and
+           isinstance(raw[2], int) else None)
     message = str(data.get("message", "unknown error"))
     if data.get("type") == "InternalError":
         message = f"labkit failed {where}: {message}. This is a labkit bug"
