@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -134,3 +135,26 @@ def _settle(remaining: object, grace: float, pids: list[int],
             return
         time.sleep(0.02)
     reap(pids)
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2), linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A preexec_fn that makes the child get `sig` when the process starting it dies, even
+    by SIGKILL (prctl PR_SET_PDEATHSIG): a server labkit starts never outlives it.
+
+    The parent's pid is taken now, so a parent that died between fork and prctl is seen
+    (the child's parent is then another process) and the child signals itself.
+    """
+    import ctypes
+
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
