@@ -66,10 +66,15 @@ def markdown(text: str) -> str:
 
 def shell_argv(command: str, timeout: int = COMMAND_TIMEOUT,
                limit: int = OUTPUT_LIMIT) -> list[str]:
-    """The learner's line as argv: bash (pipes, globs, $(...)), stderr with stdout, killed
-    after `timeout` s, and at most limit+1 bytes of output kept (one more tells a cut)."""
-    script = f"set -o pipefail; {{ {command}\n}} 2>&1 | head -c {limit + 1}"
-    return ["timeout", "-k", "2", str(timeout), "bash", "-c", script]
+    """The learner's line as argv: bash (pipes, globs, $(...), `&` for a server left
+    running), stderr with stdout, stopped after `timeout` s. Output goes to a file capped
+    at twice the limit (ulimit), not to a pipe, so a job left in the background never
+    holds the command open; limit+1 bytes are shown (one more tells a cut)."""
+    script = ('out=$(mktemp) || exit 1; '
+              f'( ulimit -f {2 * limit // 1024}; exec timeout -k 2 {timeout} bash -c "$1" ) '
+              '>"$out" 2>&1 </dev/null; rc=$?; '
+              f'head -c {limit + 1} "$out"; rm -f "$out"; exit $rc')
+    return ["bash", "-c", script, "labkit-exercise", command]
 
 
 def terminal_entry(node: str, command: str, rc: int, output: str,
