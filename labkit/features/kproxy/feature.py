@@ -13,6 +13,7 @@ from labkit.features.kproxy import config
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
+    from labkit.topology.model import Check
     from labkit.verify.verdict import Verdict
 
 
@@ -27,6 +28,7 @@ class KproxyFeature(Feature):
     kconfig = ("CONFIG_BPF_STREAM_PARSER", "CONFIG_CGROUPS", "CONFIG_CGROUP_BPF",
                "CONFIG_NET_SCH_TBF")
     verifications = ("throughput",)
+    check_kinds = {"kproxy_relay": ()}  # every pair relays intact, by its own mechanism
     cli = ("labkit.features.kproxy.cli",)
     parse = staticmethod(config.parse)
 
@@ -66,6 +68,11 @@ class KproxyFeature(Feature):
         from labkit.features.kproxy import status
 
         return status.status(lab, cfg)
+
+    def run_check(self, lab: Lab, cfg: config.KproxyConfig, check: Check) -> Verdict:
+        from labkit.features.kproxy import relaycheck
+
+        return relaycheck.relay(lab, cfg, check.name)
 
     def verify(self, lab: Lab, cfg: config.KproxyConfig, kind: str,
                **options: Any) -> Verdict:
