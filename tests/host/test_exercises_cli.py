@@ -5,6 +5,7 @@ exit codes and --json. One lab serves the module; it goes down at the end, pass 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit.exercises.api import Exercises
 from tests.conftest import ROOT, run_cli, unique
 
 pytestmark = pytest.mark.needs_root
@@ -30,6 +32,26 @@ def copy_topology(source: Path, dest_dir: Path, name: str) -> Path:
     path = dest_dir / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+@contextlib.contextmanager
+def lab_with_exercises(factory: pytest.TempPathFactory, topology: str,
+                       learner: str = "tester") -> Iterator[Exercises]:
+    """A renamed copy of a shipped topology up (here or in its VM), its exercises opened
+    with progress in a fresh directory; down at the end, pass or fail."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it creates network namespaces")
+    from labkit.lab.lab import Lab
+
+    os.environ["LABKIT_PROGRESS_DIR"] = str(factory.mktemp("progress"))
+    name = unique("ex")
+    path = copy_topology(ROOT / "topologies" / topology, factory.mktemp("topo"), name)
+    lab = Lab.load(str(path)).up()
+    try:
+        yield Exercises.for_lab(name, learner=learner)
+    finally:
+        lab.down()
+        os.environ.pop("LABKIT_PROGRESS_DIR", None)
 
 
 @pytest.fixture(scope="module")

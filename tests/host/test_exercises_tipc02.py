@@ -12,8 +12,8 @@ import pytest
 
 from labkit.base.wait import poll
 from labkit.exercises.api import Exercises, Result
-from tests.conftest import ROOT, run_cli, unique
-from tests.host.test_exercises_cli import copy_topology
+from tests.conftest import run_cli
+from tests.host.test_exercises_cli import lab_with_exercises
 
 pytestmark = [pytest.mark.vm, pytest.mark.needs_root]
 KEY = "0x" + "ab" * 20  # a learner's AES-128 key and salt (40 hex digits)
@@ -21,20 +21,8 @@ KEY = "0x" + "ab" * 20  # a learner's AES-128 key and salt (40 hex digits)
 
 @pytest.fixture(scope="module")
 def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exercises]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates network namespaces")
-    from labkit.lab.lab import Lab
-
-    os.environ["LABKIT_PROGRESS_DIR"] = str(tmp_path_factory.mktemp("progress"))
-    name = unique("ex")
-    path = copy_topology(ROOT / "topologies" / "cluster.yaml", tmp_path_factory.mktemp("t"),
-                         name)
-    lab = Lab.load(str(path)).up()
-    try:
-        yield Exercises.for_lab(name, learner="tester")
-    finally:
-        lab.down()
-        os.environ.pop("LABKIT_PROGRESS_DIR", None)
+    with lab_with_exercises(tmp_path_factory, "cluster.yaml") as opened:
+        yield opened
 
 
 def passes(ex: Exercises, ex_id: str, timeout: float = 120) -> Result:

@@ -6,15 +6,14 @@ each pass. One lab serves the module and goes down at the end, pass or fail.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from labkit.base.wait import poll
 from labkit.exercises.api import Exercises, Result
-from tests.conftest import ROOT, run_cli, unique
-from tests.host.test_exercises_cli import copy_topology
+from tests.conftest import run_cli
+from tests.host.test_exercises_cli import lab_with_exercises
 from tests.host.test_exercises_tipc02 import by_name, passes
 
 pytestmark = [pytest.mark.vm, pytest.mark.needs_root]
@@ -23,20 +22,8 @@ NEW_KEY = "0x" + "cd" * 20
 
 @pytest.fixture(scope="module")
 def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exercises]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates network namespaces")
-    from labkit.lab.lab import Lab
-
-    os.environ["LABKIT_PROGRESS_DIR"] = str(tmp_path_factory.mktemp("progress"))
-    name = unique("ex")
-    path = copy_topology(ROOT / "topologies" / "cluster-encrypted.yaml",
-                         tmp_path_factory.mktemp("t"), name)
-    lab = Lab.load(str(path)).up()
-    try:
-        yield Exercises.for_lab(name, learner="tester")
-    finally:
-        lab.down()
-        os.environ.pop("LABKIT_PROGRESS_DIR", None)
+    with lab_with_exercises(tmp_path_factory, "cluster-encrypted.yaml") as opened:
+        yield opened
 
 
 REKEY = "a new TIPC key on every node"
