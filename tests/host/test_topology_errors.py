@@ -120,3 +120,17 @@ def test_aliases_within_the_budget_are_read() -> None:
         loader.loads(billion_laughs(levels))
     assert all("aliases" not in p.message for p in info.value.problems)
     assert any("unknown key 'lol4'" in p.message for p in info.value.problems)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_topology_declares_checks_of_its_features(path: Path) -> None:
+    """`labkit run FILE` proves something: each shipped topology declares checks, and one
+    of each feature it uses that has check kinds (kproxy.yaml once declared none)."""
+    from labkit import features
+
+    topo = loader.load(str(path))
+    assert topo.checks, f"{path.name} declares no checks"
+    owners = {features.owner_of_check(c.kind) for c in topo.checks}
+    for key in topo.features:
+        if features.get(key).check_kinds:
+            assert key in owners, f"{path.name} uses {key} but declares none of its checks"
