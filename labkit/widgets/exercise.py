@@ -15,9 +15,10 @@ checks until the exercise passes (bounded), raising if it does not.
 
 from __future__ import annotations
 
-import html
 import os
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -119,7 +120,8 @@ class ExercisePanel(Panel):
         first = node or (item.solution.steps[0].node if item.solution and
                          item.solution.steps else nodes[0])
         self.item = item
-        self.task = w.HTML(STYLE + f'<div class="lk-task">{markdown(item.task)}</div>')
+        self.task = w.HTML(STYLE + f'<div class="lk-task">{markdown(self.fill(item.task))}'
+                                   "</div>")
         self.node = w.Dropdown(options=nodes, value=first, description="node",
                                layout=w.Layout(width="170px"))
         self.command = w.Text(placeholder="a command, run in the node (Enter or Run)",
@@ -140,6 +142,7 @@ class ExercisePanel(Panel):
         self.state = w.HTML()
         self.state.add_class("lk-exercise-state")
         self.history: list[str] = []
+        self._notes: list[str] = []
         self.last: Result | None = None
         super().__init__(f"Exercise {item.id}: {item.title}")
         self.run_button.on_click(self.clicked(lambda: self._submit(self.command.value)))
@@ -154,6 +157,10 @@ class ExercisePanel(Panel):
                 w.HBox([self.node, self.command, self.run_button]), self.terminal,
                 w.HBox([self.check_button, self.hint_button, self.solution_button]),
                 self.hints, self.result, self.solution_box]
+
+    def fill(self, text: str) -> str:
+        """A task's, hint's or step's text with LAB replaced by this lab's name."""
+        return re.sub(r"\bLAB\b", self.session.name, text)
 
     # -- the exercises API ---------------------------------------------------------------
     def _item(self) -> Exercise:
@@ -239,8 +246,7 @@ class ExercisePanel(Panel):
 
     def show_solution(self) -> ExercisePanel:
         sol = self.api().solution(self.exercise_id)
-        name = self.session.name
-        steps = "".join(f"<pre>{esc(s.text.replace('LAB', name))}</pre>" for s in sol.steps)
+        steps = "".join(f"<pre>{esc(self.fill(s.text))}</pre>" for s in sol.steps)
         self.solution_box.value = (f'<div class="lk-solution"><b>Solution.</b> '
                                    f"{markdown(sol.explain)}{steps}</div>")
         self.refresh_state()
@@ -253,7 +259,8 @@ class ExercisePanel(Panel):
         st = next(s for s in ex.status() if s.id == self.exercise_id)
         taken = ex.hints_taken(self.exercise_id)
         self.hints.value = "".join(f'<div class="lk-hint"><b>Hint {i}/{st.hints_total}.</b> '
-                                   f"{markdown(h)}</div>" for i, h in enumerate(taken, 1))
+                                   f"{markdown(self.fill(h))}</div>"
+                                   for i, h in enumerate(taken, 1))
         self.hint_button.disabled = st.hints >= st.hints_total
         if st.passed_at is not None:
             when = time.strftime("%H:%M:%S", time.localtime(st.passed_at))
@@ -279,15 +286,24 @@ class ExercisePanel(Panel):
     # -- a notebook cell -----------------------------------------------------------------
     def auto(self, deadline: float = SOLVE_DEADLINE) -> ExercisePanel:
         """Show the exercise with the learner's state. With LABKIT_SOLVE=1: check (it must
-        not pass yet), apply the reference solution, check until it passes."""
+        not pass yet), apply the reference solution, check until it passes. The work runs
+        in the panel's thread (as a click would): pyroute2, which some checks use, cannot
+        run inside the notebook kernel's own event loop."""
         from IPython.display import display
 
-        self.refresh_state()
         display(self)
-        if not solving():
-            return self
+        job = self._solve if solving() else self.refresh_state
+        self.start(f"exercise {self.exercise_id}", lambda: job(deadline) if solving()
+                   else job())
+        self.wait(deadline + 600)
+        for line in self._notes:
+            print(line)
+        return self
+
+    def _solve(self, deadline: float) -> None:
+        self.refresh_state()
         before = self.api().check(self.exercise_id)
-        self._note(f"before the solution: {before.summary}", before)
+        self._note(f"before the solution: {before.summary}")
         if before.outcome != "fail":
             raise LabkitError(f"exercise {self.exercise_id} is '{before.outcome}' before "
                               "the learner acted: " + before.summary,
@@ -295,8 +311,8 @@ class ExercisePanel(Panel):
                                    "grades nothing; fix the exercise's checks.")
         solved = self.api().solve(self.exercise_id)
         for step in solved.steps:
-            self.history.append(terminal_entry(step["node"], step["text"], step["rc"],
-                                               step["output"]))
+            self.history.append(terminal_entry(step["node"], self.fill(step["text"]),
+                                               step["rc"], step["output"]))
         self.terminal.value = f'<pre class="lk-term">{"".join(self.history)}</pre>'
         if not solved.ok:
             raise LabkitError(f"the reference solution of {self.exercise_id} failed: "
@@ -310,16 +326,14 @@ class ExercisePanel(Panel):
         self.last = after
         self.result.value = result_html(after)
         self.refresh_state()
-        self._note(f"after the solution: {after.summary}", after)
+        self._note(f"after the solution: {after.summary}")
         if not after.passed:
             raise LabkitError(f"exercise {self.exercise_id} does not pass after its "
                               f"reference solution: {after.summary}")
-        return self
 
-    def _note(self, text: str, result: Result) -> None:
-        print(text)
-        self.message.value = f'<span class="lk-muted">{html.escape(text)}</span>'
-
+    def _note(self, text: str) -> None:
+        self._notes.append(text)
+        self.say(text)
 
 def progress_table(session: LabSession, learner: str | None = None) -> str:
     """Every exercise of the lab and where the learner is (HTML): what a notebook's last
@@ -328,8 +342,10 @@ def progress_table(session: LabSession, learner: str | None = None) -> str:
     from labkit.widgets.base import table
 
     ex = Exercises.for_lab(session.require("the exercises' progress"), learner=learner)
+    with ThreadPoolExecutor(1) as pool:  # off the kernel's event loop (baselines may read)
+        status = pool.submit(ex.status).result(timeout=600)
     rows = [[s.id, s.title, "passed" if s.passed_at else "not yet", s.checks,
-             f"{s.hints}/{s.hints_total}", "yes" if s.solved else "-"] for s in ex.status()]
+             f"{s.hints}/{s.hints_total}", "yes" if s.solved else "-"] for s in status]
     return STYLE + table(["exercise", "title", "state", "checks", "hints", "solved"], rows,
                          "lk-progress")
 

@@ -1,0 +1,99 @@
+"""The exercises of labs 04 (kproxy, this machine's kernel), 05 (handshake) and 06
+(offload), both in a debian-6.12 VM (`labkit up` places them there): on a freshly built
+lab every exercise's check fails (a check that passes before the learner acts grades
+nothing), a wrong answer is explained (what was seen, what is still missing), and after
+`exercise solve` every exercise passes. One lab per test; it goes down at the end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit.exercises.api import Exercises, Result
+from tests.host.test_exercises_cli import lab_with_exercises
+
+pytestmark = pytest.mark.needs_root
+
+
+def by_name(result: Result) -> dict[str, object]:
+    return {c.name: c for c in result.checks}
+
+
+def all_fail_first(ex: Exercises) -> None:
+    """Every exercise is "not yet" on the fresh lab, and each says what is missing."""
+    for item in ex.items:
+        got = ex.check(item.id)
+        assert got.outcome == "fail", (item.id, got.as_dict())
+        assert all(c.missing for c in got.checks if c.outcome == "fail"), got.as_dict()
+
+
+def solve_all(ex: Exercises) -> None:
+    for item in ex.items:
+        solved = ex.solve(item.id)
+        assert solved.ok, solved.as_dict()
+        got = ex.check(item.id)
+        assert got.passed, (item.id, got.as_dict())
+    assert all(s.passed_at is not None and s.solved for s in ex.status())
+    rows = ex.report()
+    assert {r["exercise"] for r in rows} == {i.id for i in ex.items}
+
+
+def test_kproxy_exercises(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with lab_with_exercises(tmp_path_factory, "kproxy.yaml") as ex:
+        assert ex.set.ids() == ["zero-copy", "drop-in-kernel"]
+        all_fail_first(ex)
+        # A wrong answer: messages through kl, none starting with DROP. What passed is
+        # counted, and the check says the drops are what is missing.
+        server = ex.lab.node("server").run(
+            ["sh", "-c", "setsid sh -c 'sleep 30 | busybox nc -l -p 9105 >/dev/null' "
+             "</dev/null >/dev/null 2>&1 & for i in $(seq 50); do ss -Hltn sport = :9105 "
+             "| grep -q . && exit 0; sleep 0.1; done; exit 1"], timeout=30)
+        assert server.returncode == 0, server.stderr
+        sent = ex.lab.node("client").run(
+            ["python3", "-c", "import socket, struct, time; "
+             "s = socket.create_connection(('198.19.0.2', 9005)); "
+             "[s.sendall(struct.pack('>I', 5) + b'hello') for _ in range(12)]; "
+             "time.sleep(0.5); s.close()"], timeout=30)
+        assert sent.returncode == 0, sent.stderr
+        wrong = ex.check("drop-in-kernel")
+        checks = by_name(wrong)
+        dropped = checks["the BPF verdict dropped 10 DROP messages"]
+        passed = checks["it let 10 other messages through"]
+        assert wrong.outcome == "fail"
+        assert passed.outcome == "pass" and "+12 since" in passed.saw  # control: it counted
+        assert dropped.outcome == "fail" and "+0 since" in dropped.saw
+        assert dropped.missing == "10 more (it must grow by 10)"
+        solve_all(ex)
+        copied = by_name(ex.check("zero-copy"))["km's process copied none of it"]
+        assert copied.passed and "kproxy:km:copied" in copied.saw
+
+
+@pytest.mark.vm
+def test_handshake_exercises(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with lab_with_exercises(tmp_path_factory, "nvme-tls.yaml") as ex:
+        assert ex.set.ids() == ["reconnect-tls", "write-through-tls"]
+        all_fail_first(ex)
+        # A wrong answer: the host reconnected without `tls`. The target requires TLS, so
+        # the connect is refused: no new kTLS socket, and no queue left at all.
+        name = ex.lab.name
+        opts = (f"transport=tcp,traddr=198.18.4.1,trsvcid=4420,"
+                f"nqn=nqn.2014-08.org.labkit:{name}.t,hostnqn=nqn.2014-08.org.labkit:{name}.h,"
+                "nr_io_queues=1,ctrl_loss_tmo=0")
+        res = ex.lab.node("h").run(
+            ["sh", "-c", f"nvme disconnect -n nqn.2014-08.org.labkit:{name}.t; "
+                         f"echo '{opts}' > /dev/nvme-fabrics"], timeout=120)
+        assert res.returncode != 0  # the kernel refused the plaintext connect
+        wrong = by_name(ex.check("reconnect-tls"))
+        tx = wrong["h's kernel put kTLS on 2 new queues (handshakes done)"]
+        assert tx.outcome == "fail" and "+0 since" in tx.saw and tx.missing.startswith("2 more")
+        queues = wrong["the queues use kTLS now"]
+        assert queues.outcome == "fail" and "0 TCP socket(s) in h on port 4420" in queues.saw
+        solve_all(ex)
+
+
+@pytest.mark.vm
+def test_offload_exercises(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with lab_with_exercises(tmp_path_factory, "offload.yaml") as ex:
+        assert ex.set.ids() == ["resync", "software-ktls"]
+        all_fail_first(ex)
+        solve_all(ex)
