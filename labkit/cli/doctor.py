@@ -66,7 +66,7 @@ def doctor(
     removed at once. A lab that needs what this kernel lacks is placed in a VM by
     `labkit up`; `--all-kernels` shows which kernel would take it.
     """
-    from labkit.hosts.doctor import lab_features, probe_all
+    from labkit.hosts.doctor import differences, lab_features, probe_all
     from labkit.hosts.vm import kernels
     from labkit.lab.placement import kernel_probes
 
@@ -98,9 +98,10 @@ def doctor(
         else:
             columns[k.name] = known
     matrix = {name: lab_features(res) for name, (res, _) in columns.items()}
+    diffs = differences({name: res for name, (res, _) in columns.items()})
     if json:
         emit_json({"kernels": {name: {"source": columns[name][1], "features": feats}
-                               for name, feats in matrix.items()}})
+                               for name, feats in matrix.items()}, "differences": diffs})
         return
     names = list(matrix)
     feats = list(next(iter(matrix.values())))
@@ -117,6 +118,10 @@ def doctor(
         if missing:
             console.print(f"{n} ({columns[n][1]}) lacks: " + "; ".join(
                 f"{f}: {', '.join(m)}" for f, m in missing.items()), soft_wrap=True)
+    if diffs:
+        console.print("where these kernels differ:")
+    for line in diffs:
+        console.print(f"  {line}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,8 @@ and TLS_RX, and records of types other than application data (cmsgs).
 
 Newer kernels (7.2 has them, 6.12 not) add TLS 1.3 KeyUpdate: TLS_TX/TLS_RX given again
 installs the next key (`rekey`), and after the peer's KeyUpdate record reads fail with
-EKEYEXPIRED until the new RX key is in (`KeyUpdatePending`); and TLS_TX_MAX_PAYLOAD_LEN
+EKEYEXPIRED until the new RX key is in (`KeyUpdatePending`, `pending_key_update`: poll and
+select hide such a socket's data meanwhile); and TLS_TX_MAX_PAYLOAD_LEN
 (`max_payload`), the RFC 8449 record size limit.
 
 Key bytes go nowhere but setsockopt: nothing here logs or keeps them.
@@ -104,6 +105,22 @@ def rekey(sock: socket.socket | int, tx: bytes | None = None, rx: bytes | None =
                 raise KtlsError(exc.errno or errno.EIO, f"{step} rekey: {why}") from None
     finally:
         s.detach()
+
+
+def pending_key_update(sock: socket.socket) -> bool:
+    """Whether the kernel holds this socket's records until the next RX key is installed
+    (the peer's KeyUpdate was read). poll/select never report such a socket readable, so a
+    reader that waits on them would hang instead of seeing EKEYEXPIRED: ask this after a
+    KeyUpdate record. A non-blocking peek, which returns at once."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recvmsg(1, socket.CMSG_SPACE(1), socket.MSG_PEEK)
+    except OSError as exc:
+        return exc.errno == errno.EKEYEXPIRED
+    finally:
+        sock.settimeout(timeout)
+    return False
 
 
 def key_update_message(request_update: bool) -> bytes:

@@ -4,19 +4,43 @@ summary shows what ran where and nothing is skipped silently.
 
     @pytest.mark.needs("handshake")   # capability names as `labkit doctor` prints them
 
+Whether this kernel HAS a capability is read from the kernel's own config (/proc/config.gz,
+/boot/config-*, /lib/modules/<release>/config or the cached kernel's config file: the
+symbols each capability names in labkit's doctor), not from labkit's probes: a probe runs
+labkit's own code, so a labkit bug would otherwise read as "this kernel lacks it" and skip
+the very tests that should catch it. The probes stay as diagnostics: a test whose kernel
+has the feature but whose probe fails is skipped naming both, and under CI (CI or
+LABKIT_REQUIRE_ROOT set, as .ci/run does) it FAILS instead. Under CI every other skip of
+the tier fails too, unless it is one of the skips by design below (BY_DESIGN).
+
 scripts/test.sh runs the tier on every kernel labkit fetches; the first (debian-6.12) runs
-everything. Modules whose claims do not depend on the kernel version (the emulated offload
-NIC: the same tls_device.c path on 6.1 and 6.12) run on the first kernel only, and say so
-by name on the others (LABKIT_SECOND_KERNEL=1, set by scripts/test.sh); with
-LABKIT_ALL_KERNELS=1 they run everywhere. CI's time budget is the reason.
+everything. Modules whose claims do not depend on the kernel version run on the first
+kernel only, and say so by name on the others (LABKIT_SECOND_KERNEL=1, set by
+scripts/test.sh); with LABKIT_ALL_KERNELS=1 they run everywhere. CI's time budget is the
+reason.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import cache
 
 import pytest
+
+from tests.conftest import must_be_root
+
+# Modules that run on the tier's first kernel only (their claims are the same on each),
+# -> the first release from which they run on every kernel anyway: the offload NIC's module
+# takes another path from 6.14 on (rtnl_newlink_params), so 7.2 tests its own build.
+FIRST_KERNEL_ONLY: dict[str, tuple[int, int] | None] = {
+    "test_offload.py": None, "test_offload_kmod.py": (6, 14)}
+# Every skip of the tier that is not a failure under CI starts with one of these.
+BY_DESIGN = (
+    "by design:",  # a test's own choice, e.g. FIRST_KERNEL_ONLY or a full-only case
+    "this kernel's config lacks",  # the kernel truly has no such feature
+)
+RELEASE = os.uname().release
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,21 +54,83 @@ def _probes() -> dict[str, object]:
     return probe_all()  # type: ignore[return-value]
 
 
-FIRST_KERNEL_ONLY = ("test_offload.py", "test_offload_kmod.py")
+@pytest.fixture(scope="session")
+def doctor_probes() -> dict[str, object]:
+    """labkit's doctor probes of this kernel, run once per session (seconds under TCG)."""
+    return _probes()
+
+
+@cache
+def kernel_config() -> tuple[dict[str, object], str] | None:
+    """(capability -> Probe read from the config, where the config was found), or None."""
+    from labkit.hosts.doctor import from_config, running_config
+
+    found = running_config()
+    if found is None:
+        return None
+    text, where = found
+    return from_config(text, RELEASE), where  # type: ignore[return-value]
+
+
+def config_has(*caps: str) -> bool:
+    """Whether this kernel's own config says it has every capability (False if unknown)."""
+    known = kernel_config()
+    return known is not None and all(getattr(known[0].get(c), "ok", False) for c in caps)
+
+
+def _runs_anyway(module: str) -> bool:
+    from labkit.hosts.doctor import release_tuple
+
+    since, have = FIRST_KERNEL_ONLY[module], release_tuple(RELEASE)
+    return since is not None and have is not None and have >= since
+
+
+def _detail(probes: dict[str, object], caps: list[str]) -> str:
+    return "; ".join(f"{c}: {getattr(probes.get(c), 'detail', 'no such capability')}"
+                     for c in caps)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if (os.environ.get("LABKIT_SECOND_KERNEL") == "1" and
             os.environ.get("LABKIT_ALL_KERNELS") != "1" and
-            item.path.name in FIRST_KERNEL_ONLY):
-        pytest.skip(f"{item.path.name} runs on the first kernel of the tier only (its claims "
-                    f"do not depend on the kernel version); LABKIT_ALL_KERNELS=1 runs it "
-                    f"on kernel {os.uname().release} too")
+            item.path.name in FIRST_KERNEL_ONLY and not _runs_anyway(item.path.name)):
+        pytest.skip(f"by design: {item.path.name} runs on the first kernel of the tier only "
+                    f"(its claims do not depend on the kernel version); "
+                    f"LABKIT_ALL_KERNELS=1 runs it on kernel {RELEASE} too")
     marker = item.get_closest_marker("needs")
     if marker is None:
         return
+    caps = list(marker.args)
+    known = kernel_config()
+    if known is None:
+        pytest.skip(f"no config file found for kernel {RELEASE} (/proc/config.gz, "
+                    f"/boot/config-{RELEASE}, /lib/modules/{RELEASE}/config), so the tier "
+                    f"cannot tell whether it has {', '.join(caps)}")
+    config, where = known
+    lacking = [c for c in caps if not getattr(config.get(c), "ok", False)]
+    if lacking:
+        pytest.skip(f"this kernel's config lacks {', '.join(lacking)} (kernel {RELEASE}, "
+                    f"{where}: {_detail(config, lacking)})")
     probes = _probes()
-    missing = [c for c in marker.args if not getattr(probes.get(c), "ok", False)]
-    if missing:
-        pytest.skip(f"kernel {os.uname().release} has no {', '.join(missing)} "
-                    f"({'; '.join(str(getattr(probes.get(c), 'detail', '?')) for c in missing)})")
+    broken = [c for c in caps if not getattr(probes.get(c), "ok", False)]
+    if broken:
+        pytest.skip(f"kernel {RELEASE} has {', '.join(broken)} by its config ({where}), yet "
+                    f"labkit's probe says no ({_detail(probes, broken)}): a labkit bug or a "
+                    f"module that will not load")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Under CI, a skip that is not by design is a failure (with the skip's reason)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and must_be_root()) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if reason.startswith(BY_DESIGN):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped under CI, where the kernel tier must run what the kernel "
+                       f"has (tests/kernel/conftest.py): {reason}")

@@ -102,7 +102,8 @@ def legs(lab: Lab, pair_name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("pair", ["ts", "tb"], ids=["ktls-splice", "openssl-boomerang"])
 def test_the_ssl_proxy_is_intact_and_both_legs_carry_only_tls(lab: Lab, pair: str) -> None:
     if pair == "tb" and not openssl_pair_runs_here():
-        pytest.skip(f"the OpenSSL proxy does no TLS in the kernel, so it runs on one kernel "
+        pytest.skip(f"by design: the OpenSSL proxy does no TLS in the kernel, so it runs on "
+                    f"one kernel "
                     f"(6.12 or later), not {os.uname().release}; set {ALL_KERNELS}=1 to run "
                     "it here too")
     before = tls_stat(lab)

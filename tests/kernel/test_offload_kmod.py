@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.needs("ktls", "tlsnic")]
 
 MIB = 1 << 20
 SIZE = int(os.environ.get("LABKIT_OFFLOAD_TEST_MIB", "2")) * MIB  # TCG: ~1 MiB/s with crypto
@@ -42,7 +42,7 @@ SIZE = int(os.environ.get("LABKIT_OFFLOAD_TEST_MIB", "2")) * MIB  # TCG: ~1 MiB/
 # labkit; this file checks the module underneath. By default only what those do not cover
 # runs (CI boots this tier twice under emulation); LABKIT_OFFLOAD_FULL=1 runs all of it.
 FULL = os.environ.get("LABKIT_OFFLOAD_FULL") == "1"
-full_only = pytest.mark.skipif(not FULL, reason="covered through the lab feature by "
+full_only = pytest.mark.skipif(not FULL, reason="by design: covered through the lab feature by "
                                "tests/kernel/test_offload.py; LABKIT_OFFLOAD_FULL=1 runs it "
                                "on the bare module too")
 PORT = 4433

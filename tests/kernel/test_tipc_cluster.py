@@ -25,7 +25,7 @@ from labkit.lab import names, state
 from labkit.lab.lab import Lab
 from tests.conftest import ROOT, renamed, run_cli, unique
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.needs("tipc")]
 TOPOS = ROOT / "topologies"
 
 

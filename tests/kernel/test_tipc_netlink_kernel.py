@@ -26,7 +26,7 @@ from labkit.features.tipc.identity import node_hash, node_id_bytes, node_id_str
 from labkit.features.tipc.messages import build_net_set
 from labkit.features.tipc.uapi import ETH_P_TIPC
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.needs("tipc")]
 
 NET_ID = 4711
 LINK_TIMEOUT = 30.0  # s; discovery + address trial take ~2 s, TCG is slow
