@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 UDP_PORT = 6118  # TIPC's UDP bearer port (iproute2's default)
-CAPTURE_SECONDS = 6  # tcpdump starts slowly in a loaded TCG VM
+CAPTURE_SECONDS = 8  # tcpdump starts slowly in a loaded TCG VM
 MAX_FRAMES = 40
 
 
@@ -169,7 +169,7 @@ def _nodes(lab: Lab, p: dict[str, Any]) -> list[str]:
 def key_label(frame: dict[str, int]) -> str:
     """Which key a v7 frame went out under: its TX key slot (w0 bits 23:22), and whether
     the master key bit (M) was set."""
-    return f"slot {frame['tx_key']}" + (" (master)" if frame.get("master") else "")
+    return ("master " if frame.get("master") else "") + f"key slot {frame['tx_key']}"
 
 
 def keys_in_use(frames: list[dict[str, int]]) -> list[str]:
@@ -177,9 +177,19 @@ def keys_in_use(frames: list[dict[str, int]]) -> list[str]:
 
 
 def baseline_key(lab: Lab, p: dict[str, Any]) -> dict[str, list[str]]:
-    """The keys each node sends v7 frames under now (empty: plaintext)."""
-    got = sent_frames(lab, _nodes(lab, p), p.get("seconds", CAPTURE_SECONDS))
-    return {n: keys_in_use(fr) for n, fr in got.items()}
+    """The keys each node sends v7 frames under now (empty: plaintext). A node whose
+    capture caught nothing (tcpdump starts slowly in a loaded VM) is captured again; one
+    that stays silent makes the baseline unreadable, never "no key": a later check would
+    otherwise count any key as new."""
+    out: dict[str, list[str]] = {}
+    silent = _nodes(lab, p)
+    for _ in range(3):
+        got = sent_frames(lab, silent, p.get("seconds", CAPTURE_SECONDS))
+        out.update({n: keys_in_use(fr) for n, fr in got.items() if fr})
+        silent = [n for n in silent if not got[n]]
+        if not silent:
+            return out
+    raise CannotCheck(f"no TIPC frame from {', '.join(silent)} while reading the keys in use")
 
 
 def check_key(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
@@ -190,7 +200,7 @@ def check_key(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
     if changed and base is None:
         return unknown(name, "no record of the keys in use when the exercise started; "
                              "start the exercise first")
-    keyed, plain, silent, same = [], [], [], []
+    keyed, plain, silent, same, unread = [], [], [], [], []
     for node in nodes:
         frames = got[node]
         versions = {f["version"] for f in frames}
@@ -199,6 +209,8 @@ def check_key(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
             silent.append(node)
         elif versions != {7}:
             plain.append(node)
+        elif changed and node not in (base or {}):
+            unread.append(node)  # nothing known from the start: cannot tell
         elif changed and set(used) <= set((base or {}).get(node, [])):
             same.append(f"{node} ({', '.join(used)})")
         else:
@@ -216,8 +228,10 @@ def check_key(lab: Lab, name: str, p: dict[str, Any], base: Any) -> CheckResult:
         parts.append(f"still the key from the start on {', '.join(same)}")
     if silent:
         parts.append(f"no TIPC frame from {', '.join(silent)} in {seconds} s")
+    if unread:
+        parts.append(f"no record of the key {', '.join(unread)} used at the start")
     missing = [n for n in nodes if n not in keyed]
-    if silent and not plain and not same:
+    if (silent or unread) and not plain and not same:
         return unknown(name, "; ".join(parts), evidence)
     return judged(name, not missing, "; ".join(parts),
                   f"{new} on {', '.join(missing)}", evidence)

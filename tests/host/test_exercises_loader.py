@@ -120,7 +120,7 @@ def test_parse_tcpdump_hex_of_tipc_and_udp_bearer_frames() -> None:
     frames = tipc.parse_frames(text)
     assert [(f["version"], f["tx_key"], f["master"]) for f in frames] == \
         [(2, 1, 0), (7, 1, 1), (7, 2, 1)]
-    assert tipc.keys_in_use(frames) == ["slot 1 (master)", "slot 2 (master)"]
+    assert tipc.keys_in_use(frames) == ["master key slot 1", "master key slot 2"]
 
 
 def test_parse_tipc_links_and_stats() -> None:
