@@ -71,11 +71,17 @@ def build_cmd(
             shown[0] = pct // 10
             info(f"kernel build: compiling {pct}% ({done}/{total} steps)")
 
-    with progress("compiling") as bar:
-        on_percent = (lambda d, t: bar(d, t, "steps")) if err_console.is_terminal else plain
-        result = build.build(source, patch, config, name=name, jobs=jobs,
-                             progress=lambda msg: info(f"kernel build: {msg}"),
-                             on_percent=on_percent)
+    try:
+        with progress("compiling") as bar:
+            on_percent = (lambda d, t: bar(d, t, "steps")) if err_console.is_terminal \
+                else plain
+            result = build.build(source, patch, config, name=name, jobs=jobs,
+                                 progress=lambda msg: info(f"kernel build: {msg}"),
+                                 on_percent=on_percent)
+    except KeyboardInterrupt:
+        info("kernel build: interrupted; nothing was added to the kernel cache (the object "
+             "tree is kept, so the next build resumes where this one stopped)")
+        raise
     if json_out:
         emit_json(result.to_json())
         return

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts.vm import kconfig, kernels, paths, sourcetree
+from labkit.hosts.vm import kconfig, kernelcache, kernels, paths, sourcetree
 
 Progress = Callable[[str], None]
 BUILD_META = "build.json"
@@ -316,13 +316,8 @@ def install(entry_name: str, release: str, obj: Path, meta: dict[str, object]) -
         )
         (tmp / kernels.META).write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
         (tmp / BUILD_META).write_text(json.dumps(meta, indent=2) + "\n")
-        old = None
-        if final.exists():
-            old = root / f".{entry_name}.old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with kernelcache.cache_lock():
+            kernelcache.install(tmp, entry_name)
         return kernel
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,28 +12,24 @@ exactly what a patch changed, added or removed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts.vm import paths
+from labkit.hosts.vm import catalogue, paths
 
 Progress = Callable[[str], None]
 
 # --source VALUE -> Debian's package holding that series' tree (as a .tar.xz)
 PACKAGES = {"6.12": "linux-source-6.12", "7.2": "linux-source-7.2", "7.3": "linux-source-7.3"}
-# the suites that carry them (7.3 is in experimental only)
-SUITES = ("trixie", "sid", "experimental")
-LISTS_MAX_AGE = 24 * 3600
-KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
 def kbuild_dir() -> Path:
@@ -55,64 +51,23 @@ def _quiet(_: str) -> None:
     pass
 
 
-# -- downloading (one function, swappable for the kernel catalogue's) ---------------------
-
-
-def mirror() -> str:
-    """The Debian archive URI the machine's own apt sources name (never hard-coded)."""
-    uris: list[str] = []
-    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        with contextlib.suppress(OSError):
-            uris += re.findall(r"^URIs:\s*(\S+)", f.read_text(), re.M)
-    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob(
-            "*.list"))]:
-        with contextlib.suppress(OSError):
-            uris += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", f.read_text(), re.M)
-    main = [u for u in uris if "security" not in u]
-    if not main:
-        raise LabkitError(
-            "No Debian mirror is named in /etc/apt/sources.list(.d).",
-            hint="labkit downloads linux-source from the mirror your apt uses; add a "
-            "Debian `deb` line (or a .sources entry) there first.",
-        )
-    return main[0].rstrip("/")
-
-
-def _apt_options() -> list[str]:
-    d = kbuild_dir() / "apt"
-    return [f"-o=Dir::Etc::SourceList={d / 'sources.list'}", "-o=Dir::Etc::SourceParts=/dev/null",
-            f"-o=Dir::State::Lists={d / 'lists'}", f"-o=Dir::Cache={d / 'cache'}",
-            "-o=APT::Sandbox::User=root"]
-
-
-def _apt_lists(progress: Progress) -> None:
-    """labkit's private apt lists for the suites with kernel sources (never /etc/apt)."""
-    d = kbuild_dir() / "apt"
-    for sub in ("lists/partial", "cache/archives/partial"):
-        (d / sub).mkdir(parents=True, exist_ok=True)
-    text = "".join(f"deb [signed-by={KEYRING}] {mirror()} {s} main\n" for s in SUITES)
-    src = d / "sources.list"
-    stamp = d / "lists" / ".updated"
-    fresh = (src.is_file() and src.read_text() == text and stamp.is_file()
-             and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE)
-    if fresh:
-        return
-    src.write_text(text)
-    progress(f"updating labkit's package lists ({', '.join(SUITES)})")
-    _run(["apt-get", *_apt_options(), "-q", "update"], "apt-get update")
-    stamp.touch()
+# -- downloading -------------------------------------------------------------------------
 
 
 def fetch_source_deb(series: str, progress: Progress = _quiet) -> tuple[Path, str]:
-    """Download linux-source-SERIES (or reuse it): the .deb and its `package=version`."""
+    """Download linux-source-SERIES (or reuse it): the .deb and its `package=version`.
+
+    Through labkit's own apt configuration and lists (the kernel catalogue's: the suites
+    that carry kernels, on the machine's mirror), never /etc/apt's.
+    """
     package = PACKAGES[series]
-    _apt_lists(progress)
-    out = _run(["apt-cache", *_apt_options(), "show", "--no-all-versions", package],
-               "apt-cache show")
+    catalogue.update(progress=progress)
+    out = catalogue.run(["apt-cache", *catalogue.apt_options(), "show", "--no-all-versions",
+                         package], "apt-cache show")
     fields = dict(re.findall(r"^(Version|Size|SHA256): (\S+)", out, re.M))
     if "Version" not in fields:
         raise LabkitError(f"The mirror has no {package}.",
-                          hint="Check the mirror in /etc/apt/sources.list(.d).")
+                          hint="Check the Debian mirror in /etc/apt/sources.list(.d).")
     version = fields["Version"]
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
@@ -122,14 +77,23 @@ def fetch_source_deb(series: str, progress: Progress = _quiet) -> tuple[Path, st
     size = int(fields.get("Size", 0)) / 1e6
     progress(f"downloading {package} {version} ({size:.0f} MB)")
     with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
-        _run(["apt-get", *_apt_options(), "-q", "download", f"{package}={version}"],
-             "apt-get download", cwd=tmp)
+        os.chmod(tmp, 0o755)  # lets apt's _apt user write, avoiding its sandbox warning
+        catalogue.run(["apt-get", *catalogue.apt_options(), "-q", "download",
+                       f"{package}={version}"], "apt-get download", cwd=tmp)
         debs = list(Path(tmp).glob("*.deb"))
-        if len(debs) != 1:
-            raise LabkitError(f"apt-get download {package} left no .deb.",
-                              hint="Run the build again.")
+        if len(debs) != 1 or ("SHA256" in fields and _sha256(debs[0]) != fields["SHA256"]):
+            raise LabkitError(f"The download of {package} is incomplete or does not match "
+                              "apt's SHA256.", hint="Run the build again.")
         os.replace(debs[0], final)
     return final, f"{package}={version}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # -- unpacking ---------------------------------------------------------------------------
