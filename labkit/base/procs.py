@@ -158,3 +158,37 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
             os.kill(os.getpid(), sig)
 
     return preexec
+
+
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants become this process's children (not PID 1's): a supervisor
+    then reaps the qemu its wrapper left, so "stopped" means the process is gone, not a
+    zombie waiting for an init that reaps late (or never, in some sandboxes)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_children() -> None:
+    """Collect every child that has exited (zombies), without waiting for live ones."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def group_remains(pgid: int) -> list[int]:
+    """Processes of a group that still exist, zombies included, except a zombie leader
+    (reaped by whoever its parent is): what must be gone before saying the group is."""
+    out = []
+    for pid in all_pids():
+        st = stat(pid)
+        if st is not None and st.pgid == pgid and not (pid == pgid and st.zombie):
+            out.append(pid)
+    return out

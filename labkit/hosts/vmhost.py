@@ -8,7 +8,6 @@ imported labkit once at boot, through a relayed channel: one JSON line each way.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -200,10 +199,7 @@ class VmHost:
             raise LabkitError(f"labkit's daemon in VM {self.vm} closed the connection "
                               f"during {fn.split(':')[-1]}.",
                               hint="See `labkit vm list`; `labkit down` cleans up.")
-        data = json.loads(reply)
-        if "error" in data:
-            raise rpc.decode_error(data["error"], f"in VM {self.vm}")
-        return data.get("ok")
+        return rpc.parse_reply(reply, f"in VM {self.vm}")  # a malformed reply: LabkitError
 
     def run(self, ns: str, cmd: Sequence[str], *, timeout: float | None = 60,
             input: str | None = None, capture: bool = True,

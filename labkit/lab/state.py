@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from labkit.base import procs
-from labkit.base.files import private_dir, write_private
+from labkit.base.files import STATE, FileRefused, private_dir, read_bounded, write_private
 from labkit.base.names import check_lab
 from labkit.base.wait import Timeout, wait_until
 from labkit.errors import NotRootError, UsageError
@@ -71,12 +71,17 @@ def _not_root() -> NotRootError:
 
 def load(name: str) -> LabState | None:
     try:
-        with open(state_path(name)) as fh:
-            data = json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(read_bounded(state_path(name), STATE))
+    except FileRefused as exc:
+        if exc.missing:
+            return None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise _not_root() from None
+        raise
+    except (json.JSONDecodeError, RecursionError):
         return None
-    except PermissionError:
-        raise _not_root() from None
+    if not isinstance(data, dict):
+        return None
     known = LabState.__dataclass_fields__
     fields = {k: v for k, v in data.items() if k in known}
     # labkit 0.1 kept the placement as {"kind": "vm", "vm": ..., "kernel": ...} in "host"

@@ -4,7 +4,10 @@ what a capture without a display filter counts.
 
 from __future__ import annotations
 
+import errno
 import struct
+
+from labkit.base import files
 
 PCAP_MAGICS = {0xA1B2C3D4: ("<", 1e-6), 0xA1B23C4D: ("<", 1e-9),
                0xD4C3B2A1: (">", 1e-6), 0x4D3CB2A1: (">", 1e-9)}
@@ -14,8 +17,10 @@ LINKTYPE_ETHERNET = 1
 def read_pcap_file(path: str) -> list[bytes]:
     """The frames of a classic pcap (either byte order, micro- or nanoseconds) of Ethernet;
     ValueError says why a file is not one."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+    try:
+        data = files.read_bounded(path, files.PCAP, binary=True)
+    except files.FileRefused as exc:  # callers report an OSError's strerror
+        raise OSError(exc.errno or errno.EINVAL, exc.message) from None
     if len(data) < 24:
         raise ValueError("it is too short to be a pcap file")
     magic = struct.unpack("<I", data[:4])[0]

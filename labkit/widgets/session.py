@@ -20,7 +20,7 @@ from labkit.base.names import check_lab
 from labkit.errors import LabkitError, UsageError
 from labkit.lab import names, state
 from labkit.lab.lab import Lab
-from labkit.topology import loader
+from labkit.topology import loader, located
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 NAME_VARIABLE = "LABKIT_LAB_NAME"
@@ -44,7 +44,7 @@ def lab_name(default: str, variable: str = NAME_VARIABLE) -> str:
 def load(path: str | os.PathLike[str], name: str | None = None) -> Lab:
     """A Lab from a topology file, renamed to `name` if given (nothing is built yet)."""
     found = find_topology(path)
-    text = found.read_text()
+    text = located.read_text(str(found))  # bounded, regular files only
     if name is not None:
         check_lab(name)
         text, n = re.subn(r"^name:.*$", f"name: {name}", text, count=1, flags=re.M)

@@ -163,10 +163,14 @@ def test_list_then_stop_leaves_no_qemu(vm_name: str) -> None:
     state = persistent._dir(vm_name)
     pgid = json.loads((state / "state.json").read_text())["pgid"]
     marker = str(state / "serial.sock")
-    assert qemu_pids(marker), "the VM's qemu should be running before stop"
+    qemu = qemu_pids(marker)
+    assert qemu, "the VM's qemu should be running before stop"
     res = labkit("vm", "stop", vm_name, capture_output=True)
     assert res.returncode == 0, res.stderr
     assert qemu_pids(marker) == [] and procs.group_members(pgid) == []
+    # Gone when `stop` says "stopped": not even a zombie waiting for PID 1 to reap it
+    # (qemu's command line is empty then, so qemu_pids would not see it).
+    assert [p for p in qemu if os.path.exists(f"/proc/{p}")] == []
     assert not state.exists()
 
 

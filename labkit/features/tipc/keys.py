@@ -12,7 +12,7 @@ import os
 import secrets
 import stat
 
-from labkit.base.files import write_private
+from labkit.base.files import KEY, FileRefused, read_bounded, write_private
 from labkit.errors import UsageError
 from labkit.features.tipc.identity import KEY_LENGTHS, SALT_LEN, Secret, key_length
 
@@ -31,10 +31,11 @@ def problems(path: str, bits: int) -> list[tuple[str, str]]:
               "remove key_file to have labkit generate a key for the lab.")
     try:
         st = os.stat(path)
-        with open(path) as fh:
-            text = fh.read().strip()
+        text = read_bounded(path, KEY).strip()  # a regular file of at most 64 KiB
     except FileNotFoundError:
         return [(f"the TIPC key file {path} does not exist.", create)]
+    except FileRefused as exc:
+        return [(f"cannot use the TIPC key file {path}: {exc.message}", create)]
     except OSError as exc:
         return [(f"cannot read the TIPC key file {path}: {exc.strerror}.", create)]
     found = []
@@ -63,8 +64,7 @@ def read(path: str, bits: int) -> Secret:
     if found:
         raise UsageError(" ".join(text for text, _ in found),
                          hint=" ".join(fix for _, fix in found))
-    with open(path) as fh:
-        return Secret(bytes.fromhex(fh.read().strip().removeprefix("0x")))
+    return Secret(bytes.fromhex(read_bounded(path, KEY).strip().removeprefix("0x")))
 
 
 def per_node(lab: str, identities: list[str], bits: int) -> dict[str, Secret]:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from labkit.base import files
 from labkit.hosts.vm import paths
 
 PROBE_TIMEOUT = 30.0
@@ -138,8 +139,10 @@ def _cache_path() -> Path:
 
 def _read_cache(key: dict[str, object]) -> Accel | None:
     try:
-        data = json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
+        data = json.loads(files.read_bounded(_cache_path(), files.STATE))
+    except (OSError, ValueError, RecursionError, files.FileRefused):
+        return None
+    if not isinstance(data, dict):
         return None
     if data.get("key") != key or data.get("kind") not in ("kvm", "tcg"):
         return None

@@ -26,9 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from labkit.base import procs
+from labkit.base import files, procs
 from labkit.base.files import write_private
+from labkit.base.wait import Timeout, wait_until
 from labkit.errors import LabkitError, UsageError
+from labkit.hosts.rpc import MAX_MESSAGE
 from labkit.hosts.vm import backplane as bp
 from labkit.hosts.vm import boot, paths, wire
 from labkit.hosts.vm.kernels import DEFAULT_KERNEL
@@ -43,6 +45,9 @@ from labkit.hosts.vm.session import (
 from labkit.hosts.vm.vng import Backplane, vng_argv, vng_env
 
 DEFAULT_NAME = "default"
+# Bound on waiting for a stopped VM's zombies to be reaped: past it they hold nothing but
+# their pids (an init that never reaps), and `stop` goes on.
+STOP_REAPED = 10.0
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 LIVE = ("booting", "running")
 
@@ -192,8 +197,9 @@ def start(
             procs.stop_group(sup.pid, sup)
         _cleanup(state)
         raise
-    with contextlib.suppress(OSError, ValueError):
-        boot.report_warnings(json.loads((state / "state.json").read_text()).get("guest", {}),
+    with contextlib.suppress(OSError, ValueError, AttributeError, files.FileRefused):
+        boot.report_warnings(json.loads(files.read_bounded(state / "state.json", files.STATE))
+                             .get("guest", {}),
                              f"the VM {name}")
     return info
 
@@ -202,8 +208,9 @@ def _free_backplane_index() -> int:
     """The lowest backplane host number no other VM holds (caller holds bp.locked())."""
     taken = set()
     for d in paths.state_dir().iterdir() if paths.state_dir().is_dir() else []:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            taken.add(int(json.loads((d / "state.json").read_text())["backplane"]["index"]))
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, files.FileRefused):
+            taken.add(int(json.loads(files.read_bounded(d / "state.json", files.STATE))
+                          ["backplane"]["index"]))
     return next(i for i in range(1, 65535) if i not in taken)
 
 
@@ -357,6 +364,10 @@ class Relay:
                         raise LabkitError(f"The VM {self.vm} refused the connection: "
                                           f"{reply['error']}.")
                     self.closed = True
+            if len(self.buf) > MAX_MESSAGE and b"\n" not in self.buf:  # bounded memory
+                raise LabkitError(f"The VM {self.vm} sent a line longer than "
+                                  f"{MAX_MESSAGE // 2**20} MiB.",
+                                  hint="`labkit vm stop` resets it.")
         end = self.buf.index(b"\n") + 1
         line, self.buf = bytes(self.buf[:end]), self.buf[end:]
         return line
@@ -431,9 +442,10 @@ def _require(state: Path, name: str) -> VmInfo:
 def _info(state: Path) -> VmInfo:
     """state.json, corrected by reality: a live status with a dead supervisor is a crash."""
     try:
-        data = json.loads((state / "state.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads(files.read_bounded(state / "state.json", files.STATE))
+    except (OSError, ValueError, RecursionError, files.FileRefused):
         data = {}
+    data = data if isinstance(data, dict) else {}
     info = VmInfo(
         name=state.name, status=str(data.get("status", "crashed")),
         kernel=str(data.get("kernel", "")), kernel_version=str(data.get("kernel_version", "")),
@@ -453,15 +465,20 @@ def _info(state: Path) -> VmInfo:
 
 def _cleanup(state: Path) -> None:
     try:
-        data = json.loads((state / "state.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads(files.read_bounded(state / "state.json", files.STATE))
+    except (OSError, ValueError, RecursionError, files.FileRefused):
         data = {}
+    data = data if isinstance(data, dict) else {}
     pgid = data.get("pgid")
     if isinstance(pgid, int) and pgid > 1:
         started = data.get("starttime")
         leader_reused = os.path.exists(f"/proc/{pgid}") and not procs.alive(pgid, started)
         if not leader_reused:  # never signal a group whose id now belongs to someone else
             procs.stop_group(pgid)
+            # "stopped" only once qemu is gone, not a zombie (the supervisor reaps it)
+            with contextlib.suppress(Timeout):
+                wait_until(lambda: not procs.group_remains(pgid), STOP_REAPED,
+                           f"the VM {state.name}'s processes to be reaped")
     shutil.rmtree(state, ignore_errors=True)
     if data.get("backplane"):
         with bp.locked():

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit.base import procs
+from labkit.base import files, procs
 from labkit.errors import LabkitError
 from labkit.hosts.vm import backplane, boot, wire
 
@@ -38,9 +38,10 @@ def write_state(state_dir: Path, **fields: Any) -> None:
     """Atomically merge fields into state.json, which `list` and `start` read."""
     path = state_dir / "state.json"
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
+        state = json.loads(files.read_bounded(path, files.STATE))
+    except (OSError, ValueError, RecursionError, files.FileRefused):
         state = {}
+    state = state if isinstance(state, dict) else {}
     state.update(fields)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
@@ -72,6 +73,7 @@ class Supervisor:
     # -- lifecycle --------------------------------------------------------------------
     def main(self) -> int:
         os.umask(0o077)
+        procs.become_subreaper()  # qemu, orphaned when its wrapper dies, is reaped here
         write_state(self.dir, status="booting", pid=os.getpid(), pgid=os.getpgrp(),
                     starttime=procs.starttime(os.getpid()), started_at=time.time())
         listener = boot.listen(str(self.dir / "serial.sock"))
@@ -135,6 +137,7 @@ class Supervisor:
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
+        procs.reap_children()  # qemu among them: gone, not a zombie, when we exit
 
     # -- the relay --------------------------------------------------------------------
     def _loop(self, ctl: socket.socket) -> str:

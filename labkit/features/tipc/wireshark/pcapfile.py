@@ -11,6 +11,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from labkit.base import files
 from labkit.errors import UsageError
 
 _MAGICS = {
@@ -40,13 +41,7 @@ class Pcap:
 
 
 def read(path: str) -> Pcap:
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
-    except FileNotFoundError:
-        raise UsageError(f"the capture {path} does not exist.") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read the capture {path}: {exc.strerror}.") from None
+    blob = files.read_bounded(path, files.PCAP, binary=True)  # FileRefused: a UsageError
     if blob[:4] == _PCAPNG:
         raise UsageError(
             f"{path} is a pcapng file; this reads classic pcap only.",

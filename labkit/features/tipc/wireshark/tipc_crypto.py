@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from labkit.base import files
 from labkit.errors import UsageError
 from labkit.features.tipc.identity import KEY_LENGTHS, SALT_LEN, Secret, node_hash, node_id_bytes
 from labkit.features.tipc.layers import (
@@ -135,8 +136,7 @@ def load_keys(path: str) -> KeySet:
     """Read a key file; like every labkit secret it must not be readable by others."""
     try:
         st = os.stat(path)
-        with open(path) as fh:
-            text = fh.read()
+        text = files.read_bounded(path, files.KEY)
     except FileNotFoundError:
         raise UsageError(f"the key file {path} does not exist.",
                          hint="A lab with TIPC encryption keeps its generated key under "
