@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import struct
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from labkit import features
 from labkit.errors import LabkitError, UsageError
 from labkit.hosts import doctor
 from labkit.hosts.vm import agent, build, kconfig, kernels, sourcetree
+from tests.host.test_vm_units import _fake_bzimage as _bzimage
 
 # -- the configuration -------------------------------------------------------------------
 
@@ -154,16 +154,6 @@ def test_missing_tool_names_its_package(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 # -- the cache entry and names -----------------------------------------------------------
-
-
-def _bzimage(path: Path, release: str) -> None:
-    head = bytearray(0x1000)
-    head[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", head, 0x20E, 0x400 - 0x200)
-    text = f"{release} (labkit@test) #1 SMP".encode()
-    head[0x400 : 0x400 + len(text)] = text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(head))
 
 
 def test_built_name_and_its_image_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
