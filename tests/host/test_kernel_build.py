@@ -188,3 +188,17 @@ def test_built_in_modules_count_as_present() -> None:
     present = sorted(os.listdir("/sys/module"))[0]
     assert agent.built_in(present)
     assert not agent.built_in("labkit_no_such_module")
+
+
+def test_a_users_tree_is_built_out_of_tree_only_when_clean(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    (tree / "Kconfig").write_text("mainmenu \"Linux\"\n")
+    src = sourcetree.user_source(tree)  # the control: a clean tree is taken as it is
+    assert (src.identity, src.pristine) == (f"dir:{tree}", False)
+    (tree / ".config").write_text("CONFIG_TIPC=y\n")  # configured in place: O= would refuse
+    with pytest.raises(UsageError, match="mrproper"):
+        sourcetree.user_source(tree)
+    with pytest.raises(UsageError, match="not a kernel source tree"):
+        sourcetree.user_source(tmp_path)
+    with pytest.raises(UsageError, match="--patch works with --source 7.2"):
+        build.build(str(tree), patches=[_patch(tmp_path / "p.patch", "line 6", "x")])
