@@ -38,9 +38,23 @@ def conditions() -> dict[str, Any]:
                             text=True, cwd=ROOT).stdout.strip()
     return {"host_kernel": platform.release(), "cpus": os.cpu_count(),
             "loadavg_before": os.getloadavg(), "labkit_commit": commit,
-            "kvm": os.access("/dev/kvm", os.R_OK | os.W_OK),
+            "accelerator": _accel(kernels),
             "cached_kernels": sorted(k.name for k in kernels.list_cached()),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _accel(kernels: Any) -> str:
+    """What labkit boots VMs with here (its cached KVM probe), e.g. `tcg: failed to set MSR`."""
+    import shutil
+
+    from labkit.hosts.vm import kvm
+
+    k = kernels.cached("debian-6.12")
+    qemu = shutil.which("qemu-system-x86_64") or ""
+    if k is None or not qemu:
+        return "unknown"
+    a = kvm.choose(k.image, qemu)
+    return f"{a.kind}: {a.reason}"
 
 
 def main() -> None:
