@@ -362,6 +362,8 @@ def _download(want: Available, progress: Progress, on_bytes: OnBytes | None) -> 
     (checked by SHA256), else downloaded by apt into a temporary directory and renamed."""
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
+    for stale in downloads.glob(".dl-*"):  # a killed fetch's partial download (we hold
+        shutil.rmtree(stale, ignore_errors=True)  # the cache lock: nobody else is in one)
     done = 0
     out = []
     progress(f"downloading {want.package} {want.package_version} "
