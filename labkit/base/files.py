@@ -13,7 +13,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import BinaryIO, Literal, overload
 
 from labkit.errors import Loc, UsageError
 
@@ -73,7 +73,9 @@ TOPOLOGY = Kind("topology file", 2 * MiB,
                 "Give the path of a topology YAML file, e.g. topologies/pair.yaml.")
 SCENARIO = Kind("scenario file", 2 * MiB,
                 "Give the path of a scenario YAML file, e.g. repro/sockmap-fionread.yaml.")
-EXERCISE = Kind("exercise file", 2 * MiB, "Give the path of an exercise YAML file.")
+EXERCISE = Kind("exercises file", 2 * MiB,
+                "Give the path of a YAML file, e.g. labs/exercises/01-first-lab.yaml.")
+BUNDLE = Kind("bundle", 256 * MiB, "Give the path of a bundle `labkit repro run` wrote.")
 KEY = Kind("key file", 64 * KiB,
            "Give the path of a key file, e.g. one written by `openssl rand -hex 48 > k`.")
 KEYLOG = Kind("key log", 64 * MiB, "Give the path of an NSS key log (SSLKEYLOGFILE).")
@@ -123,22 +125,16 @@ def _size(n: int) -> str:
     return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / KiB:.1f} KiB" if n >= KiB else f"{n} B"
 
 
-@overload
-def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
-                 binary: Literal[False] = False) -> str: ...
-@overload
-def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
-                 binary: Literal[True]) -> bytes: ...
-def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
-                 binary: bool = False) -> str | bytes:
-    """The content of a regular file of at most kind.limit bytes (text: UTF-8), or
-    FileRefused naming the file, the reason and the fix.
+def open_regular(path: str | os.PathLike[str], kind: Kind) -> BinaryIO:
+    """The file opened for reading, after the checks read_bounded makes before reading (a
+    regular file, at most kind.limit bytes): for readers that stream, such as tarfile."""
+    return os.fdopen(_open_checked(os.fspath(path), kind), "rb")
 
-    Refuses before reading: stat first (following symlinks: a symlink to a regular file is
-    fine), then open without blocking and check the opened file is the one stat saw, then
-    read at most limit+1 bytes. Bounded in time and memory whatever the path names.
-    """
-    path = os.fspath(path)
+
+def _open_checked(path: str, kind: Kind) -> int:
+    """A descriptor on path once it is known to be a regular file within kind's bound:
+    stat first (following symlinks), open without blocking, then check the opened file
+    is the one stat saw."""
     what = kind.what
 
     def refuse(message: str, hint: str, reason: str, err: int = 0) -> FileRefused:
@@ -158,22 +154,43 @@ def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
                "that a device or a pipe cannot feed it endless input")
         raise refuse(f"the {what} is {_type_name(st.st_mode)}, not a regular file"
                      f"{_through(path)}{why}.", kind.example, "not-regular")
-    too_big = (f"Check that this is the right file: a {what} is at most "
-               f"{_size(kind.limit)}.")
     if st.st_size > kind.limit:
         raise refuse(f"the {what} is {_size(st.st_size)}; labkit reads at most "
-                     f"{_size(kind.limit)} from a {what}.", too_big, "too-large")
+                     f"{_size(kind.limit)} from a {what}.",
+                     f"Check that this is the right file: a {what} is at most "
+                     f"{_size(kind.limit)}.", "too-large")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise refuse(f"cannot read the {what}: {exc.strerror}.", kind.example,
                      "unreadable", exc.errno or 0) from None
+    now = os.fstat(fd)
+    if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise refuse(f"the {what} changed while labkit opened it.",
+                     "Give a file nothing else is replacing.", "not-regular")
+    return fd
+
+
+@overload
+def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
+                 binary: Literal[False] = False) -> str: ...
+@overload
+def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
+                 binary: Literal[True]) -> bytes: ...
+def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
+                 binary: bool = False) -> str | bytes:
+    """The content of a regular file of at most kind.limit bytes (text: UTF-8), or
+    FileRefused naming the file, the reason and the fix.
+
+    Refuses before reading: stat first (following symlinks: a symlink to a regular file is
+    fine), then open without blocking and check the opened file is the one stat saw, then
+    read at most limit+1 bytes. Bounded in time and memory whatever the path names.
+    """
+    path = os.fspath(path)
+    what = kind.what
+    fd = _open_checked(path, kind)
     try:
-        now = os.fstat(fd)
-        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev,
-                                                                          st.st_ino):
-            raise refuse(f"the {what} changed while labkit opened it.",
-                         "Give a file nothing else is replacing.", "not-regular")
         chunks: list[bytes] = []
         got = 0
         while got <= kind.limit:
@@ -183,13 +200,16 @@ def read_bounded(path: str | os.PathLike[str], kind: Kind, *,
             chunks.append(chunk)
             got += len(chunk)
     except OSError as exc:
-        raise refuse(f"cannot read the {what}: {exc.strerror}.", kind.example,
-                     "unreadable", exc.errno or 0) from None
+        raise FileRefused(f"cannot read the {what}: {exc.strerror}.", hint=kind.example,
+                          path=path, reason="unreadable", errno=exc.errno or 0) from None
     finally:
         os.close(fd)
+    too_big = (f"Check that this is the right file: a {what} is at most "
+               f"{_size(kind.limit)}.")
     if got > kind.limit:
-        raise refuse(f"the {what} grew past {_size(kind.limit)} while labkit read it; "
-                     f"labkit reads at most that from a {what}.", too_big, "too-large")
+        raise FileRefused(f"the {what} grew past {_size(kind.limit)} while labkit read it; "
+                          f"labkit reads at most that from a {what}.", hint=too_big,
+                          path=path, reason="too-large")
     raw = b"".join(chunks)
     if binary:
         return raw

@@ -12,6 +12,7 @@ import os
 import re
 from typing import Any
 
+from labkit.base import files
 from labkit.errors import LabkitError, Loc, TopologyError
 from labkit.exercises.kinds import COUNTER_FIELDS, KPROXY_FIELDS, Kind, all_kinds, default_name
 from labkit.exercises.model import CheckSpec, Exercise, ExerciseSet, Solution, Step
@@ -26,7 +27,7 @@ from labkit.topology.fields import (
     check_keys,
     suggest,
 )
-from labkit.topology.located import LMap, load_text
+from labkit.topology.located import LMap, load_text, read_text
 
 TOP_KEYS = ["topology", "description", "exercises"]
 EXERCISE_KEYS = ["id", "title", "task", "check", "hints", "solution"]
@@ -38,16 +39,7 @@ EXAMPLE = "labs/exercises/01-first-lab.yaml"
 
 def load(path: str, nodes: list[str] | None = None) -> ExerciseSet:
     """Read and validate a file; nodes: the lab's node names (else from `topology:`)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise TopologyError([LabkitError(
-            "no such exercises file.", hint=f"Give the path of a YAML file, e.g. {EXAMPLE}.",
-            loc=Loc(path))]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError([LabkitError(f"cannot read the exercises file: {exc}.",
-                                         loc=Loc(path))]) from None
+    text = read_text(path, files.EXERCISE)  # bounded, regular files only: TopologyError
     return loads(text, path, nodes)
 
 

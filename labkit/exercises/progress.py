@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from labkit.base.files import private_dir, write_private
+from labkit.base.files import STATE, FileRefused, private_dir, read_bounded, write_private
 from labkit.base.names import check_lab
 
 DEFAULT_DIR = "/var/lib/labkit/progress"
@@ -48,10 +48,14 @@ def path_of(lab: str) -> str:
 
 def read(lab: str) -> dict[str, Any]:
     try:
-        with open(path_of(lab)) as fh:
-            data = json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(read_bounded(path_of(lab), STATE))
+    except FileRefused as exc:
+        if not exc.missing:
+            raise
         data = {}
+    except (json.JSONDecodeError, RecursionError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
     data.setdefault("lab", lab)
     data.setdefault("learners", {})
     data.setdefault("baselines", {"instance": None, "values": {}})

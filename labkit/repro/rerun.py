@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from labkit.base import files
 from labkit.errors import LabkitError, UsageError
 from labkit.repro import bundle, kernelsource
 from labkit.repro.model import COULD_NOT_RUN, HOST, KernelPlan, Scenario
@@ -48,7 +49,8 @@ def safe_extract(archive: str, dest_parent: str) -> str:
 
     Every member is checked before anything is written; on any problem nothing is left."""
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with files.open_regular(archive, files.BUNDLE) as raw, \
+                tarfile.open(fileobj=raw, mode="r:gz") as tar:  # a FIFO or device: refused
             members = []
             total = 0
             while True:

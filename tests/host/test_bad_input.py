@@ -266,6 +266,33 @@ def test_scenario_topology_that_is_a_fifo(tmp_path: Path) -> None:
     refused(ran, f"{path}:4:", "FIFO")
 
 
+def test_exercises_file_that_is_a_fifo(tmp_path: Path) -> None:
+    """The exercises loader, in a process of its own under the same limit."""
+    path = tmp_path / "ex.yaml"
+    os.mkfifo(path)
+    code = ("import sys\nfrom labkit.errors import LabkitError\n"
+            "from labkit.exercises import loader\n"
+            "try:\n    loader.load(sys.argv[1])\nexcept LabkitError as exc:\n"
+            "    print(exc.render())\n    sys.exit(2)\n")
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, text=True,
+                              capture_output=True, timeout=TIMEOUT, preexec_fn=_limit_memory)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"loading a FIFO as exercises file still ran after {TIMEOUT:g} s")
+    print(f"\nmeasured: exercises FIFO: {time.monotonic() - started:.2f} s wall")
+    refused(Ran(done.returncode, done.stdout, done.stderr, 0.0), f"{path}:", "FIFO")
+
+
+def test_bundle_that_is_a_fifo(tmp_path: Path) -> None:
+    """`labkit repro rerun` on a .tar.gz path that is a FIFO nobody writes."""
+    path = tmp_path / "bundle.tar.gz"
+    os.mkfifo(path)
+    ran = labkit("repro", "rerun", str(path), "--out", str(tmp_path / "out"),
+                 name="bundle FIFO")
+    refused(ran, f"{path}:", "FIFO")
+
+
 @pytest.fixture
 def state_file() -> Iterator[tuple[str, Path]]:
     """A lab name and the path of its state file, removed afterwards."""
