@@ -61,7 +61,8 @@ class VmHost:
                         hint=f"Stop it (`labkit vm stop {self.vm}`) or pick its kernel.")
                 if self._answers():
                     theirs = self._install()
-                    if theirs == sys.executable:
+                    # one install: the same venv's bin/ (python or python3 alike)
+                    if os.path.dirname(theirs) == os.path.dirname(sys.executable):
                         self._load_modules()
                         say(2, 3, f"VM {self.vm} ({self.kernel}) is already up")
                         return
