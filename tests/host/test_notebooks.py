@@ -2,6 +2,12 @@
 checks passing (a graded check that fails raises, so the notebook errors), in the tier its
 kernel needs: 01 on this kernel, 02 and 03 with their labs in a VM (marked vm).
 
+Exercises: as shipped, every exercise of a notebook is reported "not yet" (01 and 04, on
+this kernel). With LABKIT_SOLVE=1 each exercise cell checks first (it must say "not yet":
+a check that passes before the learner acts grades nothing), applies the reference
+solution and checks again until it passes; a VM notebook runs only that way (one run each,
+as a VM lab's up takes minutes under TCG), which proves both.
+
 A notebook's clean-up cell (tagged "cleanup") runs also when a cell fails midway, as a
 trainee would run it; the tests then check that no lab, namespace or VM of the run is left.
 One test injects a failure after the lab is up to prove exactly that.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,6 +107,40 @@ def execute(path: Path, env: dict[str, str], inject: tuple[int, str] | None = No
     return run
 
 
+def exercise_ids(name: str) -> list[str]:
+    """The exercises a notebook's cells show, in order."""
+    text = (LABS / name).read_text()
+    return re.findall(r'ExercisePanel\(\w+, \\"([\w-]+)\\"\)', text)
+
+
+def assert_not_yet(run: Run, name: str) -> None:
+    """As shipped: the progress table lists every exercise as not yet done."""
+    text = "\n".join(run.outputs)
+    for ex in exercise_ids(name):
+        assert f"<td>{ex}</td>" in text, (ex, text[-3000:])
+    table = text[text.rindex('class="lk-progress"'):]
+    assert table.count("<td>not yet</td>") == len(exercise_ids(name)), table
+    assert "<td>passed</td>" not in table
+
+
+def assert_solved(run: Run, name: str) -> None:
+    """LABKIT_SOLVE=1: each exercise was "not yet" before its solution and done after."""
+    text = "\n".join(run.outputs)
+    ids = exercise_ids(name)
+    assert len(ids) >= 2, ids
+    for ex in ids:
+        assert f"before the solution: {ex}: not yet" in text, (ex, text[-3000:])
+        assert f"after the solution: {ex}: done" in text, (ex, text[-3000:])
+    table = text[text.rindex('class="lk-progress"'):]
+    assert table.count("<td>passed</td>") == len(ids), table
+
+
+@pytest.fixture
+def progress_env(tmp_path: Path) -> dict[str, str]:
+    """Exercise progress of a run kept in the test's own directory."""
+    return {"LABKIT_PROGRESS_DIR": str(tmp_path / "progress")}
+
+
 def save_executed(run: Run, name: str) -> None:
     """Keep the executed notebook as a test artifact (what CI shows when one fails)."""
     out = ROOT / "test-artifacts" / "notebooks"
@@ -174,14 +215,15 @@ def test_notebook_structure(name: str) -> None:
     assert "parameters" in tags and "cleanup" in tags
     assert "LABKIT_LAB_NAME" in text
     assert "must_pass(" in text
+    assert len(exercise_ids(name)) >= 2, "a lab has at least two exercises for the learner"
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
 
 @pytest.mark.needs_root
-def test_01_first_lab(lab_names: list[str]) -> None:
+def test_01_first_lab(lab_names: list[str], progress_env: dict[str, str]) -> None:
     name = unique("nb")
     lab_names.append(name)
-    run = execute(LABS / "01-first-lab.ipynb", {"LABKIT_LAB_NAME": name})
+    run = execute(LABS / "01-first-lab.ipynb", {"LABKIT_LAB_NAME": name, **progress_env})
     save_executed(run, "01-first-lab.ipynb")
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
@@ -190,6 +232,20 @@ def test_01_first_lab(lab_names: list[str]) -> None:
     assert text.count('class="lk-pass">PASS') >= 7  # the graded checks, rendered as passes
     # Exercise 2 broke a route: the declared check that needs it failed, and only that one.
     assert "failing now: ['across the router (IPv4 TCP)']" in text
+    assert_not_yet(run, "01-first-lab.ipynb")
+
+
+@pytest.mark.needs_root
+def test_01_exercises_solved(lab_names: list[str], progress_env: dict[str, str]) -> None:
+    """LABKIT_SOLVE=1: every exercise not yet before, passed after its solution."""
+    name = unique("nb")
+    lab_names.append(name)
+    run = execute(LABS / "01-first-lab.ipynb",
+                  {"LABKIT_LAB_NAME": name, "LABKIT_SOLVE": "1", **progress_env})
+    save_executed(run, "01-first-lab-solved.ipynb")
+    assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
+    assert leftovers(name) == []
+    assert_solved(run, "01-first-lab.ipynb")
 
 
 @pytest.mark.needs_root
@@ -214,31 +270,35 @@ def test_cleanup_after_a_failing_cell(lab_names: list[str]) -> None:
 
 @pytest.mark.vm
 @pytest.mark.needs_root
-def test_02_tipc_crossover(lab_names: list[str]) -> None:
+def test_02_tipc_crossover(lab_names: list[str], progress_env: dict[str, str]) -> None:
     vm_allowed()
     name = unique("nb")
     lab_names.append(name)
-    run = execute(LABS / "02-tipc-crossover.ipynb", {"LABKIT_LAB_NAME": name})
+    run = execute(LABS / "02-tipc-crossover.ipynb",
+                  {"LABKIT_LAB_NAME": name, "LABKIT_SOLVE": "1", **progress_env})
     save_executed(run, "02-tipc-crossover.ipynb")
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert leftovers(name) == []
+    assert_solved(run, "02-tipc-crossover.ipynb")
 
 
 @pytest.mark.vm
 @pytest.mark.needs_root
-def test_03_tipc_encryption(lab_names: list[str]) -> None:
+def test_03_tipc_encryption(lab_names: list[str], progress_env: dict[str, str]) -> None:
     vm_allowed()
     base = unique("nb")
     lab_names.extend([f"{base}p", f"{base}e", f"{base}k"])
     from tests.conftest import OURS
 
     OURS.update(lab_names)
-    run = execute(LABS / "03-tipc-encryption.ipynb", {"LABKIT_LAB_NAME": base})
+    run = execute(LABS / "03-tipc-encryption.ipynb",
+                  {"LABKIT_LAB_NAME": base, "LABKIT_SOLVE": "1", **progress_env})
     save_executed(run, "03-tipc-encryption.ipynb")
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert all(leftovers(n) == [] for n in lab_names)
+    assert_solved(run, "03-tipc-encryption.ipynb")
 
 
 def labs_named(base: str) -> list[str]:
@@ -254,14 +314,17 @@ def labs_named(base: str) -> list[str]:
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=[pytest.mark.vm] if vm else [])
     for n, vm in FEATURE_NOTEBOOKS.items() if n in NOTEBOOKS])
-def test_feature_notebook(name: str, lab_names: list[str]) -> None:
-    """A feature lab's notebook, top to bottom, its graded checks passing, nothing left."""
+def test_feature_notebook(name: str, lab_names: list[str],
+                          progress_env: dict[str, str]) -> None:
+    """A feature lab's notebook, top to bottom, its graded checks passing, its exercises
+    not yet done before their solutions and passing after (LABKIT_SOLVE=1), nothing
+    left."""
     if FEATURE_NOTEBOOKS[name]:
         vm_allowed()
     base = unique("nb")
     from tests.conftest import OURS
 
-    run = execute(LABS / name, {"LABKIT_LAB_NAME": base})
+    run = execute(LABS / name, {"LABKIT_LAB_NAME": base, "LABKIT_SOLVE": "1", **progress_env})
     save_executed(run, name)
     made = labs_named(base)
     lab_names.extend(made)
@@ -270,6 +333,22 @@ def test_feature_notebook(name: str, lab_names: list[str]) -> None:
     assert run.cleanup_ran
     assert all(leftovers(n) == [] for n in made), made
     assert 'class="lk-pass">PASS' in "\n".join(run.outputs)  # positive: checks were graded
+    assert_solved(run, name)
+
+
+@pytest.mark.needs_root
+def test_04_as_shipped(lab_names: list[str], progress_env: dict[str, str]) -> None:
+    """Lab 04 (this kernel) as a learner opens it: the tour passes, the exercises wait."""
+    base = unique("nb")
+    from tests.conftest import OURS
+
+    run = execute(LABS / "04-kproxy.ipynb", {"LABKIT_LAB_NAME": base, **progress_env})
+    made = labs_named(base)
+    lab_names.extend(made)
+    OURS.update(made)
+    assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
+    assert all(leftovers(n) == [] for n in made), made
+    assert_not_yet(run, "04-kproxy.ipynb")
 
 
 def test_notebook_verb_names_and_bad_input() -> None:
