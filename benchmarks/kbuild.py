@@ -48,6 +48,13 @@ def cli(*args: str, timeout: float = 7200, check: bool = True) -> tuple[float, A
     return took, res
 
 
+def save(res: dict[str, Any]) -> Path:
+    """Written after every phase, so a run cut short still leaves its figures."""
+    dest = ROOT / "benchmarks" / "results" / f"kbuild-7.2-{res['date'][:10]}.json"
+    dest.write_text(json.dumps(res, indent=2) + "\n")
+    return dest
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -92,9 +99,11 @@ def main() -> int:
                    "compiled": cold["compiled"], "cached": cold["cached"],
                    "bzimage_bytes": image.stat().st_size, "release": cold["kernel"]["version"],
                    "load_after": load()}
+    save(res)
     print("cached rebuild", flush=True)
     took, out = cli("kernel", "build", "--source", "7.2", "--name", NAME, "--json")
     res["cached"] = {"seconds": round(took, 2), "cached": json.loads(out.stdout)["cached"]}
+    save(res)
 
     print("one-patch build", flush=True)
     src = next((kb / "src").glob("linux-source-7.2_*"))
@@ -106,6 +115,7 @@ def main() -> int:
     patched = json.loads(out.stdout)
     res["one_patch"] = {"seconds": round(took, 1), "phases": patched["phases"],
                         "compiled": patched["compiled"], "load_after": load()}
+    save(res)
 
     print("boots", flush=True)
     took, out = cli("vm", "run", "--kernel", f"built:{NAME}", "--", "uname", "-r")
@@ -115,12 +125,12 @@ def main() -> int:
                     "dmesg | grep -i 'single node mode'")
     res["boot_patched"] = {"seconds": round(took, 1), "dmesg": out.stdout.strip(),
                            "patch_in_kernel": MARK in out.stdout}
+    save(res)
     took, out = cli("run", "topologies/cluster.yaml", "--vm", f"built:{NAME}", check=False)
     res["cluster"] = {"seconds": round(took, 1), "exit": out.returncode,
                       "tail": out.stdout.strip().splitlines()[-8:]}
     res["load_after"] = load()
-    dest = ROOT / "benchmarks" / "results" / f"kbuild-7.2-{time.strftime('%Y-%m-%d')}.json"
-    dest.write_text(json.dumps(res, indent=2) + "\n")
+    dest = save(res)
     print(json.dumps(res, indent=2))
     print(f"saved {dest}")
     return 0 if res["cluster"]["exit"] == 0 and res["boot_patched"]["patch_in_kernel"] else 1
