@@ -127,8 +127,11 @@ def build(source: str, patches: Sequence[str | Path] = (), fragments: Sequence[s
         with open(log, "w") as fh:
             fh.write(f"# labkit kernel build: {src.identity}, key {key}\n")
         t = time.monotonic()
-        progress("configuring (make allnoconfig + labkit's base + features + yours)")
-        _configure(tree, obj, frag_texts, log, slot)
+        done = obj / ".labkit-configured"  # the slot is per configuration: once is enough
+        if not done.is_file() or not (obj / ".config").is_file():
+            progress("configuring (make allnoconfig + labkit's base + features + yours)")
+            _configure(tree, obj, frag_texts, log, slot)
+            done.write_text(conf_key + "\n")
         phases["configure"] = time.monotonic() - t
 
         t = time.monotonic()
