@@ -272,7 +272,7 @@ class ExercisePanel(Panel):
             extra.append("solution shown")
         if st.solved:
             extra.append("solution applied")
-        self.state.value = (f'<div class="lk-exercise-state">{self.exercise_id}: {word} '
+        self.state.value = (f'<div class="lk-state-line">{self.exercise_id}: {word} '
                             f'<span class="lk-muted">({", ".join(extra)})</span></div>')
         if st.solution_shown and not self.solution_box.value:
             self.show_solution()

@@ -1,6 +1,8 @@
-"""One browser test: `labkit notebook` serves JupyterLab, a real Chromium (Debian's, driven
+"""Browser tests: `labkit notebook` serves JupyterLab, a real Chromium (Debian's, driven
 by Playwright, no browser download) opens 01-first-lab, runs its cells up to the lab
 panel, clicks the panel's Up button, and sees the status table and the topology picture.
+A second test is a learner doing an exercise from the page: a command typed in the
+exercise's command box runs in the node, Check grades it, the page says it passed.
 Screenshots are kept in test-artifacts/browser/ (CI keeps that directory), with the
 timings (command to usable page, click to lab up).
 
@@ -220,3 +222,83 @@ def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
     print(json.dumps(timings))
     assert Path(ARTIFACTS / "01-first-lab-panel.png").stat().st_size > 10_000
     assert (work / "01-first-lab.ipynb").exists()
+
+
+def cell_index(source_part: str) -> int:
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return next(i for i, c in enumerate(cells) if source_part in "".join(c["source"]))
+
+
+@pytest.mark.needs_root
+def test_exercise_in_a_real_browser(tmp_path: Path) -> None:
+    """A learner runs `sysctl -w ...` in r from the exercise's command box, clicks Check,
+    and the page shows PASSED; the progress file says so too. Control: before the
+    command, the page showed "not yet"."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = unique("bx")
+    progress_dir = tmp_path / "progress"
+    env = {**os.environ, "LABKIT_LAB_NAME": name, "LABKIT_PROGRESS_DIR": str(progress_dir),
+           "LABKIT_LEARNER": "browser"}
+    env.pop("LABKIT_SOLVE", None)
+    work = tmp_path / "labs"
+    proc = subprocess.Popen([*notebook_argv(), "01", "--port", str(free_port()),
+                             "--dir", str(work)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    tree: list[tuple[int, int]] = []
+    try:
+        url = read_url(proc, START_TIMEOUT)
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                page.goto(url)
+                page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180 * MS)
+                wait_for_kernel(page, 180)
+                page.locator(".jp-Notebook .jp-Cell").first.click()
+                page.keyboard.press("Escape")
+                run_cells_through(page, cell_index('ExercisePanel(session, "stop-forwarding")'))
+                panel = page.locator(".lk-exercise").filter(has_text="stop-forwarding")
+                state = panel.locator(".lk-exercise-state")
+                state.locator(".lk-fail", has_text="not yet").first.wait_for(timeout=300 * MS)
+                tree = below(proc.pid)
+                box = panel.locator(".lk-command input")
+                box.fill("sysctl -w net.ipv6.conf.all.forwarding=0")
+                box.press("Enter")
+                panel.locator(".lk-terminal").get_by_text(
+                    "net.ipv6.conf.all.forwarding = 0").first.wait_for(timeout=120 * MS)
+                panel.get_by_role("button", name="Check").click()
+                result = panel.locator(".lk-exercise-result")
+                result.locator(".lk-pass", has_text="PASSED").first.wait_for(timeout=180 * MS)
+                state.locator(".lk-pass", has_text="passed").first.wait_for(timeout=60 * MS)
+                text = result.inner_text()
+                assert "h1a can no longer reach h3b over IPv6" in text, text
+                panel.scroll_into_view_if_needed()
+                panel.screenshot(path=str(ARTIFACTS / "01-exercise-passed.png"))
+                tree = below(proc.pid)
+            except BaseException:
+                page.screenshot(path=str(ARTIFACTS / "exercise-failure.png"), full_page=True)
+                raise
+            finally:
+                browser.close()
+    finally:
+        tree = tree or below(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            _, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+        left = [p for p, t in tree if procs.alive(p, t)]
+        procs.stop(left)
+        if any(ns.startswith(f"lk-{name}.") for ns in lab_namespaces()):
+            from labkit.lab.lab import down
+
+            down(name)
+    assert left == [], f"processes left after Ctrl-C: {left}"
+    record = json.loads((progress_dir / f"{name}.json").read_text())
+    mine = record["learners"]["browser"]["stop-forwarding"]
+    assert mine["passed_at"] is not None and mine["checks"] == 1 and mine["solved"] is None
+    assert (ARTIFACTS / "01-exercise-passed.png").stat().st_size > 10_000
