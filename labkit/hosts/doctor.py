@@ -326,14 +326,16 @@ def kernel_report(kernel_dir: str | Path) -> dict[str, Probe] | None:
 
 
 def kernel_capabilities(kernel_dir: str | Path, version: str) -> tuple[dict[str, Probe], str]:
-    """(probes, source) for a cached kernel: its recorded probe report, else its config."""
+    """(probes, source) for a cached kernel: its recorded probe report, else its config.
+    A report recorded before labkit knew a capability gets that one from the config."""
     report = kernel_report(kernel_dir)
-    if report is not None:
-        return report, "probed in a VM"
     config = config_file(kernel_dir, version)
+    known = {} if config is None else from_config(config.read_text(errors="replace"), version)
+    if report is not None:
+        return {**known, **report}, "probed in a VM"
     if config is None:
         return {}, "unknown (no config file and never probed)"
-    return from_config(config.read_text(errors="replace"), version), "from its config file"
+    return known, "from its config file"
 
 
 def config_file(kernel_dir: str | Path, version: str) -> Path | None:
