@@ -240,7 +240,7 @@ def kernel_name(raw: Any, loc: Loc, path: str, p: Problems) -> str | None:
     if text is None:
         return None
     known = kernels.known_names()
-    if text == HOST or text in known or kernels.accepts(text):
+    if text == HOST or text in known or _acceptable(text):
         return text
     if "/" in text or text.startswith("."):
         full = os.path.normpath(os.path.join(os.path.dirname(path), text))
@@ -253,6 +253,17 @@ def kernel_name(raw: Any, loc: Loc, path: str, p: Problems) -> str | None:
           f"Use host, one of {', '.join(known)}, or a path to a bzImage or kernel build "
           f"tree. {suggest(text, [HOST, *known])}".strip())
     return None
+
+
+def _acceptable(text: str) -> bool:
+    """A name the kernel catalogue takes, checked offline: built:NAME, a cache entry, or a
+    Debian name of a series labkit knows (whether that build exists is known at fetch)."""
+    from labkit.hosts.vm import kernelnames, kernels
+
+    if "/" in text or text.startswith(".") or not kernels.accepts(text):
+        return False
+    spec = kernelnames.parse(text)
+    return not kernelnames.is_debian(text) or spec.series in kernels.SERIES
 
 
 def _options(value: Any, loc: Loc, where: str, p: Problems) -> tuple[str, ...]:
