@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything labkit needs on a fresh Debian 12 machine, as root:
-# apt packages, a venv at .venv with labkit in it, and the VM kernels (debian-6.12 and
-# Debian 12's own debian-6.1) for labs whose kernel features the host lacks. Safe to run again: it skips what is done.
+# apt packages, a venv at .venv with labkit in it, and the VM kernels (debian-6.12,
+# Debian 12's own debian-6.1, and the newest debian-7.2) for labs whose kernel features the host lacks. Safe to run again: it skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,10 +50,12 @@ fi
 .venv/bin/python -m compileall -q -j 0 labkit tests benchmarks >/dev/null || true
 
 if [ "${LABKIT_NO_VM:-0}" != 1 ]; then
-  for kernel in debian-6.12 debian-6.1; do
+  # each is cached once (a later run reuses it; a series takes its newest build)
+  for kernel in debian-6.12 debian-6.1 debian-7.2; do
     .venv/bin/labkit vm kernels fetch "$kernel"
   done
-  # the emulated TLS offload NIC, for each cached kernel that has CONFIG_TLS_DEVICE
+  # the emulated TLS offload NIC, for each cached kernel that has CONFIG_TLS_DEVICE (a
+  # point release whose headers the mirror no longer serves is skipped, saying so)
   bash scripts/build_kmod.sh
 fi
 echo "setup: done. The CLI is .venv/bin/labkit"

@@ -134,6 +134,8 @@ def near(text: str, names: Iterable[str], count: int = 5) -> list[str]:
     pool = sorted(set(names), key=version_key)
     key = version_key(text)
     versioned = [n for n in pool if version_key(n)]
+    series = parse(text).kind == "series"  # suggest names of the same kind
+    versioned = [n for n in versioned if (parse(n).kind == "series") == series] or versioned
     if key and versioned:
         above = [i for i, n in enumerate(versioned) if version_key(n) >= key]
         pos = above[0] if above else len(versioned)
