@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 
+from labkit.base import files
 from labkit.features.handshake import engines, paths
 from labkit.features.handshake.handshaker import handshake_on
 from labkit.features.handshake.records import HandshakeFailed
@@ -39,8 +40,7 @@ def read_psk(path: str) -> engines.Psk:
     if st.st_mode & 0o077:
         raise SystemExit(f"PSK file {path} is readable by others (mode "
                          f"{st.st_mode & 0o777:o}); make it 0600.")
-    with open(path) as fh:
-        identity, _, key = fh.read().strip().rpartition(":")
+    identity, _, key = files.read_bounded(path, files.KEY).strip().rpartition(":")
     return engines.Psk(0, identity, bytes.fromhex(key), engines.psk_hash(identity))
 
 
