@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,40 @@ def test_cli_check_all_and_report(ex: Exercises) -> None:
     assert len(lines) == 4 and all(",tester," in line and line.count("Z") >= 3
                                    for line in lines[1:]), done.stdout
 
+
+
+STAYED_UP = """\
+exercises:
+  - id: steady
+    title: links that must not reset
+    task: keep n1's links up
+    check:
+      - {type: tipc_link, node: n1, peer: n2, stayed_up: true}
+      - {type: tipc_link, node: n1, peer: n4, stayed_up: true}
+"""
+
+
+def test_a_link_reset_is_caught_and_an_untouched_link_passes(ex: Exercises,
+                                                             tmp_path: Path) -> None:
+    """`stayed_up` with its control: n2's bearer is switched off and on again, so the
+    link n1 - n2 comes back up, but reset; n1 - n4 (untouched) passes."""
+    path = tmp_path / "steady.yaml"
+    path.write_text(STAYED_UP)
+    steady = Exercises.for_lab(ex.lab.name, learner="tester", path=str(path))
+    steady.start("steady")
+    for verb in ("disable", "enable"):
+        done = run_cli("exec", ex.lab.name, "n2", "--", "tipc", "bearer", verb, "media",
+                       "eth", "device", "eth1", timeout=120)
+        assert done.returncode == 0, done.stderr
+    name = "TIPC link n1 - n2 up, never reset"
+
+    def back_up() -> Result | None:
+        r = steady.check("steady")
+        return r if "n1:eth1-n2:eth1 up" in by_name(r)[name].saw else None  # type: ignore[attr-defined]
+
+    r = poll(back_up, 120, interval=2)
+    assert r is not None, steady.check("steady").as_dict()
+    reset, control = by_name(r)[name], by_name(r)["TIPC link n1 - n4 up, never reset"]
+    assert reset.outcome == "fail", r.as_dict()  # type: ignore[attr-defined]
+    assert "was reset since the exercise started" in reset.missing  # type: ignore[attr-defined]
+    assert control.passed, r.as_dict()  # type: ignore[attr-defined]
