@@ -29,7 +29,7 @@ def capture(
     Stops at --count frames or --duration seconds, whichever comes first; Ctrl-C stops
     it early and keeps what was seen.
     """
-    from labkit.packets.capture import PcapStream, open_socket, read_pcap
+    from labkit.packets.capture import PcapStream, count_pcap, open_socket
     from labkit.packets.capture import capture as run_capture
 
     require_root()
@@ -77,7 +77,7 @@ def capture(
                               f"{text[-1] if text else f'exit status {proc.returncode}'}.",
                               hint=f"List the node's interfaces with `labkit status {name}`.")
         with open(write, "rb") as fh:
-            frames = len(read_pcap(fh.read()))
+            frames = count_pcap(fh)  # streamed: the file may hold a million frames
     summary = {"file": write, "frames": frames, "node": node, "iface": iface}
     if json:
         emit_json(summary)

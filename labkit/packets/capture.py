@@ -10,6 +10,7 @@ wants it, on the host.
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import socket
 import struct
@@ -81,6 +82,19 @@ def read_pcap(data: bytes) -> list[tuple[float, bytes]]:
         out.append((sec + usec / 1e6, data[pos:pos + incl]))
         pos += incl
     return out
+
+
+def count_pcap(fh: BinaryIO) -> int:
+    """Records in a classic pcap file, read header by header (a capture of a million
+    jumbo frames is counted in constant memory, not loaded)."""
+    if len(fh.read(PCAP_HEADER.size)) < PCAP_HEADER.size:
+        return 0
+    frames = 0
+    while len(head := fh.read(RECORD_HEADER.size)) == RECORD_HEADER.size:
+        _, _, incl, _ = RECORD_HEADER.unpack(head)
+        fh.seek(incl, os.SEEK_CUR)
+        frames += 1
+    return frames
 
 
 def open_socket(ns: str | None, iface: str) -> socket.socket:
