@@ -21,6 +21,7 @@ import argparse
 import difflib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,12 +37,23 @@ PATCHED = "bench-7.2-patched"
 MARK = "patched by labkit's kbuild benchmark"
 
 
+def cpu_children() -> float:
+    """CPU seconds (user + system) of every finished descendant: load-independent."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+CPU: dict[str, float] = {}  # the last command's CPU seconds
+
+
 def cli(*args: str, timeout: float = 7200, check: bool = True) -> tuple[float, Any]:
-    start = time.monotonic()
+    start, cpu = time.monotonic(), cpu_children()
     res = subprocess.run([*LABKIT, *args], capture_output=True, text=True, timeout=timeout,
                          cwd=ROOT)
     took = time.monotonic() - start
-    print(f"  labkit {' '.join(args)}: exit {res.returncode} in {took:.1f} s", flush=True)
+    CPU["last"] = round(cpu_children() - cpu, 1)
+    print(f"  labkit {' '.join(args)}: exit {res.returncode} in {took:.1f} s "
+          f"({CPU['last']} CPU s)", flush=True)
     if check and res.returncode != 0:
         raise SystemExit(f"labkit {' '.join(args)} failed ({res.returncode}):\n"
                          f"{res.stderr.strip()[-3000:]}")
@@ -95,7 +107,8 @@ def main() -> int:
                     str(args.jobs), "--json")
     cold = json.loads(out.stdout)
     image = Path(cold["kernel"]["image"])
-    res["cold"] = {"seconds": round(took, 1), "phases": cold["phases"],
+    res["cold"] = {"seconds": round(took, 1), "cpu_seconds": CPU["last"],
+                   "phases": cold["phases"],
                    "compiled": cold["compiled"], "cached": cold["cached"],
                    "bzimage_bytes": image.stat().st_size, "release": cold["kernel"]["version"],
                    "load_after": load()}
@@ -113,7 +126,8 @@ def main() -> int:
         took, out = cli("kernel", "build", "--source", "7.2", "--patch", str(patch), "--name",
                         PATCHED, "--jobs", str(args.jobs), "--json")
     patched = json.loads(out.stdout)
-    res["one_patch"] = {"seconds": round(took, 1), "phases": patched["phases"],
+    res["one_patch"] = {"seconds": round(took, 1), "cpu_seconds": CPU["last"],
+                        "phases": patched["phases"],
                         "compiled": patched["compiled"], "load_after": load()}
     save(res)
 
