@@ -89,6 +89,21 @@ def as_str(value: Any, loc: Loc, where: str, p: Problems) -> str | None:
     return str(value)
 
 
+# Terminal control (escape sequences, carriage return) and bidirectional overrides: text
+# that `labkit up` prints would rewrite the user's terminal or hide what it says.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def as_text(value: Any, loc: Loc, where: str, p: Problems) -> str | None:
+    """A text shown to users (a description): no control characters but newline and tab."""
+    text = as_str(value, loc, where, p)
+    if text is not None and (bad := CONTROL_RE.search(text)):
+        p.add(loc, f"{where} contains the control character {bad.group()!r}.",
+              "Write plain text: escape sequences would rewrite the terminal it is shown on.")
+        return None
+    return text
+
+
 def as_bool(value: Any, loc: Loc, where: str, p: Problems) -> bool | None:
     if not isinstance(value, bool):
         p.add(loc, f"{where} must be true or false, not {_kind(value)}.")

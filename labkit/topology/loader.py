@@ -25,6 +25,7 @@ from labkit.topology.fields import (
     as_name,
     as_network,
     as_str,
+    as_text,
     check_ifname,
     check_keys,
     shown,
@@ -84,8 +85,8 @@ def parse(doc: Any, path: str) -> Topology:
         if "name" in doc else "unnamed"
     topo = Topology(name=name or "invalid", path=path, loc=root_loc)
     if "description" in doc:
-        topo.description = as_str(doc["description"], doc.val_loc("description"),
-                                  "description", p) or ""
+        topo.description = as_text(doc["description"], doc.val_loc("description"),
+                                   "description", p) or ""
 
     if "kernel" in doc:
         topo.kernels = _parse_kernels(doc["kernel"], doc.val_loc("kernel"), topo.path, p)
@@ -168,8 +169,8 @@ def _parse_node(name: str, block: Any, nodes_map: LMap, defaults: LMap | None,
         wish = _parse_kernels(block["kernel"], block.val_loc("kernel"), "", p, single=True)
         node.kernel = wish[0] if wish else None
     if "description" in block:
-        node.description = as_str(block["description"], block.val_loc("description"),
-                                  f"node '{name}' description", p) or ""
+        node.description = as_text(block["description"], block.val_loc("description"),
+                                   f"node '{name}' description", p) or ""
     # Defaults first, node values over them; sysctls merge key by key.
     for source, where in ((defaults, "defaults"), (block, f"node '{name}'")):
         if not source:

@@ -236,6 +236,16 @@ def test_node_names_are_checked(tmp_path: Path, node: str) -> None:
     assert len(ran.text) < 1000, "the name was echoed back whole"
 
 
+@pytest.mark.parametrize("text", ['"\\e[2J\\e[31mall fine"', '"abc\\u202edcba"'],
+                         ids=["escape-sequence", "bidi-override"])
+def test_descriptions_cannot_drive_the_terminal(tmp_path: Path, text: str) -> None:
+    """`labkit up` prints the description: no escape sequences or bidi overrides."""
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\ndescription: {text}\n" + PAIR.format(name="t").split("\n", 1)[1])
+    ran = labkit("validate", str(path), name=f"description {text[:12]}")
+    refused(ran, f"{path}:2:", "control character")
+
+
 def test_tipc_key_file_that_is_a_fifo(tmp_path: Path) -> None:
     """A key_file (read at validation to check it) that is a FIFO nobody writes."""
     os.mkfifo(tmp_path / "key")
