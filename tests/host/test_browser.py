@@ -95,6 +95,22 @@ def cells_to_panel() -> int:
     return next(i for i, c in enumerate(cells) if "LabPanel(session)" in "".join(c["source"]))
 
 
+def ctrl_c(proc: subprocess.Popen[bytes], tree: list[tuple[int, int]]
+           ) -> tuple[bytes, list[int]]:
+    """Stop `labkit notebook` as a user does (Ctrl-C; killed if it hangs): its stderr, and
+    the processes of its tree still alive afterwards (stopped here, reported)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    left = [p for p, t in tree if procs.alive(p, t)]
+    procs.stop(left)
+    return err, left
+
+
 ACTIVE_CELL = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'))
     .findIndex(c => c.classList.contains('jp-mod-active'))"""
 
@@ -198,17 +214,9 @@ def test_lab_panel_in_a_real_browser(tmp_path: Path) -> None:
         assert any(ns.startswith(f"lk-{name}.") for ns in lab_namespaces())  # control
     finally:
         tree = tree or below(proc.pid)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            out, err = proc.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
+        err, left = ctrl_c(proc, tree)
         timings["total_s"] = time.monotonic() - started
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-        left = [p for p, t in tree if procs.alive(p, t)]
-        procs.stop(left)
         leftover_lab = [ns for ns in lab_namespaces() if ns.startswith(f"lk-{name}.")]
         if leftover_lab:
             from labkit.lab.lab import down
@@ -284,15 +292,7 @@ def test_exercise_in_a_real_browser(tmp_path: Path) -> None:
                 browser.close()
     finally:
         tree = tree or below(proc.pid)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            _, err = proc.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, err = proc.communicate()
-        left = [p for p, t in tree if procs.alive(p, t)]
-        procs.stop(left)
+        _, left = ctrl_c(proc, tree)
         if any(ns.startswith(f"lk-{name}.") for ns in lab_namespaces()):
             from labkit.lab.lab import down
 
