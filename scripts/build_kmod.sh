@@ -137,16 +137,10 @@ host_tools() {
   KBUILD_PRELOAD=
   kb=$(dirname "$(readlink -f "$root/usr/src/linux-headers-$version/scripts")")
   [ -d "$kb/scripts" ] || return 0
-  local stale=0 tool
-  for tool in "$kb"/scripts/basic/fixdep "$kb"/scripts/mod/modpost.real-lsb-64 \
-              "$kb"/scripts/genksyms/genksyms "$kb"/tools/objtool/objtool.real-x86; do
-    [ -x "$tool" ] || continue
-    case $(LD_BIND_NOW=1 LD_PRELOAD="$compat/isoc23.so" "$tool" </dev/null 2>&1 || true) in
-      *"symbol lookup error"*|*": version \`GLIBC_"*) stale=1 ;;
-    esac
-  done
-  if [ -f "$compat/isoc23.so" ] && [ $stale = 0 ]; then KBUILD_PRELOAD=$compat/isoc23.so; return 0; fi
-  [ $stale = 1 ] || return 0
+  if ! tool_fails "$kb" "$compat/isoc23.so"; then
+    [ -f "$compat/isoc23.so" ] && KBUILD_PRELOAD=$compat/isoc23.so
+    return 0
+  fi
   say "$version: the headers' host tools need glibc 2.38's __isoc23_strto*; adding them (see build/hosttools.log)"
   mkdir -p "$compat"
   cat > "$compat/isoc23.c" <<'C'
@@ -207,14 +201,22 @@ for top, _, files in os.walk(sys.argv[1]):
             os.replace(tmp, path)
             print(f"{path}: weak {', '.join(sorted(set(changed)))}")
 PY
-  for tool in "$kb"/scripts/basic/fixdep "$kb"/scripts/mod/modpost.real-lsb-64 \
-              "$kb"/scripts/genksyms/genksyms "$kb"/tools/objtool/objtool.real-x86; do
+  ! tool_fails "$kb" "$compat/isoc23.so" >>"$log" || return 1
+  KBUILD_PRELOAD=$compat/isoc23.so
+}
+
+# Succeeds (and names it) when one of the kbuild tools under $1 cannot start here, with $2
+# preloaded (a missing glibc version or symbol).
+tool_fails() {
+  local tool
+  for tool in "$1"/scripts/basic/fixdep "$1"/scripts/mod/modpost.real-lsb-64 \
+              "$1"/scripts/genksyms/genksyms "$1"/tools/objtool/objtool.real-x86; do
     [ -x "$tool" ] || continue
-    case $(LD_BIND_NOW=1 LD_PRELOAD="$compat/isoc23.so" "$tool" </dev/null 2>&1 || true) in
-      *"symbol lookup error"*|*": version \`GLIBC_"*) echo "$tool still does not run" >>"$log"; return 1 ;;
+    case $(LD_BIND_NOW=1 LD_PRELOAD="$2" "$tool" </dev/null 2>&1 || true) in
+      *"symbol lookup error"*|*": version \`GLIBC_"*) echo "$tool does not start"; return 0 ;;
     esac
   done
-  KBUILD_PRELOAD=$compat/isoc23.so
+  return 1
 }
 
 build_one() {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from labkit.base.wait import wait_until
-from labkit.errors import UsageError
+from labkit.errors import LabkitError, UsageError
 from labkit.hosts.vm import catalogue, kernelcache, kernels
 from labkit.hosts.vm import kernelnames as kn
 from tests.conftest import run_cli
@@ -247,3 +247,18 @@ def test_cut_download_leaves_nothing_and_the_next_fetch_completes(
     assert not list(downloads.glob(".dl-*"))
     assert [p.name for p in private_cache.iterdir() if not p.name.startswith(".")] \
         == ["debian-6.12.57"]
+
+
+@needs_root
+def test_disk_space_is_checked_before_downloading(
+        private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not enough room: a clear error naming the size, and nothing downloaded or cached."""
+    real = kernels.shutil.disk_usage
+    monkeypatch.setattr(kernels.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=50_000_000))
+    with pytest.raises(LabkitError, match=r"Not enough disk space for debian-6\.12\.69: "
+                       r"it needs about \d+ MB .* and 50 MB are free"):
+        kernels.fetch("6.12.69")
+    assert not list(private_cache.glob("*/kernel.json"))
+    monkeypatch.setattr(kernels.shutil, "disk_usage", real)  # control: room enough
+    assert kernels.lookup("6.12.69").size * 4 < real(private_cache.parent).free

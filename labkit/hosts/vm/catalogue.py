@@ -10,11 +10,13 @@ apt itself downloads, verifies signatures and hashes; labkit only points it else
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +40,7 @@ SYSTEM_SOURCES = Path("/etc/apt")
 # linux-image-<abi>-amd64, where <abi> is 6.12.43+deb12, 6.1.0-57, 7.2.13+deb14 or 7.3
 _IMAGE_RE = re.compile(r"linux-image-(?P<abi>\d+\.\d+(?:\.\d+)?(?:-\d+)?(?:\+deb[\d.]+)?)-amd64")
 _FIELDS = {"Package", "Version", "Size", "SHA256", "Depends", "Source"}
-_WANTED = re.compile(r"linux-(?:image|binary|modules|base|headers|kbuild)-\d")
+_WANTED = re.compile(r"linux-(?:image|binary|modules|base|headers|kbuild|source)-\d")
 
 
 def _quiet(_: str) -> None:
@@ -235,7 +237,7 @@ def packages(progress: Progress = _quiet) -> dict[tuple[str, str], dict[str, str
     index = paths.apt_dir() / "kernels.json"  # what this reads, kept until the next update
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         data = json.loads(index.read_text())
-        if data["stamp"] == key[1]:
+        if data["stamp"] == key[1] and data.get("wanted") == _WANTED.pattern:
             found = {(f["Package"], f["Version"]): f for f in data["stanzas"]}
             _packages_memo[key] = found
             return found
@@ -263,7 +265,8 @@ def packages(progress: Progress = _quiet) -> dict[tuple[str, str], dict[str, str
     _packages_memo[key] = found
     if key[1]:
         tmp = index.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"stamp": key[1], "stanzas": list(found.values())}))
+        tmp.write_text(json.dumps({"stamp": key[1], "wanted": _WANTED.pattern,
+                                   "stanzas": list(found.values())}))
         os.replace(tmp, index)
     return found
 
@@ -355,6 +358,86 @@ def _exact(version: str, abi: str) -> str:
     if "+" in abi:
         return version + "+" + abi.split("+", 1)[1]
     return abi
+
+
+# -- downloading ---------------------------------------------------------------------------
+
+
+def deb(package: str, version: str | None = None) -> Deb:
+    """A linux-* package of the lists (image, binary, modules, base, headers, kbuild,
+    source): that version, or the newest. Reads the lists as they are (see update())."""
+    pkgs = packages()
+    found = [f for (name, v), f in pkgs.items() if name == package and version in (None, v)]
+    if not found:
+        raise LabkitError(
+            f"labkit's kernel lists have no {package}" + (f" {version}." if version else "."),
+            hint="Refresh them with `sudo labkit vm kernels list --available --refresh`; "
+            "see what there is with `labkit vm kernels list --available`.")
+    return _deb(max(found, key=lambda f: kn.debian_version_key(f["Version"])))
+
+
+def download(deb: Deb, progress: Progress = _quiet,
+             on_bytes: Callable[[int], None] | None = None) -> Path:
+    """The .deb in the downloads cache (paths.downloads_dir()): reused when a complete copy
+    is there (checked by SHA256), else downloaded by apt, through labkit's lists, into a
+    temporary directory and renamed, so an interrupted download leaves no .deb.
+    on_bytes(n) reports the bytes of this download so far."""
+    downloads = paths.downloads_dir()
+    downloads.mkdir(parents=True, exist_ok=True)
+    return _reuse(deb, downloads, progress) or _download_one(deb, downloads, progress, on_bytes)
+
+
+def _reuse(deb: Deb, downloads: Path, progress: Progress) -> Path | None:
+    """A complete copy (size and SHA256 as the lists say) already in the downloads cache."""
+    for candidate in sorted(downloads.glob(f"{deb.package}_*.deb")):
+        if candidate.stat().st_size == deb.size:
+            if sha256(candidate) == deb.sha256:
+                progress(f"reusing {candidate.name}")
+                return candidate
+    return None
+
+
+def _download_one(deb: Deb, downloads: Path, progress: Progress,
+                  on_bytes: Callable[[int], None] | None) -> Path:
+    if len(deb.sha256) != 64:
+        raise LabkitError(f"The lists name no SHA256 for {deb.package} {deb.version}.",
+                          hint="Refresh them: `sudo labkit vm kernels list --available "
+                          "--refresh`.")
+    progress(f"downloading {deb.package} ({deb.size / 1e6:.0f} MB)")
+    with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
+        os.chmod(tmp, 0o755)  # lets apt's _apt user write, avoiding its sandbox warning
+        run(["apt-get", *apt_options(), "download",
+             f"{deb.package}={deb.version}"], "apt-get download", cwd=tmp,
+            watch=(lambda: on_bytes(_bytes_in(tmp))) if on_bytes else None)
+        debs = list(Path(tmp).glob("*.deb"))
+        if len(debs) != 1 or sha256(debs[0]) != deb.sha256:
+            raise LabkitError(
+                f"The download of {deb.package} is incomplete or does not match the "
+                "lists' SHA256.",
+                hint="Refresh the lists (`sudo labkit vm kernels list --available "
+                "--refresh`) and fetch again.",
+            )
+        final = downloads / debs[0].name
+        os.replace(debs[0], final)
+    return final
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bytes_in(directory: str) -> int:
+    """Bytes written so far under a directory (apt's partial download included)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, f)).st_size
+    return total
 
 
 # -- running apt -------------------------------------------------------------------------

@@ -15,8 +15,6 @@ debian-6.1) stay valid and count as the build their kernel.json names.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +27,7 @@ from pathlib import Path
 from labkit.errors import LabkitError, UsageError
 from labkit.hosts.vm import catalogue, kernelcache, paths
 from labkit.hosts.vm import kernelnames as kn
-from labkit.hosts.vm.catalogue import Available, Deb
+from labkit.hosts.vm.catalogue import Available
 from labkit.hosts.vm.kernelcache import META, Kernel, list_cached
 
 __all__ = ["DEFAULT_KERNEL", "META", "SERIES", "Available", "Kernel", "accepts", "between",
@@ -358,61 +356,21 @@ def _check_space(want: Available) -> None:
 
 
 def _download(want: Available, progress: Progress, on_bytes: OnBytes | None) -> list[Path]:
-    """Every .deb of the build, each reused from the downloads cache when it is complete
-    (checked by SHA256), else downloaded by apt into a temporary directory and renamed."""
-    downloads = paths.downloads_dir()
-    downloads.mkdir(parents=True, exist_ok=True)
-    for stale in downloads.glob(".dl-*"):  # a killed fetch's partial download (we hold
-        shutil.rmtree(stale, ignore_errors=True)  # the cache lock: nobody else is in one)
+    """Every .deb of the build (catalogue.download: reused when complete, else fetched)."""
+    for stale in paths.downloads_dir().glob(".dl-*"):  # a killed fetch's partial download
+        shutil.rmtree(stale, ignore_errors=True)  # (we hold the cache lock: nobody else is)
     done = 0
     out = []
     progress(f"downloading {want.package} {want.package_version} "
              f"({want.size / 1e6:.0f} MB, {want.suite})")
     for deb in want.debs:
-        path = _reuse(deb, downloads, progress)
-        if path is None:
-            path = _download_one(deb, downloads, progress,
-                                 (lambda n, base=done: on_bytes(base + n, want.size))
-                                 if on_bytes else None)
+        moved = (lambda n, base=done: on_bytes(base + n, want.size)) if on_bytes else None
+        path = catalogue.download(deb, progress, moved)
         done += deb.size
         if on_bytes:
             on_bytes(done, want.size)
         out.append(path)
     return out
-
-
-def _reuse(deb: Deb, downloads: Path, progress: Progress) -> Path | None:
-    for candidate in sorted(downloads.glob(f"{deb.package}_*.deb")):
-        if candidate.stat().st_size == deb.size:
-            if _sha256(candidate) == deb.sha256:
-                progress(f"reusing {candidate.name}")
-                return candidate
-    return None
-
-
-def _download_one(deb: Deb, downloads: Path, progress: Progress,
-                  on_bytes: Callable[[int], None] | None) -> Path:
-    if len(deb.sha256) != 64:
-        raise LabkitError(f"The lists name no SHA256 for {deb.package} {deb.version}.",
-                          hint="Refresh them: `sudo labkit vm kernels list --available "
-                          "--refresh`.")
-    progress(f"downloading {deb.package} ({deb.size / 1e6:.0f} MB)")
-    with tempfile.TemporaryDirectory(prefix=".dl-", dir=downloads) as tmp:
-        os.chmod(tmp, 0o755)  # lets apt's _apt user write, avoiding its sandbox warning
-        catalogue.run(["apt-get", *catalogue.apt_options(), "download",
-                       f"{deb.package}={deb.version}"], "apt-get download", cwd=tmp,
-                      watch=(lambda: on_bytes(_bytes_in(tmp))) if on_bytes else None)
-        debs = list(Path(tmp).glob("*.deb"))
-        if len(debs) != 1 or _sha256(debs[0]) != deb.sha256:
-            raise LabkitError(
-                f"The download of {deb.package} is incomplete or does not match the "
-                "lists' SHA256.",
-                hint="Refresh the lists (`sudo labkit vm kernels list --available "
-                "--refresh`) and fetch again.",
-            )
-        final = downloads / debs[0].name
-        os.replace(debs[0], final)
-    return final
 
 
 def _unpack(want: Available, debs: list[Path], progress: Progress) -> Kernel:
@@ -472,14 +430,6 @@ def _normalise_layout(root: Path) -> None:
                 os.replace(vdir / src, root / "boot" / f"{dst}-{vdir.name}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _need_tools(tools: list[str]) -> None:
     missing = [t for t in tools if shutil.which(t) is None and not Path("/sbin", t).exists()]
     if missing:
@@ -488,13 +438,3 @@ def _need_tools(tools: list[str]) -> None:
             hint="This works on Debian/Ubuntu hosts; install `kmod` for depmod "
             "(`sudo apt-get install kmod`).",
         )
-
-
-def _bytes_in(directory: str) -> int:
-    """Bytes written so far under a directory (apt's partial download included)."""
-    total = 0
-    for root, _, files in os.walk(directory):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(os.path.join(root, f)).st_size
-    return total
