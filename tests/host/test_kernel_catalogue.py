@@ -262,3 +262,19 @@ def test_disk_space_is_checked_before_downloading(
     assert not list(private_cache.glob("*/kernel.json"))
     monkeypatch.setattr(kernels.shutil, "disk_usage", real)  # control: room enough
     assert kernels.lookup("6.12.69").size * 4 < real(private_cache.parent).free
+
+
+def test_loaders_accept_names_by_form_when_there_is_no_catalogue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_KERNELS_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setenv("LABKIT_APT_DIR", str(tmp_path / "apt"))
+    assert [kernels.accepts(n) for n in ("debian-7.2", "6.12.43", "built:mine")] == [True] * 3
+    assert [kernels.accepts(n) for n in ("debian-9.9", "fedora-99", "bzImage")] == [False] * 3
+    assert not (tmp_path / "apt").exists()  # no network, no writes
+
+
+@needs_root
+def test_loaders_check_names_against_the_catalogue() -> None:
+    kernels.catalogue.available()  # lists present
+    assert kernels.accepts("6.12.43") and kernels.accepts("debian-6.12.90+deb12")
+    assert not kernels.accepts("6.12.44") and not kernels.accepts("debian-6.13")

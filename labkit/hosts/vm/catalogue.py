@@ -316,12 +316,18 @@ def _negate(key: object) -> object:
 
 
 def available(refresh: bool = False, progress: Progress = _quiet,
-              cached: set[tuple[str, str]] | None = None) -> list[Available]:
+              cached: set[tuple[str, str]] | None = None,
+              offline: bool = False) -> list[Available]:
     """Every linux-image-*-amd64 build the mirror serves, oldest first (build_key order).
 
     cached: (package, package_version) pairs in the kernel cache; by default read from it.
+    offline: use the lists as they are, however old (none: an empty catalogue), never the
+    network (for checking names while loading a file).
     """
-    update(refresh, progress)
+    if not offline:
+        update(refresh, progress)
+    elif lists_age() is None:
+        return []
     pkgs = packages(progress)
     if cached is None:
         from labkit.hosts.vm import kernelcache

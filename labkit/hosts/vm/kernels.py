@@ -60,9 +60,18 @@ def fetchable(name: str) -> bool:
 
 
 def accepts(name: str) -> bool:
-    """Whether a topology/scenario may name this kernel without a path: a Debian name
-    (fetched when first used), `built:NAME`, or a cache entry's name."""
-    return kn.parse(name).kind != "other" or kernelcache.read(name) is not None
+    """Whether a topology/scenario may name this kernel without a path: `built:NAME`, a
+    cache entry's name, or a Debian name that is cached or in the catalogue (fetched when
+    first used). Offline: with no lists yet, a Debian name of a well-known series."""
+    spec = kn.parse(name)
+    if spec.kind == "built" or cached(name) is not None:
+        return True
+    if spec.kind == "other":
+        return False
+    items = _catalogue_if_present()
+    if not items:
+        return spec.series in SERIES
+    return _match(spec, _available_builds(items)) is not None
 
 
 # -- matching names to builds ------------------------------------------------------------
@@ -118,7 +127,7 @@ def _catalogue_if_present() -> list[Available] | None:
     if catalogue.lists_age() is None:
         return None
     try:
-        return catalogue.available(refresh=False)
+        return catalogue.available(offline=True)
     except LabkitError:
         return None
 
