@@ -149,14 +149,15 @@ def _list_available(refresh: bool, json_out: bool) -> None:
         emit_json([a.to_json() for a in items])
         return
     columns(
-        ("NAME", "SERIES", "SUITE", "PACKAGE VERSION", "SIZE", "CACHED"),
+        ("NAME", "SERIES", "SUITE", "PACKAGE VERSION", "SIZE", "HEADERS", "CACHED"),
         [(a.name, a.series, a.suite, a.package_version, f"{a.size / 1e6:.0f} MB",
-          "yes" if a.cached else "-") for a in items],
+          "yes" if a.headers else "-", "yes" if a.cached else "-") for a in items],
     )
     age = catalogue.lists_age() or 0.0
     info(f"{len(items)} builds; lists {age / 3600:.1f} h old (`--refresh` to update). "
          "Fetch one with `sudo labkit vm kernels fetch NAME`; a series name "
-         "(e.g. debian-6.12) means its newest.")
+         "(e.g. debian-6.12) means its newest. HEADERS: the mirror still serves its headers, "
+         "so scripts/build_kmod.sh can build the offload NIC's module for it.")
 
 
 # -- one-shot ----------------------------------------------------------------------------

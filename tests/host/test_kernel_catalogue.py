@@ -138,8 +138,10 @@ def test_available_lists_the_range_and_the_cache() -> None:
         assert (a.series, a.suite) == ("debian-6.12", "bookworm-backports")
         assert a.size > 50e6
     assert "debian-6.12.90+deb12" in by_name  # the other build of 6.12.90
+    assert by_name["debian-6.12.95"].headers and by_name["debian-6.12.118"].headers
     a72 = next(a for a in items if a.series == "debian-7.2")
     assert a72.suite == "sid" and len(a72.debs) > 1  # 7.x: image split into parts
+    assert a72.headers
     assert any(a.series == "debian-7.3-rc" for a in items)
     assert [a.name for a in items] == [a.name for a in sorted(
         items, key=lambda a: catalogue.build_key(a.version, a.abi, a.package_version))]

@@ -64,7 +64,9 @@ class Available:
     name: the shortest name that designates exactly this build (debian-6.12.69, or
     debian-6.12.90+deb12 when another build of 6.12.90 is preferred); version: the kernel
     release; size: bytes to download (the image and, for split packages, its
-    binary/modules/base parts); debs: those parts.
+    binary/modules/base parts); debs: those parts. The mirror keeps older point releases'
+    images longer than their headers: `headers` says whether the offload NIC's module
+    can be built for this one (scripts/build_kmod.sh).
     """
 
     name: str
@@ -76,6 +78,7 @@ class Available:
     size: int
     cached: bool
     abi: str = ""
+    headers: bool = False  # its linux-headers are served too (the offload NIC's module)
     debs: tuple[Deb, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict:
@@ -353,6 +356,7 @@ def available(refresh: bool = False, progress: Progress = _quiet,
                 suite=fields["Suite"], package=fields["Package"],
                 package_version=fields["Version"], size=sum(d.size for d in debs),
                 cached=(fields["Package"], fields["Version"]) in cached, abi=abi,
+                headers=(f"linux-headers-{abi}-amd64", fields["Version"]) in pkgs,
                 debs=tuple(debs)))
     out.sort(key=lambda a: build_key(a.version, a.abi, a.package_version))
     return out
