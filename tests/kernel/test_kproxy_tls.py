@@ -44,7 +44,10 @@ def no_leftover_namespaces() -> Iterator[None]:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     name = unique("kt")
     # this kernel is the one under test: no `kernel:` line (it would ask for a VM)
-    text = re.sub(r"^kernel:.*\n", "", renamed(TOPOLOGY, name), flags=re.M) + PLAIN_PAIR
+    text = re.sub(r"^kernel:.*\n", "", renamed(TOPOLOGY, name), flags=re.M)
+    # the plaintext pair joins the `pairs:` list, which the topology's `checks:` follow
+    text = re.sub(r"^(?=checks:)", PLAIN_PAIR, text, count=1, flags=re.M) \
+        if re.search(r"^checks:", text, re.M) else text + PLAIN_PAIR
     path = tmp_path_factory.mktemp("kproxy-tls") / f"{name}.yaml"
     path.write_text(text)
     running = Lab.load(str(path)).up(on="host")
