@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: host tier on this kernel and, beside it, the kernel tier (TIPC,
-# kTLS, handshake...) inside a VM, once per kernel labkit fetches (debian-6.12, then
+# kTLS, handshake...) inside a VM, once per kernel labkit fetches (debian-6.12, debian-7.2, then
 # Debian 12's own debian-6.1). Nothing is skipped silently: tests that need what a kernel lacks say
 # so by name, and if the VM tier cannot run at all this fails with the reason, unless
 # LABKIT_NO_VM=1 opts out. Where the machine's own kernel has the features (the Vagrant
@@ -30,7 +30,7 @@ trap boots_summary EXIT
 kernel_tier() {
   # The kernel tier, once per kernel, in a VM each; exit status 0 only if all passed.
   local status=0 second=0 kernel start rc
-  for kernel in ${LABKIT_TEST_KERNELS:-debian-6.12 debian-6.1}; do
+  for kernel in ${LABKIT_TEST_KERNELS:-debian-6.12 debian-7.2 debian-6.1}; do
     echo "== kernel tier (in a $kernel VM)"
     start=$(date +%s)
     .venv/bin/labkit vm run --kernel "$kernel" --memory 2G -- \
