@@ -211,6 +211,8 @@ def notebook(
     host = f"[{shown}]" if ":" in shown else shown
     base = f"http://{host}:{port}"
     try:
+        info(f"starting JupyterLab on {base}: waiting for it to answer (up to "
+             f"{START_TIMEOUT:g} s)...")
         deadline = time.monotonic() + START_TIMEOUT
         while not answers(base, token):
             if proc.poll() is not None:

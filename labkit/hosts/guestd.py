@@ -21,14 +21,17 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
 from labkit.errors import UsageError
 from labkit.hosts.rpc import remote
 
-PRELOAD = ("pyroute2", "labkit.lab.lab", "labkit.lab.deploy", "labkit.lab.ops",
-           "labkit.verify.checks")
+# What building a lab needs comes first: the host's first request is that build, and it
+# waits for these imports. The features and verifications follow.
+PRELOAD = ("labkit.lab.deploy", "labkit.lab.lab", "labkit.lab.ops")
+PRELOAD_LATER = ("labkit.verify.checks",)
 
 
 @remote
@@ -51,11 +54,14 @@ def preload() -> None:
         importlib.import_module(module)
     for f in features.all_features():
         importlib.import_module(type(f).__module__)
+    for module in PRELOAD_LATER:
+        importlib.import_module(module)
 
 
 def handle(line: bytes) -> bytes:
     from labkit.hosts import rpc
 
+    start, path = time.monotonic(), "?"
     try:
         path, lab, args, kwargs = rpc.parse_request(line)
         fn = rpc.resolve(path)
@@ -69,6 +75,10 @@ def handle(line: bytes) -> bytes:
         if not _is_labkit_error(exc):
             traceback.print_exc(file=sys.stderr)
         reply = {"error": rpc.encode_error(exc)}
+    # the guest-side seconds of this request: the host's trace and this daemon's log show
+    # where emulated time goes, verb by verb
+    reply["took"] = round(time.monotonic() - start, 3)
+    print(f"guestd: {path} {reply['took']:.3f} s", file=sys.stderr, flush=True)
     try:
         return json.dumps(reply, default=str).encode() + b"\n"
     except (TypeError, ValueError) as exc:

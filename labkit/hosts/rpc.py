@@ -98,6 +98,12 @@ def parse_request(line: bytes) -> tuple[str, str | None, list[Any], dict[str, An
 def parse_reply(line: bytes, where: str) -> Any:
     """The result of a reply line, or the error it carries raised here; a reply that is
     not one labkit's daemon writes is a LabkitError, never a traceback."""
+    return parse_timed_reply(line, where)[0]
+
+
+def parse_timed_reply(line: bytes, where: str) -> tuple[Any, float | None]:
+    """parse_reply, and the seconds the daemon spent on the request (None if it did not
+    say: an older daemon)."""
     try:
         data = json.loads(line) if len(line) <= MAX_MESSAGE else None
     except (ValueError, RecursionError):
@@ -109,7 +115,8 @@ def parse_reply(line: bytes, where: str) -> Any:
                           hint="`labkit down` and `labkit vm stop` reset it.")
     if "error" in data:
         raise decode_error(data["error"], where)
-    return data.get("ok")
+    took = data.get("took")
+    return data.get("ok"), float(took) if isinstance(took, (int, float)) else None
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:

@@ -12,9 +12,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from labkit.base import trace
 from labkit.errors import LabkitError
 from labkit.hosts import rpc
 from labkit.hosts.host import Progress
@@ -84,12 +86,37 @@ class VmHost:
                 persistent.stop(self.vm)
             if info is None or info.status != "running":
                 say(0, 3, f"booting VM {self.vm} ({self.kernel})")
-                persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
-                                 modules=self.modules, backplane=True, cached=[PACKAGE],
-                                 append=self.append)
+                trace.mark("VM boot requested", vm=self.vm)
+                # the agent starts the daemon as soon as the guest's userspace runs, so
+                # its imports overlap the rest of the boot
+                booted = persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
+                                          modules=self.modules, backplane=True,
+                                          cached=[PACKAGE], append=self.append,
+                                          guestd=sys.executable)
+                _trace_boot(booted)
+                say(1, 3, f"waiting for labkit's daemon in VM {self.vm} (it imports "
+                          "labkit under emulation)")
+                if self._await_daemon(booted):
+                    trace.mark("daemon ready", vm=self.vm)
+                    say(2, 3, f"VM {self.vm} ready")
+                    return
             say(1, 3, f"starting labkit in VM {self.vm}")
             self._start_daemon()
+            trace.mark("daemon ready", vm=self.vm)
             say(2, 3, f"VM {self.vm} ready")
+
+    def _await_daemon(self, booted: Any, timeout: float = 300) -> bool:
+        """True once the daemon the agent started at boot answers; False if the agent did
+        not start one (an agent from before this change), so the caller starts it."""
+        from labkit.base.wait import wait_until
+
+        if not (_guest(booted).get("guest") or {}).get("guestd"):
+            return False
+        wait_until(self._answers, timeout, f"labkit's daemon in VM {self.vm} to answer",
+                   interval=0.3, hint=f"Its log is /run/labkit/guestd.log in the VM "
+                                      f"(`labkit vm exec {self.vm} -- cat "
+                                      "/run/labkit/guestd.log`).")
+        return True
 
     def _answers(self) -> bool:
         try:
@@ -185,6 +212,7 @@ class VmHost:
 
         lab_name = lab if isinstance(lab, str) or lab is None else lab.name
         line = rpc.request(fn, lab_name, list(args), kwargs)
+        started = time.monotonic()
         with self._lock:
             if self._relay is None:
                 self._relay = persistent.connect(self.vm, GUESTD_SOCKET)
@@ -200,7 +228,10 @@ class VmHost:
             raise LabkitError(f"labkit's daemon in VM {self.vm} closed the connection "
                               f"during {fn.split(':')[-1]}.",
                               hint="See `labkit vm list`; `labkit down` cleans up.")
-        return rpc.parse_reply(reply, f"in VM {self.vm}")  # a malformed reply: LabkitError
+        value, took = rpc.parse_timed_reply(reply, f"in VM {self.vm}")  # malformed: raises
+        trace.mark(f"call {fn.split(':')[-1]} done", vm=self.vm,
+                   host_s=round(time.monotonic() - started, 3), guest_s=took)
+        return value
 
     def run(self, ns: str, cmd: Sequence[str], *, timeout: float | None = 60,
             input: str | None = None, capture: bool = True,
@@ -233,6 +264,37 @@ class VmHost:
         from labkit.hosts.vm import persistent
 
         return persistent.exec_pty(self.vm, netns_exec(ns, cmd), env=env)
+
+
+def _guest(info: Any) -> dict[str, Any]:
+    """The VM's state.json: the supervisor's times and the agent's HELLO ("guest")."""
+    import json
+
+    from labkit.base import files
+
+    try:
+        data = json.loads(files.read_bounded(os.path.join(info.state_dir, "state.json"),
+                                             files.STATE))
+    except (OSError, ValueError, TypeError, AttributeError, files.FileRefused):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _trace_boot(info: Any) -> None:
+    """The boot's phases, from the supervisor's and the agent's own clocks: qemu started,
+    the kernel began (the guest's uptime counted back from HELLO), userspace (the agent)
+    started, HELLO reached the host."""
+    state = _guest(info)
+    hello, ready = state.get("guest") or {}, state.get("ready_at")
+    if state.get("started_at"):
+        trace.mark("qemu started", at=float(state["started_at"]))
+    if ready and hello.get("uptime") is not None:
+        trace.mark("kernel started", at=float(ready) - float(hello["uptime"]))
+        if hello.get("agent_uptime") is not None:
+            trace.mark("userspace (agent) started",
+                       at=float(ready) - float(hello["uptime"]) + float(hello["agent_uptime"]))
+    if ready:
+        trace.mark("agent HELLO", at=float(ready))
 
 
 def _from_an_earlier_boot(lab: str, status: str, vm_started: float | None,

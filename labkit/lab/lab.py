@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from labkit import features
-from labkit.base import netns
+from labkit.base import netns, trace
 from labkit.base.names import check_lab
 from labkit.errors import Interrupted, LabkitError, UsageError, require_root
 from labkit.hosts.host import LabHost, Progress
@@ -274,6 +274,8 @@ class Lab:
                 st = state.load(self.name) or st  # features may have added to the record
                 st.status, st.builder = "up", {}
                 st.save()
+                trace.mark("lab up")
+                trace.save(state.secret_path(self.name, "trace.json"))
             except BaseException as exc:
                 raise self._rolled_back(exc) from exc
         self._attached = True

@@ -23,11 +23,14 @@ def inject(
     """Inject crafted TIPC frames (scapy) under a fresh node identity and report how the
     TIPC view of the nodes on the same segment changed: new peers, new links. A wrong net
     id or a malformed header must change nothing."""
+    from labkit.features.tipc.inject import craft
+
     lab = attach(name)
-    lab.feature_config("tipc")
+    made = craft(frame, lab.feature_config("tipc").net_id)  # scapy here, not in a VM
     # next to the kernel that holds the node (the watchers share its segment, so its kernel)
     result = lab.host_of(lab.node(node).name).call(
-        lab, "labkit.features.tipc.inject:inject_json", node, iface, frame, count, window)
+        lab, "labkit.features.tipc.inject:inject_json", node, iface, frame, count, window,
+        made)
     if json:
         emit_json(result)
         return

@@ -18,7 +18,6 @@ from labkit.base.wait import poll
 from labkit.errors import UsageError
 from labkit.features.tipc.client import TipcNetlink
 from labkit.features.tipc.config import TipcConfig
-from labkit.features.tipc.layers import FRAME_KINDS, crafted
 from labkit.hosts.rpc import remote
 
 if TYPE_CHECKING:
@@ -49,13 +48,30 @@ def fresh_identity() -> str:
     return "ghost-" + secrets.token_hex(5)
 
 
-def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: int = 3,
-           window: float = OBSERVE_WINDOW) -> dict[str, Any]:
-    """Send `count` frames of `kind`, then watch the segment's TIPC nodes for up to
-    `window` seconds; the watch ends early once every one of them shows a change."""
+def craft(kind: str, net_id: int) -> dict[str, str]:
+    """One frame of `kind` from a host that does not exist, under a fresh identity: made
+    by scapy where the command runs (the host), so a lab VM's kernel-side part only sends
+    bytes (its daemon never imports scapy)."""
+    from labkit.features.tipc.layers import FRAME_KINDS, crafted
+
     if kind not in FRAME_KINDS:
         raise UsageError(f"unknown frame kind '{kind}'.",
                          hint=f"Use one of: {', '.join(FRAME_KINDS)}.")
+    mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))  # a host that does not exist
+    identity = fresh_identity()
+    return {"kind": kind, "mac": mac, "identity": identity,
+            "frame": bytes(crafted(kind, mac, net_id, identity)).hex()}
+
+
+def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: int = 3,
+           window: float = OBSERVE_WINDOW, made: dict[str, str] | None = None
+           ) -> dict[str, Any]:
+    """Send `count` frames of `kind` (made: craft()'s result, crafted here if None), then
+    watch the segment's TIPC nodes for up to `window` seconds; the watch ends early once
+    every one of them shows a change."""
+    made = made or craft(kind, cfg.net_id)
+    if made.get("kind") != kind:
+        raise UsageError(f"the crafted frame is a {made.get('kind')}, not a {kind}.")
     if not 1 <= count <= MAX_FRAMES:
         raise UsageError(f"--count must be between 1 and {MAX_FRAMES}.")
     spec = lab.topo.nodes[lab.node(node).name]
@@ -65,9 +81,7 @@ def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: i
     segment = spec.interfaces[iface].segment
     watchers = [n for n in cfg.nodes if n != node and any(
         ep.segment == segment for ep in lab.topo.nodes[n].interfaces.values())]
-    mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))  # a host that does not exist
-    identity = fresh_identity()
-    frame = bytes(crafted(kind, mac, cfg.net_id, identity))
+    mac, identity, frame = made["mac"], made["identity"], bytes.fromhex(made["frame"])
     before = _view(lab, watchers)
     sock = lab.node(node).socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
@@ -93,6 +107,7 @@ def inject(lab: Lab, cfg: TipcConfig, node: str, iface: str, kind: str, count: i
 
 @remote
 def inject_json(lab: Lab, node: str, iface: str, kind: str, count: int = 3,
-                window: float = 2.0) -> dict[str, Any]:
-    """inject() for a caller on another machine (the CLI, for a lab in a VM)."""
-    return inject(lab, lab.feature_config("tipc"), node, iface, kind, count, window)
+                window: float = 2.0, made: dict[str, str] | None = None) -> dict[str, Any]:
+    """inject() for a caller on another machine (the CLI, for a lab in a VM), which
+    crafts the frame (craft()) and passes it as `made`."""
+    return inject(lab, lab.feature_config("tipc"), node, iface, kind, count, window, made)

@@ -318,8 +318,8 @@ def nic_by_mac(mac: str, timeout: float = 10.0) -> str | None:
 
 
 def setup_backplane_nic(mac: str, address: str, mtu: int) -> list[str]:
-    """The lab VMs' private network: up, jumbo MTU, a fixed ULA (no DAD: it is ours)."""
-    subprocess.run(["modprobe", "virtio_net"], check=False)
+    """The lab VMs' private network: up, jumbo MTU, a fixed ULA (no DAD: it is ours).
+    virtio_net is loaded by load_modules beforehand."""
     iface = nic_by_mac(mac)
     if iface is None:
         return [f"no backplane interface with MAC {mac}; labs cannot span kernels"]
@@ -350,7 +350,6 @@ def built_in(module: str) -> bool:
 def setup_forward_nic(mac: str) -> list[str]:
     """Port forwards use qemu's user network: bring its NIC up with slirp's fixed address."""
     warnings: list[str] = []
-    subprocess.run(["modprobe", "virtio_net"], check=False)
     iface = nic_by_mac(mac)
     if iface is None:
         warnings.append(f"no network interface with MAC {mac}; port forwards will not work")
@@ -403,9 +402,58 @@ def fast_mounts(tag: str, ro_dirs: list[str], rw_dirs: list[str]) -> list[str]:
     return warnings
 
 
-def serve(port: Port, oneshot: bool, warnings: list[str]) -> None:
+def uptime() -> float | None:
+    """Seconds since the guest kernel started: the host turns it into boot phases."""
+    try:
+        with open("/proc/uptime") as fh:
+            return float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+AGENT_UPTIME = uptime()
+SBIN_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def load_modules(modules: list[str], quiet: tuple[str, ...] = ()) -> list[str]:
+    """Load every module in one modprobe (under TCG each process start costs); only if
+    that fails, one by one, to say which failed (never those in `quiet`)."""
+    if not modules:
+        return []
+    res = subprocess.run(["modprobe", "-a", *modules], capture_output=True, text=True,
+                         check=False)
+    if res.returncode == 0:
+        return []
+    warnings = []
+    for module in modules:
+        res = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
+        if res.returncode != 0 and module not in quiet and not built_in(module):
+            warnings.append(f"modprobe {module} failed: {res.stderr.strip()}")
+            log(warnings[-1])
+    return warnings
+
+
+def start_guestd(python: str) -> str:
+    """Start labkit's daemon now, so its imports (seconds under emulation) overlap the rest
+    of the boot; the host waits for it to answer. Its pid, or "" if it could not start."""
+    env = dict(os.environ, LABKIT_IN_VM=os.uname().nodename)
+    path = env.get("PATH", "").split(":")
+    env["PATH"] = ":".join([*path, *(d for d in SBIN_PATH if d not in path)]).strip(":")
+    try:
+        proc = subprocess.Popen([python, "-m", "labkit.hosts.guestd", "--detach"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd="/", env=env)
+    except OSError as exc:
+        log(f"starting labkit's daemon failed: {exc}")
+        return ""
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap its foreground
+    return str(proc.pid)
+
+
+def serve(port: Port, oneshot: bool, warnings: list[str], guestd: str = "") -> None:
     sessions: dict[int, Session] = {}
-    hello = {"release": os.uname().release, "pid": os.getpid(), "warnings": warnings}
+    hello = {"release": os.uname().release, "pid": os.getpid(), "warnings": warnings,
+             "uptime": uptime(), "agent_uptime": AGENT_UPTIME, "guestd": guestd}
     port.send(wire.pack_json(wire.HELLO, 0, hello))
     while True:
         frame = wire.read_frame(port.read)
@@ -456,21 +504,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-tag", default="")
     parser.add_argument("--fast-ro", action="append", default=[])
     parser.add_argument("--fast-rw", action="append", default=[])
+    parser.add_argument("--guestd", default="", help="python to start labkit's daemon with")
     args = parser.parse_args(argv)
     warnings = []
     if args.fast_tag:
         warnings += fast_mounts(args.fast_tag, args.fast_ro, args.fast_rw)
-    for module in args.modprobe:
-        res = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
-        if res.returncode != 0 and not built_in(module):
-            warnings.append(f"modprobe {module} failed: {res.stderr.strip()}")
-            log(warnings[-1])
+    guestd = start_guestd(args.guestd) if args.guestd else ""
+    nics = ["virtio_net"] if args.net_mac or args.bp_mac else []
+    warnings += load_modules([*args.modprobe, *(m for m in nics if m not in args.modprobe)],
+                             quiet=tuple(m for m in nics if m not in args.modprobe))
     if args.net_mac:
         warnings += setup_forward_nic(args.net_mac)
     if args.bp_mac:
         warnings += setup_backplane_nic(args.bp_mac, args.bp_addr, args.bp_mtu)
     port = Port(os.open(find_port(PORT_NAME), os.O_RDWR))
-    serve(port, args.oneshot, warnings)
+    serve(port, args.oneshot, warnings, guestd)
     return 0
 
 

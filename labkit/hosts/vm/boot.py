@@ -48,6 +48,7 @@ def prepare(
     modules: list[str] | None = None,
     cached: list[str] | None = None,
     append: list[str] | None = None,
+    guestd: str = "",
 ) -> tuple[Boot, Tools]:
     """Resolve tools, kernel and accelerator (probing KVM once) into a Boot.
 
@@ -67,7 +68,7 @@ def prepare(
         forwards=list(forwards or []),
         # by default what every lab feature needs loaded by hand (no autoload alias)
         modules=list(_feature_modules() if modules is None else modules),
-        fast_ro=fast_ro, fast_rw=fast_rw, append=list(append or []),
+        fast_ro=fast_ro, fast_rw=fast_rw, append=list(append or []), guestd=guestd,
     )
     return boot, tools
 

@@ -135,10 +135,12 @@ def start(
     backplane: bool = False,
     cached: Sequence[str] = (),
     append: Sequence[str] = (),
+    guestd: str = "",
 ) -> VmInfo:
     """Boot a VM that stays up in the background; returns once its agent answers.
 
     backplane=True gives it a NIC on the lab VMs' private network (labs spanning kernels).
+    guestd: a python whose labkit's daemon the agent starts at boot (a lab's VM).
     """
     state = _dir(name)
     if state.exists():
@@ -167,7 +169,7 @@ def start(
             kernel, hostname=name, serial_socket=str(state / "serial.sock"), oneshot=False,
             memory=memory, cpus=cpus, cwd="/", overlays=list(overlays),
             rwdirs=list(rwdirs), forwards=fwd, modules=None if modules is None else list(modules),
-            cached=list(cached), append=list(append),
+            cached=list(cached), append=list(append), guestd=guestd,
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
         summary: dict[str, Any] = {

@@ -61,6 +61,7 @@ class Boot:
     fast_rw: list[str] = field(default_factory=list)
     backplane: Backplane | None = None  # a NIC on the lab VMs' private network
     append: list[str] = field(default_factory=list)  # extra kernel command-line options
+    guestd: str = ""  # a python the agent starts labkit's daemon with at boot (lab VMs)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,8 @@ def agent_command(boot: Boot) -> str:
         args += ["--bp-mac", bp.mac, "--bp-addr", bp.address, "--bp-mtu", str(bp.mtu)]
     for module in boot.modules:
         args += ["--modprobe", module]
+    if boot.guestd:
+        args += ["--guestd", shell_safe(boot.guestd, "python path")]
     if boot.fast_ro or boot.fast_rw:
         args += ["--fast-tag", FAST_TAG]
         for d in boot.fast_ro:

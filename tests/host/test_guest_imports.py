@@ -1,0 +1,61 @@
+"""The guest daemon imports only kernel-facing code: under TCG emulation every import costs
+~35x the host's, and scapy, matplotlib, rich and typer only compute or present, which the
+host does. Each request kind (every module with an @remote function, found in the source
+so a new one is covered) is imported the way the daemon serves it, in a fresh Python."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import labkit
+
+HEAVY = ("scapy", "matplotlib", "rich", "typer")
+PACKAGE = Path(labkit.__file__).resolve().parent
+# What the daemon runs before any request: its own module, then its preload thread.
+DAEMON = "import labkit.hosts.guestd as g; g.preload(); import labkit.lab.lab"
+PROBE = ("import importlib, sys; {setup}; {extra}; "
+         "print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+
+
+def remote_modules() -> list[str]:
+    """Every labkit module that defines a function the daemon may be asked to run."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if re.search(r"^@remote\b", path.read_text(), re.M):
+            rel = path.relative_to(PACKAGE.parent).with_suffix("")
+            out.append(".".join(rel.parts))
+    return out
+
+
+def heavy_after(setup: str, extra: str = "pass") -> list[str]:
+    res = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup, extra=extra,
+                                                             heavy=HEAVY)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return res.stdout.split()
+
+
+def test_the_probe_sees_a_heavy_import() -> None:
+    """Positive control: a module that does import scapy is reported."""
+    assert "scapy" in heavy_after(DAEMON, "import labkit.features.tipc.layers")
+
+
+def test_remote_modules_are_found() -> None:
+    mods = remote_modules()
+    assert "labkit.lab.deploy" in mods and "labkit.lab.ops" in mods
+    assert "labkit.hosts.guestd" in mods
+
+
+def test_daemon_start_imports_nothing_heavy() -> None:
+    assert heavy_after(DAEMON) == []
+
+
+@pytest.mark.parametrize("module", remote_modules())
+def test_request_kind_imports_nothing_heavy(module: str) -> None:
+    """Serving a request resolves its function's module (labkit.hosts.rpc.resolve)."""
+    heavy = heavy_after(DAEMON, f"importlib.import_module({module!r})")
+    assert heavy == [], f"the guest daemon serving {module} imports {heavy}"
