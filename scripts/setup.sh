@@ -36,9 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then  # a venv cut off mid-way has no pip
   echo "setup: creating .venv"
-  python3 -m venv .venv
+  python3 -m venv --clear .venv
 fi
 if ! .venv/bin/python -c "import labkit, pytest, hypothesis, tlslite, jupyterlab, playwright" 2>/dev/null || [ pyproject.toml -nt .venv/.labkit-installed ]; then
   echo "setup: installing labkit and its dependencies into .venv"
