@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,12 @@ def test_bisect_exit_wants_one_kernel(tmp_path) -> None:
     f = _write(tmp_path, "")
     done = _cli(f, "--bisect-exit", "-k", "host", "-k", "debian-6.12", cwd=tmp_path)
     assert done.returncode == 128 and "judges one kernel" in done.stderr
+
+
+@pytest.fixture
+def session_vm() -> Iterator[None]:
+    """Not the session's shared VM: the vm tests here boot VMs of their own, one at a time."""
+    yield None
 
 
 # -- git bisect run on a synthetic history (two built kernels differing in one patch) -----

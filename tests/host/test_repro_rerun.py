@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,12 @@ def test_cli_error_is_one_paragraph_exit_2_not_a_traceback(tmp_path: Path) -> No
     done = run_cli("repro", "rerun", str(bad), "-o", str(tmp_path / "out"))
     assert done.returncode in (1, 2) and "Traceback" not in done.stderr
     assert "points outside the bundle" in done.stderr
+
+
+@pytest.fixture
+def session_vm() -> Iterator[None]:
+    """Not the session's shared VM: the vm tests here boot VMs of their own, one at a time."""
+    yield None
 
 
 # -- the VM case: the exact Debian package recorded, fetched and booted again -------------
