@@ -189,7 +189,10 @@ def main() -> int:
                     out["guest_verbs"] = guest_verbs()
                 out["cold_up_trace"] = last_trace("bvcold")
                 for lab in ("bvvm", "bvhost", "bvcold"):
-                    cli("down", lab, check=False)
+                    _, res = cli("down", lab, check=False)
+                    if res.returncode != 0:  # say it: the next round's cold up would fail
+                        print(f"labkit down {lab}: {res.stderr.strip()[-400:]}",
+                              file=sys.stderr)
                     if lab in made:
                         made.remove(lab)
                 cli("vm", "stop", VM, check=False)  # the next round's up is cold again
