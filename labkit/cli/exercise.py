@@ -20,7 +20,7 @@ app = typer.Typer(
         "(`labkit exec LAB NODE -- CMD` or `labkit shell LAB NODE`), then check:\n\n"
         "  labkit up topologies/routed.yaml\n"
         "  labkit exercise list routed\n"
-        "  labkit exec routed r -- sysctl -w net.ipv4.ip_forward=0\n"
+        "  labkit exec routed r -- sysctl -w net.ipv6.conf.all.forwarding=0\n"
         "  labkit exercise check routed stop-forwarding     # 0 done, 1 not yet, 2 error\n"
         "  labkit exercise hint routed stop-forwarding      # the next hint\n"
         "  labkit exercise report routed --format csv       # who did what, when\n\n"
