@@ -112,7 +112,7 @@ def guest_verbs() -> dict[str, Any]:
 
 
 def last_trace(lab: str) -> Any:
-    path = Path(os.environ.get("LABKIT_STATE_DIR", "/run/labkit/labs")) / f"{lab}.trace.json"
+    path = Path(os.environ.get("LABKIT_STATE_DIR", "/run/labkit/labs")) / f"{lab}.trace"
     return json.loads(path.read_text()) if path.exists() else None
 
 

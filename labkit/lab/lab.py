@@ -275,7 +275,7 @@ class Lab:
                 st.status, st.builder = "up", {}
                 st.save()
                 trace.mark("lab up")
-                trace.save(state.secret_path(self.name, "trace.json"))
+                trace.save(state.secret_path(self.name, "trace"))  # not *.json: lab records
             except BaseException as exc:
                 raise self._rolled_back(exc) from exc
         self._attached = True
