@@ -1,24 +1,43 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The record engine's primitives from the kernel crypto API: "ctr(aes)" for the keystream
- * and "ghash" for the authenticator. GCM's one-shot AEAD ("gcm(aes)") cannot be used: a
+ * and GHASH for the authenticator. GCM's one-shot AEAD ("gcm(aes)") cannot be used: a
  * NIC encrypts a record segment by segment, so it needs the keystream at any offset and a
  * GHASH it can carry from one segment to the next, which are exactly these two.
+ *
+ * GHASH comes from where the kernel has it. Up to 6.x it is the "ghash" shash
+ * (crypto/ghash-generic.c, CONFIG_CRYPTO_GHASH). Linux 7.x removed that algorithm: GHASH
+ * is a library (lib/crypto/gf128hash.c, CONFIG_CRYPTO_LIB_GF128HASH, <crypto/gf128hash.h>)
+ * and gcm(aes) is "gcm_base(ctr(aes-lib),ghash-lib)"; crypto_alloc_shash("ghash") there
+ * fails with ENOENT, which made every tls_dev_add fail and the kernel fall back to
+ * software kTLS. The library needs no allocation and runs in any context.
  *
  * Both are synchronous (CRYPTO_ALG_ASYNC masked out) because they run in the transmit
  * path, with bottom halves off.
  */
-#include <crypto/hash.h>
 #include <crypto/skcipher.h>
+#include <linux/kconfig.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
+
+#if IS_REACHABLE(CONFIG_CRYPTO_LIB_GF128HASH)
+#define TLSNIC_GHASH_LIB 1
+#include <crypto/gf128hash.h>
+#else
+#include <crypto/hash.h>
+#endif
 
 #include "tlsnic.h"
 
 struct tlsnic_prim {
 	struct crypto_sync_skcipher *ctr;
+#ifdef TLSNIC_GHASH_LIB
+	struct ghash_key key;		/* H, prepared */
+	struct ghash_ctx ctx;		/* the GHASH in progress for the current record */
+#else
 	struct crypto_shash *ghash;
 	struct shash_desc *desc;	/* the GHASH in progress for the current record */
+#endif
 	u8 block[TLSNIC_BLOCK];		/* for H = AES_K(0^128), on the heap (sg-mapped) */
 };
 
@@ -41,6 +60,47 @@ int tlsnic_prim_ctr(void *prim, const u8 ctr[TLSNIC_BLOCK], u8 *buf, u32 len)
 	return err;
 }
 
+#ifdef TLSNIC_GHASH_LIB
+int tlsnic_prim_ghash_init(void *prim)
+{
+	struct tlsnic_prim *p = prim;
+
+	ghash_init(&p->ctx, &p->key);
+	return 0;
+}
+
+int tlsnic_prim_ghash_update(void *prim, const u8 *buf, u32 len)
+{
+	struct tlsnic_prim *p = prim;
+
+	ghash_update(&p->ctx, buf, len);
+	return 0;
+}
+
+int tlsnic_prim_ghash_final(void *prim, u8 out[TLSNIC_BLOCK])
+{
+	struct tlsnic_prim *p = prim;
+
+	ghash_final(&p->ctx, out);	/* zeroes the context */
+	return 0;
+}
+
+/* H = AES_K(0^128) is in p->block. */
+static int tlsnic_prim_ghash_setkey(struct tlsnic_prim *p)
+{
+	ghash_preparekey(&p->key, p->block);
+	return 0;
+}
+
+static void tlsnic_prim_ghash_free(struct tlsnic_prim *p)
+{
+}
+
+static int tlsnic_prim_ghash_alloc(struct tlsnic_prim *p)
+{
+	return 0;
+}
+#else
 int tlsnic_prim_ghash_init(void *prim)
 {
 	struct tlsnic_prim *p = prim;
@@ -62,14 +122,38 @@ int tlsnic_prim_ghash_final(void *prim, u8 out[TLSNIC_BLOCK])
 	return crypto_shash_final(p->desc, out);
 }
 
-void tlsnic_prim_free(struct tlsnic_prim *p)
+/* H = AES_K(0^128) is in p->block. */
+static int tlsnic_prim_ghash_setkey(struct tlsnic_prim *p)
 {
-	if (!p)
-		return;
+	return crypto_shash_setkey(p->ghash, p->block, TLSNIC_BLOCK);
+}
+
+static void tlsnic_prim_ghash_free(struct tlsnic_prim *p)
+{
 	if (p->desc)
 		kfree_sensitive(p->desc);
 	if (!IS_ERR_OR_NULL(p->ghash))
 		crypto_free_shash(p->ghash);
+}
+
+static int tlsnic_prim_ghash_alloc(struct tlsnic_prim *p)
+{
+	p->ghash = crypto_alloc_shash("ghash", 0, CRYPTO_ALG_ASYNC);
+	if (IS_ERR(p->ghash))
+		return PTR_ERR(p->ghash);
+	p->desc = kzalloc(sizeof(*p->desc) + crypto_shash_descsize(p->ghash), GFP_KERNEL);
+	if (!p->desc)
+		return -ENOMEM;
+	p->desc->tfm = p->ghash;
+	return 0;
+}
+#endif
+
+void tlsnic_prim_free(struct tlsnic_prim *p)
+{
+	if (!p)
+		return;
+	tlsnic_prim_ghash_free(p);
 	if (!IS_ERR_OR_NULL(p->ctr))
 		crypto_free_sync_skcipher(p->ctr);
 	kfree_sensitive(p);
@@ -90,24 +174,16 @@ struct tlsnic_prim *tlsnic_prim_alloc(const u8 *key, unsigned int key_len)
 		err = PTR_ERR(p->ctr);
 		goto fail;
 	}
-	p->ghash = crypto_alloc_shash("ghash", 0, CRYPTO_ALG_ASYNC);
-	if (IS_ERR(p->ghash)) {
-		err = PTR_ERR(p->ghash);
+	err = tlsnic_prim_ghash_alloc(p);
+	if (err)
 		goto fail;
-	}
-	p->desc = kzalloc(sizeof(*p->desc) + crypto_shash_descsize(p->ghash), GFP_KERNEL);
-	if (!p->desc) {
-		err = -ENOMEM;
-		goto fail;
-	}
-	p->desc->tfm = p->ghash;
 	err = crypto_sync_skcipher_setkey(p->ctr, key, key_len);
 	if (err)
 		goto fail;
 	/* the hash key is the encryption of the zero block: counter block 0, zero data */
 	err = tlsnic_prim_ctr(p, zero, p->block, TLSNIC_BLOCK);
 	if (!err)
-		err = crypto_shash_setkey(p->ghash, p->block, TLSNIC_BLOCK);
+		err = tlsnic_prim_ghash_setkey(p);
 	memzero_explicit(p->block, sizeof(p->block));
 	if (err)
 		goto fail;
