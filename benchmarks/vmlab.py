@@ -24,20 +24,14 @@ before and after each pair is saved with it.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
-
-# This directory holds bisect.py, which would shadow the standard library's (statistics
-# imports it) when this file runs as a script: drop the directory from the import path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import tempfile
+import time
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 

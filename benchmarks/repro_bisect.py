@@ -2,7 +2,7 @@
 boots made against the budget (2 + ceil(log2(N-1)) for N builds, within the issue's
 goal of log2(N)+2 rounded up) and wall time, with the machine's conditions.
 
-Run as root: `.venv/bin/python benchmarks/bisect.py [--scenario repro/X.yaml]
+Run as root: `.venv/bin/python benchmarks/repro_bisect.py [--scenario repro/X.yaml]
 [--from debian-6.12.43] [--to debian-6.12.118] [--out benchmarks/results]`. The kernels it
 needs are fetched on demand (each ~106 MB; a cold fetch is part of the time, and reported
 as such: the result says how many builds were already cached). Under TCG emulation, and
