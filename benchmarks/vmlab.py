@@ -32,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
