@@ -111,6 +111,9 @@ static int tlsnic_tls_dev_add(struct net_device *dev, struct sock *sk,
 		goto free_flow;
 	flow->prim = tlsnic_prim_alloc(key, key_len);
 	if (IS_ERR(flow->prim)) {
+		/* the kernel falls back to software kTLS without a word: say why here */
+		net_warn_ratelimited("%s: tls_dev_add: crypto setup failed (%pe), flow left to software kTLS\n",
+				     netdev_name(dev), flow->prim);
 		err = PTR_ERR(flow->prim);
 		flow->prim = NULL;
 		goto free_flow;
