@@ -92,6 +92,19 @@ def test_patch_that_does_not_apply_names_hunk_and_touches_nothing(tmp_path: Path
     assert _digest(tree) == before
 
 
+def test_patch_given_by_a_relative_path_is_checked(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--patch fix.patch` names a file where the user is, not in the kernel tree."""
+    tree = _tree(tmp_path / "src")
+    (tmp_path / "here").mkdir()
+    _patch(tmp_path / "here" / "fix.patch", "line 6", "line six")
+    monkeypatch.chdir(tmp_path / "here")
+    sourcetree.check_patches(tree, [Path("fix.patch")])
+    _patch(tmp_path / "here" / "stale.patch", "not line 6", "x")
+    with pytest.raises(UsageError, match=r"stale\.patch.*@@ -5,3 \+5,3 @@"):
+        sourcetree.check_patches(tree, [Path("stale.patch")])
+
+
 def test_work_tree_patches_a_copy_and_restores_it(tmp_path: Path) -> None:
     tree = _tree(tmp_path)
     before = _digest(tree)

@@ -72,7 +72,7 @@ def build(source: str, patches: Sequence[str | Path] = (), fragments: Sequence[s
     patches (applied in order) and config fragments; returns it as `built:NAME`."""
     started = time.monotonic()
     phases: dict[str, float] = {}
-    patch_paths = [Path(p) for p in patches]
+    patch_paths = [Path(p).absolute() for p in patches]  # git apply runs in the tree
     frag_texts = [kconfig.read_fragment(Path(f)) for f in fragments]
     patch_data = sourcetree.read_patches(patch_paths)
     if name is not None and not NAME_RE.fullmatch(name.removeprefix(PREFIX)):

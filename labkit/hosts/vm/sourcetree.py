@@ -173,6 +173,7 @@ def check_patches(tree: Path, patches: list[Path]) -> None:
     Nothing is written: `git apply --check` works in memory. Patches are checked in order,
     each on top of the previous ones, so the first that fails is the one named.
     """
+    patches = [p.absolute() for p in patches]  # git runs in the tree, not where the user is
     for i in range(len(patches)):
         res = _git_apply(tree, ["--check", *map(str, patches[: i + 1])], check=False)
         if res.returncode != 0:
