@@ -119,6 +119,16 @@ FIRST_PROMPT_COUNTED = """() => /\\[\\d+\\]/.test(document.querySelector(
     '.jp-Notebook .jp-CodeCell .jp-InputPrompt')?.textContent || '')"""
 
 
+def accept_kernel_dialog(page: object) -> None:
+    """JupyterLab asks "Select Kernel" when its kernel specs were not loaded yet as the
+    notebook opened (seen under load in a clean-clone run): take the preferred one, as a
+    learner would."""
+    dialog = page.locator(".jp-Dialog:has-text('Select Kernel')")  # type: ignore[attr-defined]
+    if dialog.count() and dialog.first.is_visible():
+        dialog.first.locator(".jp-mod-accept").click()
+        dialog.first.wait_for(state="detached", timeout=15 * MS)
+
+
 def wait_for_kernel(page: object, timeout: float) -> None:
     """Run the first code cell until its prompt shows an execution count. JupyterLab drops
     a Shift+Enter silently while the kernel is still connecting (the cell stays `[ ]:`),
@@ -127,6 +137,7 @@ def wait_for_kernel(page: object, timeout: float) -> None:
     cell = page.locator(".jp-Notebook .jp-CodeCell").first  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        accept_kernel_dialog(page)
         cell.click()
         page.keyboard.press("Control+Enter")  # type: ignore[attr-defined]
         try:
