@@ -267,6 +267,10 @@ build_one() {
   log=$build/make.log
   host_tools "$build/root" "$version" || die "$name: the headers' host tools do not run on this machine's glibc and could not be made to (log: $build/hosttools.log)"
   say "$name ($version): building $MODULE.ko against linux-headers-$version $pkgver with $cc"
+  # The exact invocation, one word a line (the first is LD_PRELOAD's value): the host test of
+  # the module's warnings builds the same way from it instead of keeping its own copy.
+  printf '%s\n' "$KBUILD_PRELOAD" "CC=$cc" CONFIG_DEBUG_INFO_BTF_MODULES= "${cc_overrides[@]}" \
+    > "$build/make.args"
   # CONFIG_DEBUG_INFO_BTF_MODULES= : BTF for an out-of-tree module needs pahole, and nothing
   # here uses it (no BPF programs attach to tlsnic).
   if ! LD_PRELOAD=$KBUILD_PRELOAD make -C "$kbuild" M="$build/src" CC="$cc" CONFIG_DEBUG_INFO_BTF_MODULES= \
@@ -276,8 +280,10 @@ build_one() {
     die "$name: building $MODULE.ko failed (full log: $log)"
   fi
   # debug info is 90% of the file and the guest reads it over 9p at every modprobe
-  install -D -m 0644 "$build/src/$MODULE.ko" "$ko"
-  x86_64-linux-gnu-strip --strip-debug "$ko"
+  # installed by rename: a VM running beside this (a test tier) never loads a half-written file
+  install -D -m 0644 "$build/src/$MODULE.ko" "$ko.new"
+  x86_64-linux-gnu-strip --strip-debug "$ko.new"
+  mv -f "$ko.new" "$ko"
   depmod -b "$kdir" "$version" || die "$name: depmod -b $kdir $version failed"
   echo "$want" > "$stamp"
   say "$name ($version): installed $ko (modprobe $MODULE in the VM)"
