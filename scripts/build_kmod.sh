@@ -224,7 +224,7 @@ build_one() {
   [ -f "$kdir/kernel.json" ] || die "$name is not a cached kernel ($kdir/kernel.json missing); see .venv/bin/labkit vm kernels list"
   version=$(meta_field "$kdir/kernel.json" version)
   pkgver=$(meta_field "$kdir/kernel.json" package_version)
-  if [ -z "$pkgver" ]; then
+  if [ -z "$pkgver" ] || [ "$(meta_field "$kdir/kernel.json" source)" = built ]; then
     say "$name ($version): skipped, not a Debian package (a built kernel carries its own modules)"; return
   fi
   config=$kdir/boot/config-$version
