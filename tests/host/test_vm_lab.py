@@ -183,7 +183,7 @@ def test_same_name_local_and_vm_cannot_both_be_up(warm_vm: str, tmp_path: Path) 
 
 def test_unknown_or_bogus_kernel_is_named(tmp_path: Path) -> None:
     path, name = write(tmp_path, NEEDS_TIPC)
-    for bad, says in (("bogus", "Unknown kernel 'bogus'"),
+    for bad, says in (("bogus", "Unknown kernel bogus; near ones: debian-6.1"),
                       ("/etc/passwd", "not a bootable x86 kernel image")):
         res = run_cli("up", path, "--vm", bad)
         assert res.returncode == 2 and says in res.stderr, res.stderr
