@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from labkit.base import wait
 from labkit.errors import LabkitError, UsageError
 from labkit.topology.fields import suggest
 from labkit.widgets.base import Panel, esc
@@ -317,12 +318,14 @@ class ExercisePanel(Panel):
         if not solved.ok:
             raise LabkitError(f"the reference solution of {self.exercise_id} failed: "
                               f"{solved.steps[-1]}")
-        ends = time.monotonic() + deadline
-        while True:
-            after = self.api().check(self.exercise_id)
-            if after.passed or time.monotonic() > ends:
-                break
-            time.sleep(3.0)  # a learner clicking Check again; bounded by the deadline
+        checks: list[Any] = []
+
+        def passes() -> bool:
+            checks.append(self.api().check(self.exercise_id))
+            return bool(checks[-1].passed)
+
+        wait.poll(passes, deadline, interval=3.0)  # a learner clicking Check again
+        after = checks[-1]
         self.last = after
         self.result.value = result_html(after)
         self.refresh_state()
