@@ -111,7 +111,7 @@ def secret_path(name: str, what: str) -> str:
 
 def names() -> list[str]:
     try:
-        # LAB.json only: a lab's other records (LAB.trace.json) are not labs
+        # LAB.json only: a lab's other records (LAB.tipc.key, LAB.trace) are not labs
         return sorted(f[:-5] for f in os.listdir(STATE_DIR)
                       if f.endswith(".json") and "." not in f[:-5])
     except FileNotFoundError:

@@ -26,6 +26,9 @@ PATTERNS = [
     re.compile(rb"(?i)\b(?:key|psk|secret)\b[\"']?\s*[:=]?\s*[\"']?(?:0x)?[0-9a-f]{32,}"),
 ]
 BINARY_SUFFIXES = (".pcap", ".pcapng", ".gz")
+# the lab's records beside its secrets: its state, its lock, the phase trace of its `up`
+# (every word of a trace taken for a secret cut the bundle's JSON to pieces)
+NOT_SECRETS = (".json", ".lock", ".trace")
 
 
 def lab_secrets(prepared: dict[str, Any], state_dir: str, lab: str) -> list[bytes]:
@@ -34,7 +37,7 @@ def lab_secrets(prepared: dict[str, Any], state_dir: str, lab: str) -> list[byte
     for value in _strings(prepared):
         _add(found, value)
     for path in glob.glob(os.path.join(state_dir, f"{lab}.*")):
-        if path.endswith((".json", ".lock")):
+        if path.endswith(NOT_SECRETS):
             continue
         try:
             with open(path, "rb") as fh:

@@ -221,6 +221,20 @@ def test_scrubbing_keeps_pcaps_framed_and_text_readable() -> None:
     assert secret.hex().encode() not in text and text.endswith(b" ok")
 
 
+def test_a_labs_records_are_not_taken_for_its_secrets(tmp_path: Path) -> None:
+    """The phase trace of `up` sits beside the lab's key files: its words are no secrets
+    (taken for some, they cut `"seconds":` out of verdict.json and broke the JSON)."""
+    secret = "a1" * 16
+    (tmp_path / "x.tipc.key").write_text(secret + "\n")  # the control: a key file is read
+    (tmp_path / "x.trace").write_text('{"phases": [{"what": "lab up", "seconds": 1.5}]}\n')
+    (tmp_path / "x.json").write_text('{"name": "x", "created_at": 1234567.5}\n')
+    found = redact.lab_secrets({}, str(tmp_path), "x")
+    assert secret.encode() in found
+    verdict = b'{"seconds": 1.5, "phases": [], "created_at": 1234567.5}'
+    clean, cut = redact.scrub_bytes(verdict, found, binary=False)
+    assert (clean, cut) == (verdict, 0)
+
+
 INJECT = """\
 scenario: host-inject
 title: a report's pcap replayed, traffic, and the topology's checks
