@@ -26,7 +26,7 @@ LABKIT = [sys.executable, "-m", "labkit.cli.main"]
 ROOT_REASON = ("needs root: it creates network namespaces (run the tests as root, e.g. "
                "sudo bash scripts/test.sh)")
 # Fixtures whose tests make kernel objects, so need root whatever their markers say.
-ROOT_FIXTURES = {"lab_up"}
+ROOT_FIXTURES = {"lab_up", "scratch_ns"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -207,3 +207,20 @@ def lab_up(topo_file: Callable[..., tuple[str, str]]) -> Iterator[Callable[..., 
 def run_cli(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess:
     return subprocess.run([*LABKIT, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def scratch_ns() -> Iterator[str]:
+    """A bare namespace with `lo` up, for socket-level tests of one kernel mechanism; gone
+    at the end, pass or fail."""
+    from labkit.base import netns
+
+    name = f"lk-scratch-{os.getpid()}"
+    netns.create(name)
+    try:
+        with netns.entered(name):
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        netns.delete(name)
+    assert not netns.exists(name)

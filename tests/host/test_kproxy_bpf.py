@@ -102,20 +102,6 @@ def test_a_freed_program_is_gone_by_id() -> None:
                "the kernel to free the program and its maps")
 
 
-@pytest.fixture
-def scratch_ns() -> Iterator[str]:
-    from labkit.base import netns
-
-    name = f"kptest-{os.getpid()}"
-    netns.create(name)
-    try:
-        with netns.entered(name):
-            os.system("ip link set lo up")
-        yield name
-    finally:
-        netns.delete(name)
-
-
 def _pair(ns: str, port: int) -> tuple[socket.socket, socket.socket, socket.socket]:
     from labkit.base import netns
 

@@ -137,18 +137,6 @@ def test_a_plaintext_pair_fails_the_same_check(lab: Lab) -> None:
     assert any(marker for _, marker in readings)
 
 
-@pytest.fixture
-def scratch_ns() -> Iterator[str]:
-    name = f"kptls-{os.getpid()}"
-    netns.create(name)
-    try:
-        with netns.entered(name):
-            os.system("ip link set lo up")
-        yield name
-    finally:
-        netns.delete(name)
-
-
 TCP_ULP, SOL_TLS, TLS_TX = 31, 282, 1
 KEY = struct.pack("=HH8s16s4s8s", 0x0304, 51, b"\x01" * 8, b"\x02" * 16, b"\x03" * 4,
                   b"\0" * 8)  # a fixed test key, not a secret

@@ -15,7 +15,6 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Iterator
 
 import pytest
 
@@ -36,16 +35,8 @@ CLIENT_SECRET, SERVER_SECRET = bytes(range(32)), bytes(range(32, 64))
 
 
 @pytest.fixture
-def ns() -> Iterator[str]:
-    name = f"lk-ktlsk-{os.getpid()}"
-    netns.create(name)
-    try:
-        with netns.entered(name):
-            os.system("ip link set lo up")
-        yield name
-    finally:
-        netns.delete(name)
-    assert not netns.exists(name)
+def ns(scratch_ns: str) -> str:
+    return scratch_ns
 
 
 def tcp_pair(ns: str, port: int) -> tuple[socket.socket, socket.socket]:
