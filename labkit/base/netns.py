@@ -135,6 +135,12 @@ def entered(name: str) -> Iterator[None]:
         os.close(orig)
 
 
+def enter_fd(fd: int) -> None:
+    """Move this thread into the namespace an fd refers to (setns(2)), for a worker thread
+    that should stay there; OSError if the kernel refuses (the namespace went away)."""
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+
+
 def socket_in(name: str, family: int, type_: int, proto: int = 0) -> socket.socket:
     """A socket that belongs to the namespace, usable from any thread."""
     with entered(name):

@@ -15,7 +15,6 @@ from labkit.base import names
 from labkit.errors import LabkitError, Loc
 from labkit.topology.located import LList, LMap
 
-NAME_RE = names.NAME_RE  # one rule for every name (labkit.base.names), used with fullmatch
 IFNAMSIZ = 16  # including the NUL: 15 usable bytes
 # Interface names a lab may use: the kernel takes any bytes but '/', ':' and whitespace,
 # yet a name reaches `ip`, tc and tcpdump command lines, file names and shell prompts, so
@@ -118,14 +117,15 @@ def as_int(value: Any, loc: Loc, where: str, p: Problems, lo: int, hi: int) -> i
     return value
 
 
-def as_name(value: Any, loc: Loc, where: str, p: Problems, max_len: int = 32) -> str | None:
+def as_name(value: Any, loc: Loc, where: str, p: Problems,
+            max_len: int = names.NODE_NAME_MAX) -> str | None:
+    """A name by the one rule of labkit.base.names (the command line checks the same)."""
     text = as_str(value, loc, where, p)
     if text is None:
         return None
     if not names.valid(text, max_len):  # fullmatch: "h1\n" is not "h1"
         p.add(loc, f"{where} {shown(text)} is not a valid name.",
-              f"Use letters, digits, '-' and '_', starting with a letter or digit, "
-              f"at most {max_len} characters.")
+              f"Use {names.NAME_RULE}, at most {max_len} characters.")
         return None
     return text
 

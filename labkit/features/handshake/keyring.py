@@ -3,8 +3,8 @@
 NVMe/TCP finds its TLS PSKs in the ".nvme" keyring by description; ACCEPT then names
 them to the daemon by serial, and the daemon reads them back (it possesses them because
 the kernel links the consumer's keyring into the daemon's process keyring at ACCEPT).
-x86_64 syscall numbers; ctypes, standard library only. Key material is returned to the
-caller and never appears in an exception or a log line.
+The machine's syscall numbers (labkit.base.syscalls); ctypes, standard library only. Key
+material is returned to the caller and never appears in an exception or a log line.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from labkit.base import syscalls
 from labkit.features.handshake.uapi import (
     KEY_SPEC_PROCESS_KEYRING,
     KEYCTL_DESCRIBE,
@@ -23,8 +24,6 @@ from labkit.features.handshake.uapi import (
     KEYCTL_UNLINK,
 )
 
-SYS_ADD_KEY = 248  # x86_64
-SYS_KEYCTL = 250
 KEYCTL_SETPERM = 5
 KEYCTL_LINK = 8
 # perm bits: possessor all, user view+read+search (root processes that do not possess the
@@ -32,8 +31,6 @@ KEYCTL_LINK = 8
 PERM_POS_ALL = 0x3F000000
 PERM_USR_VIEW_READ_SEARCH = 0x000B0000
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 def _check(ret: int, what: str) -> int:
@@ -47,7 +44,7 @@ def add_key(key_type: str, description: str, payload: bytes, keyring: int) -> in
     """add_key(2): a new key (or an update of the key with that type and description)."""
     buf = ctypes.create_string_buffer(payload, len(payload))
     try:
-        return _check(_libc.syscall(SYS_ADD_KEY, key_type.encode(), description.encode(), buf,
+        return _check(syscalls.syscall("add_key", key_type.encode(), description.encode(), buf,
                                     ctypes.c_size_t(len(payload)), ctypes.c_int(keyring)),
                       f"add_key {key_type} {description!r}")
     finally:
@@ -64,7 +61,7 @@ def add_readable(key_type: str, description: str, payload: bytes, keyring: int) 
     serial = add_key(key_type, description, payload, KEY_SPEC_PROCESS_KEYRING)
     try:
         setperm(serial, PERM_POS_ALL | PERM_USR_VIEW_READ_SEARCH)
-        _check(_libc.syscall(SYS_KEYCTL, KEYCTL_LINK, ctypes.c_int(serial),
+        _check(syscalls.syscall("keyctl", KEYCTL_LINK, ctypes.c_int(serial),
                              ctypes.c_int(keyring)), f"keyctl link {serial:#x}")
     except BaseException:
         invalidate(serial)
@@ -75,16 +72,16 @@ def add_readable(key_type: str, description: str, payload: bytes, keyring: int) 
 
 
 def setperm(serial: int, perm: int) -> None:
-    _check(_libc.syscall(SYS_KEYCTL, KEYCTL_SETPERM, ctypes.c_int(serial),
+    _check(syscalls.syscall("keyctl", KEYCTL_SETPERM, ctypes.c_int(serial),
                          ctypes.c_uint(perm)), f"keyctl setperm {serial:#x}")
 
 
 def read(serial: int) -> bytes:
     """KEYCTL_READ: the key's payload."""
-    size = _check(_libc.syscall(SYS_KEYCTL, KEYCTL_READ, ctypes.c_int(serial), None,
+    size = _check(syscalls.syscall("keyctl", KEYCTL_READ, ctypes.c_int(serial), None,
                                 ctypes.c_size_t(0)), f"keyctl read {serial:#x}")
     buf = ctypes.create_string_buffer(max(size, 1))
-    got = _check(_libc.syscall(SYS_KEYCTL, KEYCTL_READ, ctypes.c_int(serial), buf,
+    got = _check(syscalls.syscall("keyctl", KEYCTL_READ, ctypes.c_int(serial), buf,
                                ctypes.c_size_t(size)), f"keyctl read {serial:#x}")
     data = buf.raw[:min(got, size)]
     ctypes.memset(buf, 0, size)
@@ -109,7 +106,7 @@ class KeyInfo:
 def describe(serial: int) -> KeyInfo:
     """KEYCTL_DESCRIBE: "type;uid;gid;perm;description"."""
     buf = ctypes.create_string_buffer(4096)
-    _check(_libc.syscall(SYS_KEYCTL, KEYCTL_DESCRIBE, ctypes.c_int(serial), buf,
+    _check(syscalls.syscall("keyctl", KEYCTL_DESCRIBE, ctypes.c_int(serial), buf,
                          ctypes.c_size_t(len(buf))), f"keyctl describe {serial:#x}")
     kind, uid, gid, perm, desc = buf.value.decode(errors="replace").split(";", 4)
     return KeyInfo(serial, kind, int(uid), int(gid), int(perm, 16), desc)
@@ -117,7 +114,7 @@ def describe(serial: int) -> KeyInfo:
 
 def search(keyring: int, key_type: str, description: str) -> int | None:
     """KEYCTL_SEARCH (recursively, through linked keyrings); None if not found."""
-    ret = _libc.syscall(SYS_KEYCTL, KEYCTL_SEARCH, ctypes.c_int(keyring), key_type.encode(),
+    ret = syscalls.syscall("keyctl", KEYCTL_SEARCH, ctypes.c_int(keyring), key_type.encode(),
                         description.encode(), ctypes.c_int(0))
     if ret < 0:
         return None
@@ -126,11 +123,11 @@ def search(keyring: int, key_type: str, description: str) -> int | None:
 
 def invalidate(serial: int) -> bool:
     """KEYCTL_INVALIDATE: the key is unlinked everywhere and freed; False if it was gone."""
-    return _libc.syscall(SYS_KEYCTL, KEYCTL_INVALIDATE, ctypes.c_int(serial)) == 0
+    return syscalls.syscall("keyctl", KEYCTL_INVALIDATE, ctypes.c_int(serial)) == 0
 
 
 def unlink(serial: int, keyring: int) -> bool:
-    return _libc.syscall(SYS_KEYCTL, KEYCTL_UNLINK, ctypes.c_int(serial),
+    return syscalls.syscall("keyctl", KEYCTL_UNLINK, ctypes.c_int(serial),
                          ctypes.c_int(keyring)) == 0
 
 

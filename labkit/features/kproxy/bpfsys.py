@@ -4,7 +4,8 @@ attaching to a sockmap, and finding objects by id (what `bpftool prog/map show` 
 Standard library only (ctypes): the proxy process imports this at start, also inside
 emulated VMs where every imported package costs seconds. Numbers are from
 include/uapi/linux/bpf.h; the attribute layouts are the leading members of `union
-bpf_attr` for each command, packed as the kernel reads them (x86_64).
+bpf_attr` for each command, packed as the kernel reads them (64-bit little-endian);
+the syscall number is the machine's (labkit.base.syscalls).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-SYS_BPF = 321  # x86_64
+from labkit.base import syscalls
+
 ATTR_SIZE = 144  # bytes passed for every command: larger than any layout used here
 OBJ_NAME_LEN = 16
 
@@ -36,9 +38,6 @@ BPF_ANY, BPF_NOEXIST = 0, 1
 
 LOG_SIZE = 1 << 20  # verifier log buffer: ENOSPC below this for our programs is a bug
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
 
 class BpfError(OSError):
     """A bpf() command the kernel refused: the command, errno, and the verifier's log."""
@@ -53,7 +52,7 @@ def bpf(cmd: int, attr: bytes | ctypes.Array, what: str = "") -> tuple[int, ctyp
     """Run one command; returns (result, the attribute buffer the kernel may have filled)."""
     buf = attr if isinstance(attr, ctypes.Array) else \
         ctypes.create_string_buffer(attr.ljust(ATTR_SIZE, b"\0"), ATTR_SIZE)
-    ret = _libc.syscall(SYS_BPF, cmd, buf, ATTR_SIZE)
+    ret = syscalls.syscall("bpf", cmd, buf, ATTR_SIZE)
     if ret < 0:
         err = ctypes.get_errno()
         raise BpfError(err, what or f"bpf command {cmd}")

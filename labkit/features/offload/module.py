@@ -11,20 +11,18 @@ root one. Another lab's NICs, or a pair someone made by hand, keep it loaded.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import subprocess
 import threading
 from collections.abc import Iterator
 
+from labkit.base import netns
 from labkit.errors import MissingFeatureError
 from labkit.features.offload.config import KIND
 
-CLONE_NEWNET = 0x40000000
 SYSFS = f"/sys/module/{KIND}"
 BUILD_HINT = ("Build it for the VM kernels on the host: `bash scripts/build_kmod.sh` "
               "(scripts/setup.sh runs it), then bring the lab up again.")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def loaded() -> bool:
@@ -90,7 +88,9 @@ def _kinds_in(fd: int) -> list[str]:
     out: list[str] = []
 
     def work() -> None:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
+        try:
+            netns.enter_fd(fd)
+        except OSError:
             return  # a namespace that went away meanwhile holds nothing
         with IPRoute() as ipr:
             for link in ipr.get_links():
