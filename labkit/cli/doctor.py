@@ -26,14 +26,14 @@ def _probe_kernel(name: str) -> tuple[dict, str]:
     """Probe a cached kernel for real, in a one-shot VM, and remember the answer."""
     import json
 
-    from labkit.hosts import doctor as d
-    from labkit.hosts.vm import kernels
-    from labkit.hosts.vm import run as vm_run
+    from labkit import capabilities as d
+    from labkit.hosts import kernels
+    from labkit.hosts.vms import run as vm_run
     from labkit.lab.placement import kernel_probes
 
     k = kernels.resolve(name)
     info(f"probing {name} ({k.version}) in a VM...")
-    res = vm_run([sys.executable, "-m", "labkit.hosts.doctor", "--json"], kernel=name,
+    res = vm_run([sys.executable, "-m", "labkit.capabilities", "--json"], kernel=name,
                  capture=True)
     if res.code != 0:
         from labkit.errors import LabkitError
@@ -66,8 +66,8 @@ def doctor(
     removed at once. A lab that needs what this kernel lacks is placed in a VM by
     `labkit up`; `--all-kernels` shows which kernel would take it.
     """
-    from labkit.hosts.doctor import differences, lab_features, probe_all
-    from labkit.hosts.vm import kernels
+    from labkit.capabilities import differences, lab_features, probe_all
+    from labkit.hosts import kernels
     from labkit.lab.placement import kernel_probes
 
     if kernel and all_kernels:

@@ -1,6 +1,6 @@
 """`labkit kernel build`: build a small VM kernel from source, with your patches.
 
-Thin layer over labkit.hosts.vm.build: parse, check root, show progress, print.
+Thin layer over labkit.hosts.kernels.build: parse, check root, show progress, print.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def build_cmd(
     $ sudo labkit kernel build --source 7.2 --patch fix.patch --name fixed
     $ sudo labkit vm run --kernel built:fixed -- uname -r
     """
-    from labkit.hosts.vm import build
+    from labkit.hosts import kernels
 
     require_root()
     shown = [-1]
@@ -75,7 +75,7 @@ def build_cmd(
         with progress("compiling") as bar:
             on_percent = (lambda d, t: bar(d, t, "steps")) if err_console.is_terminal \
                 else plain
-            result = build.build(source, patch, config, name=name, jobs=jobs,
+            result = kernels.build(source, patch, config, name=name, jobs=jobs,
                                  progress=lambda msg: info(f"kernel build: {msg}"),
                                  on_percent=on_percent)
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """`labkit vm ...`: run commands, labs and tests on another kernel, inside a VM.
 
-Thin layer over labkit.hosts.vm: parse, check root, print. Commands run in the VM keep
+Thin layer over labkit.hosts.vms and .kernels: parse, check root, print. Commands run in the VM keep
 their own exit status as labkit's exit status, so `labkit vm run -- CMD` can stand in
 for CMD in scripts and CI.
 """
@@ -13,8 +13,8 @@ import time
 import typer
 
 from labkit.cli.output import columns, console, emit_json, err_console, info, require_root
-from labkit.hosts.vm import kernels
-from labkit.hosts.vm.kernels import DEFAULT_KERNEL
+from labkit.hosts import kernels
+from labkit.hosts.kernels import DEFAULT_KERNEL
 
 app = typer.Typer(
     help=(
@@ -140,11 +140,10 @@ def kernels_list(
 def _list_available(refresh: bool, json_out: bool) -> None:
     import os
 
-    from labkit.hosts.vm import catalogue
 
-    if os.geteuid() != 0 and (refresh or catalogue.needs_update()):
+    if os.geteuid() != 0 and (refresh or kernels.needs_update()):
         require_root()  # the lists live under labkit's state directory
-    items = catalogue.available(refresh=refresh, progress=info)
+    items = kernels.available(refresh=refresh, progress=info)
     if json_out:
         emit_json([a.to_json() for a in items])
         return
@@ -153,7 +152,7 @@ def _list_available(refresh: bool, json_out: bool) -> None:
         [(a.name, a.series, a.suite, a.package_version, f"{a.size / 1e6:.0f} MB",
           "yes" if a.headers else "-", "yes" if a.cached else "-") for a in items],
     )
-    age = catalogue.lists_age() or 0.0
+    age = kernels.lists_age() or 0.0
     info(f"{len(items)} builds; lists {age / 3600:.1f} h old (`--refresh` to update). "
          "Fetch one with `sudo labkit vm kernels fetch NAME`; a series name "
          "(e.g. debian-6.12) means its newest. HEADERS: the mirror still serves its headers, "
@@ -176,7 +175,7 @@ def run_cmd(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Boot a VM, run CMD as root in the current directory, power off; exit with CMD's status."""
-    from labkit.hosts.vm.oneshot import run
+    from labkit.hosts.vms import run
 
     require_root()
     argv = _command(cmd)
@@ -212,13 +211,13 @@ def start_cmd(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Boot a VM that stays up in the background; use it with `labkit vm exec NAME -- CMD`."""
-    from labkit.hosts.vm import persistent
+    from labkit.hosts import vms
 
     require_root()
     if not json_out:
         info(f"Starting VM {name} ({kernel})...")
     started = time.monotonic()
-    vm = persistent.start(
+    vm = vms.start(
         name, kernel, memory=memory, cpus=cpus, forwards=forward, rwdirs=rwdir, overlays=overlay
     )
     if json_out:
@@ -242,26 +241,26 @@ def exec_cmd(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Run CMD as root in a running VM, in the current directory; exit with CMD's status."""
-    from labkit.hosts.vm import persistent
+    from labkit.hosts import vms
 
     require_root()
     argv = _command(cmd)
     if tty:
-        raise typer.Exit(persistent.exec_pty(name, argv))
+        raise typer.Exit(vms.exec_pty(name, argv))
     if json_out:
-        result = persistent.exec_(name, argv, capture=True)
+        result = vms.exec_(name, argv, capture=True)
         emit_json(result.to_json())
         raise typer.Exit(result.code)
-    raise typer.Exit(persistent.exec_(name, argv, forward_stdin=_stdin_is_data()))
+    raise typer.Exit(vms.exec_(name, argv, forward_stdin=_stdin_is_data()))
 
 
 @app.command("stop")
 def stop_cmd(name: str = typer.Argument("default", help="Name of the VM.")) -> None:
     """Stop a VM (running, booting or crashed): kill its qemu and remove its state."""
-    from labkit.hosts.vm import persistent
+    from labkit.hosts import vms
 
     require_root()
-    vm = persistent.stop(name)
+    vm = vms.stop(name)
     note = f" (it had {vm.status}: {vm.reason})" if vm.status not in ("running", "booting") else ""
     console.print(f"VM {name} stopped{note}.", soft_wrap=True)
 
@@ -269,9 +268,9 @@ def stop_cmd(name: str = typer.Argument("default", help="Name of the VM.")) -> N
 @app.command("list")
 def list_cmd(json_out: bool = JSON_OPT) -> None:
     """Persistent VMs and their status (running, booting, crashed, failed)."""
-    from labkit.hosts.vm import persistent
+    from labkit.hosts import vms
 
-    vms = persistent.list_vms()
+    vms = vms.list_vms()
     if json_out:
         emit_json([vm.to_json() for vm in vms])
         return
@@ -304,11 +303,9 @@ def accel_cmd(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Whether VMs here use KVM or TCG emulation, and why (probes KVM once, then caches)."""
-    from labkit.hosts.vm import kvm
-    from labkit.hosts.vm.vng import find_tools
+    from labkit.hosts import vms
 
-    tools = find_tools()
-    accel = kvm.choose(kernels.resolve(kernel).image, tools.qemu, reprobe=reprobe)
+    accel = vms.accel(kernels.resolve(kernel).image, reprobe=reprobe)
     if json_out:
         emit_json(accel.to_json())
     else:

@@ -86,7 +86,7 @@ def needed(topo: Topology) -> list[str]:
 
 
 def lacking(probes: dict[str, Any], wanted: list[str]) -> dict[str, list[str]]:
-    from labkit.hosts.doctor import missing_for
+    from labkit.capabilities import missing_for
 
     return missing_for(probes, wanted)
 
@@ -96,7 +96,7 @@ def _explain(missing: dict[str, list[str]]) -> str:
 
 
 def host_probes() -> dict[str, Any]:
-    from labkit.hosts.doctor import probe_all
+    from labkit.capabilities import probe_all
 
     return probe_all()
 
@@ -104,7 +104,7 @@ def host_probes() -> dict[str, Any]:
 def kernel_probes(kernel: str) -> tuple[dict[str, Any], str] | None:
     """A cached kernel's abilities (and where that knowledge comes from); None if the
     kernel is not cached (it may still be fetchable)."""
-    from labkit.hosts.doctor import kernel_capabilities
+    from labkit.capabilities import kernel_capabilities
     from labkit.hosts.vm import kernels
 
     if kernels.fetchable(kernel) and kernels.cached(kernel) is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.hosts import doctor
+from labkit import capabilities as doctor
 from labkit.hosts.vm import kernels
 
 OLD, NEW = "6.12.118+deb12-amd64", "7.2.13+deb14-amd64"

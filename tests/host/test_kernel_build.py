@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from labkit import capabilities as doctor
 from labkit import features
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts import doctor
 from labkit.hosts.vm import agent, build, kconfig, kernels, sourcetree
 from tests.host.test_vm_units import _fake_bzimage as _bzimage
 

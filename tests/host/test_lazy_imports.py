@@ -19,7 +19,7 @@ def loads_ndb(setup: str) -> bool:
 def test_labkit_starts_without_the_whole_of_pyroute2() -> None:
     assert loads_ndb("import pyroute2")  # control: the package's own __init__ loads NDB
     assert not loads_ndb("import labkit.cli.main, labkit.lab.build, labkit.lab.lan, "
-                         "labkit.features.tipc.client, labkit.hosts.doctor")
+                         "labkit.features.tipc.client, labkit.capabilities")
 
 
 def test_the_whole_package_is_there_for_code_outside_labkit() -> None:

@@ -263,7 +263,7 @@ def test_doctor_json_reports_host_capabilities() -> None:
 def test_doctor_removes_its_scratch_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Watch the doctor make its scratch namespace (the positive control: we know its
     real name, so the absence check below can fail), then check it is gone."""
-    from labkit.hosts import doctor
+    from labkit import capabilities as doctor
 
     made: list[str] = []
     create = netns.create

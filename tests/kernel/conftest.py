@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @cache
 def _probes() -> dict[str, object]:
-    from labkit.hosts.doctor import probe_all
+    from labkit.capabilities import probe_all
 
     return probe_all()  # type: ignore[return-value]
 
@@ -63,7 +63,7 @@ def doctor_probes() -> dict[str, object]:
 @cache
 def kernel_config() -> tuple[dict[str, object], str] | None:
     """(capability -> Probe read from the config, where the config was found), or None."""
-    from labkit.hosts.doctor import from_config, running_config
+    from labkit.capabilities import from_config, running_config
 
     found = running_config()
     if found is None:
@@ -79,7 +79,7 @@ def config_has(*caps: str) -> bool:
 
 
 def _runs_anyway(module: str) -> bool:
-    from labkit.hosts.doctor import release_tuple
+    from labkit.capabilities import release_tuple
 
     since, have = FIRST_KERNEL_ONLY[module], release_tuple(RELEASE)
     return since is not None and have is not None and have >= since

@@ -19,7 +19,7 @@ import struct
 import pytest
 
 from labkit.base import netns
-from labkit.hosts.doctor import Probe, release_tuple
+from labkit.capabilities import Probe, release_tuple
 from labkit.ktls import ciphers, keyschedule, sockopt, stat, uapi
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("ktls")]

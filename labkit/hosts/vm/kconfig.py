@@ -6,7 +6,7 @@ what a virtme-ng guest needs to boot and run labkit's agent: 64-bit SMP x86 with
 ACPI, virtio PCI/console/net/blk, 9p and virtiofs for the host's root, tmpfs, devtmpfs,
 overlayfs, a serial console, and the user-space interfaces Python and iproute2 use.
 Everything labkit's features need is not listed here: it is derived from the feature
-registry (every capability's config symbols, see labkit.hosts.doctor.capabilities, plus
+registry (every capability's config symbols, see labkit.capabilities.capabilities, plus
 each feature's `kconfig`), so a new feature brings its own options. Everything is =y:
 the built kernel has no modules.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from labkit import capabilities as doctor
 from labkit import features
 from labkit.errors import UsageError
-from labkit.hosts import doctor
 
 # Bumped when the way a configuration is made changes: it is part of the cache key.
 RECIPE = "labkit-kconfig-1"

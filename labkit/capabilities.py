@@ -8,7 +8,7 @@ symbols it needs), until `labkit doctor --kernel K` has probed it for real in a 
 
 Capabilities that belong to one feature (AF_TIPC, the handshake family, ...) come from
 the feature registry; the generic ones (namespaces, veth, bridge, tun, netem, sockmap,
-kTLS) are here. Run as `python -m labkit.hosts.doctor --json` inside a VM.
+kTLS) are here. Run as `python -m labkit.capabilities --json` inside a VM.
 """
 
 from __future__ import annotations
@@ -384,7 +384,7 @@ def save_report(kernel_dir: str | Path, release: str, probes: dict[str, Probe]) 
 
 
 def main() -> int:
-    """`python -m labkit.hosts.doctor --json`: the probes of the running kernel, as JSON."""
+    """`python -m labkit.capabilities --json`: the probes of the running kernel, as JSON."""
     results = probe_all()
     if "--json" in sys.argv[1:]:
         print(json.dumps({"release": os.uname().release,
