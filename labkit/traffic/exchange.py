@@ -13,14 +13,12 @@ import argparse
 import contextlib
 import json
 import secrets
-import select
 import socket
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Node
@@ -126,19 +124,24 @@ def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
 def exchange_nodes(src: Node, dst: Node, address: str, port: int, proto: str,
                    timeout: float = 3.0) -> Exchange:
     """The reach check between any two nodes of a lab, wherever each runs."""
-    if src.host.local and dst.host.local:
-        return exchange(src.ns, dst.ns, address, port, proto, timeout)
+    if src.host is dst.host:  # one kernel: both ends in one process next to it
+        return Exchange(**src.host.call(src.lab, "labkit.lab.ops:exchange", src.name,
+                                        dst.name, address, port, proto, timeout))
+    from labkit.base.helper import HelperFailed, start
+
     args = [address, str(port), proto]
     # The answering side waits for the asking process to start too (seconds under TCG).
-    server = dst.popen([sys.executable, "-m", "labkit.traffic.exchange", "serve", *args,
-                        "--timeout", str(START_TIMEOUT + timeout)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line = _first_line(server, START_TIMEOUT)
-        if line is None or not line.get("ready"):
-            err = (line or {}).get("error") or "it did not start"
-            return Exchange(False, f"the answering side on {dst.name} failed: {err}",
-                            ran=False)
+        server = start(dst, [sys.executable, "-m", "labkit.traffic.exchange", "serve", *args,
+                             "--timeout", str(START_TIMEOUT + timeout)],
+                       what=f"the answering side on {dst.name}", ready=_is_ready,
+                       timeout=START_TIMEOUT)
+    except HelperFailed as exc:
+        said = _said_error(exc.said)
+        detail = f"the answering side on {dst.name} failed: {said}" if said else \
+            exc.message.rstrip(".")
+        return Exchange(False, detail, ran=False)
+    with server:
         token = "labkit-" + secrets.token_hex(8)
         res = src.run([sys.executable, "-m", "labkit.traffic.exchange", "ask", *args,
                        "--timeout", str(timeout), "--token", token],
@@ -149,22 +152,26 @@ def exchange_nodes(src: Node, dst: Node, address: str, port: int, proto: str,
             return Exchange(False, f"the asking side on {src.name} failed: "
                                    f"{(res.stderr.strip().splitlines() or ['?'])[-1]}",
                             ran=False)
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait()
 
 
-def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
-    """The process's first JSON line on stdout, waiting at most timeout seconds."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        return None
+def _is_ready(line: str) -> bool:
+    """The serving half's first line: {"ready": true} once it listens."""
     try:
-        return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
-    except ValueError:
-        return None
+        return json.loads(line).get("ready") is True  # type: ignore[no-any-return]
+    except (ValueError, AttributeError):
+        return False
+
+
+def _said_error(said: str) -> str:
+    """The error the serving half reported on its ready line ({"ready": false, ...})."""
+    for line in said.splitlines():
+        try:
+            err = json.loads(line).get("error")
+        except (ValueError, AttributeError):
+            continue
+        if err:
+            return str(err)
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

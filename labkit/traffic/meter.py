@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import select
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from labkit import features
+from labkit.base import helper
 from labkit.errors import LabkitError, UsageError
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 READY_TIMEOUT = 60.0  # s for the server agent to start listening (Python under TCG is slow)
-MAX_READY_LINE = 4096  # bytes: the ready line is ~16; anything longer is not our agent
 
 
 @dataclass
@@ -76,30 +72,6 @@ def _agent(*args: str) -> list[str]:
     return [sys.executable, "-m", "labkit.traffic.agent", *args]
 
 
-def read_ready(pipe: IO[str], timeout: float) -> tuple[str, str]:
-    """The server's first line, within timeout; (line, what was read after it).
-
-    Reads the pipe's fd directly (select + os.read), so a server that hangs before its
-    ready line, or writes garbage without a newline, cannot block the caller.
-    """
-    fd = pipe.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf and len(buf) < MAX_READY_LINE:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        chunk = os.read(fd, MAX_READY_LINE)
-        if not chunk:  # the server exited
-            break
-        buf += chunk
-    line, _, rest = buf.partition(b"\n")
-    return line.decode(errors="replace"), rest.decode(errors="replace")
-
-
 def measure(lab: Lab, src: str, dst: str, *, proto: str = "tcp", socket: str = "stream",
             size: int = 65536, duration: float = 5.0, max_messages: int = 10_000_000,
             port: int = 5201, marker: str = "", family: int = 4) -> Throughput:
@@ -120,19 +92,9 @@ def measure(lab: Lab, src: str, dst: str, *, proto: str = "tcp", socket: str = "
         common += ["--address", addrs[0]]
     if marker:
         common += ["--marker", marker]
-    server = lab.node(dst).popen(
-        _agent("serve", *common, "--timeout", str(duration + 30)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        ready, early = read_ready(server.stdout, READY_TIMEOUT)
-        if '"ready"' not in ready:
-            if server.poll() is None:
-                server.kill()
-            err = server.communicate(timeout=10)[1] or ""
-            why = err.strip().splitlines()[-1] if err.strip() else \
-                f"no ready line within {READY_TIMEOUT:g} s"
-            raise LabkitError(f"the traffic server on {dst} did not start: {why}.")
+    with helper.start(lab.node(dst), _agent("serve", *common, "--timeout", str(duration + 30)),
+                      what=f"the traffic server on {dst}", ready='"ready"',
+                      timeout=READY_TIMEOUT, text=True) as server:
         client = lab.node(src).run(
             [*_agent("send", *common, "--size", str(size), "--duration", str(duration),
                      "--max-messages", str(max_messages))],
@@ -142,16 +104,12 @@ def measure(lab: Lab, src: str, dst: str, *, proto: str = "tcp", socket: str = "
                               f"{(client.stderr.strip().splitlines() or ['?'])[-1]}.",
                               hint="Is the receiver reachable? `labkit status` shows links.")
         sent = json.loads(client.stdout.strip().splitlines()[-1])
-        out, err = server.communicate(timeout=duration + 60)
-        lines = (early + out).strip().splitlines()
+        out, err = server.finish(timeout=duration + 60)
+        lines = (server.early + out).strip().splitlines()
         if not lines:
             raise LabkitError(f"the traffic server on {dst} ended without a result: "
                               f"{(err.strip().splitlines() or ['no error output'])[-1]}.")
         got = json.loads(lines[-1])
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     return Throughput(proto=proto, socket=socket, size=size, sender=src, receiver=dst,
                       bytes=got["bytes"],
                       # stream receivers count recv() calls, not messages: use the sender's

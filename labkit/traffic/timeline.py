@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from labkit.base import helper
 from labkit.errors import LabkitError, UsageError
-from labkit.traffic.meter import READY_TIMEOUT, Throughput, endpoint_module, read_ready
+from labkit.traffic.meter import READY_TIMEOUT, Throughput, endpoint_module
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -77,12 +78,6 @@ def _lines(proc: subprocess.Popen[bytes], until: float,
         yield buf.decode(errors="replace")
 
 
-def _stop(proc: subprocess.Popen[Any] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-
-
 def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
                       socket: str = "stream", size: int = 65536, duration: float = 5.0,
                       interval: float = 0.5, max_messages: int = 10_000_000,
@@ -111,28 +106,21 @@ def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
             raise UsageError(f"node {dst} has no IPv{family} address for TCP traffic.",
                              hint="Choose a receiver with an address on a link or LAN.")
         common += ["--address", addrs[0]]
-    server = lab.node(dst).popen(
-        _argv("labkit.traffic.rate_server", *common, "--timeout", str(duration + 30),
-              "--interval", str(interval)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sender: subprocess.Popen[bytes] | None = None
     samples: list[Sample] = []
     final: dict[str, Any] | None = None
+    server = helper.start(
+        lab.node(dst), _argv("labkit.traffic.rate_server", *common, "--timeout",
+                             str(duration + 30), "--interval", str(interval)),
+        what=f"the traffic server on {dst}", ready='"ready"', timeout=READY_TIMEOUT)
     try:
-        assert server.stdout is not None
-        ready, early = read_ready(server.stdout, READY_TIMEOUT)
-        if '"ready"' not in ready:
-            _stop(server)
-            err = (server.stderr.read() if server.stderr else b"").decode(errors="replace")
-            why = err.strip().splitlines()[-1].rstrip(".") if err.strip() else \
-                f"no ready line within {READY_TIMEOUT:g} s"
-            raise LabkitError(f"the traffic server on {dst} did not start: {why}.")
         sender = lab.node(src).popen(
             _argv("labkit.traffic.agent", "send", *common, "--size", str(size),
                   "--duration", str(duration), "--max-messages", str(max_messages)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         until = time.monotonic() + duration + END_GRACE
-        pending = [line for line in early.splitlines() if line.strip()]
-        for line in itertools.chain(pending, _lines(server, until, stop)):
+        pending = [line for line in server.early.splitlines() if line.strip()]
+        for line in itertools.chain(pending, _lines(server.proc, until, stop)):
             obj = json.loads(line)
             if "role" in obj:
                 final = obj
@@ -157,8 +145,9 @@ def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
         if final is None and not stopped:
             raise LabkitError(f"the traffic server on {dst} ended without a result.")
     finally:
-        _stop(sender)
-        _stop(server)
+        if sender is not None:
+            helper.kill(sender)
+        server.stop()
     got = final or {"bytes": sum(s.bytes for s in samples),
                     "messages": sum(s.messages for s in samples),
                     "seconds": sum(s.seconds for s in samples)}

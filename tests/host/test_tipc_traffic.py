@@ -75,23 +75,22 @@ def test_meter_refuses_tipc_on_a_lab_without_it() -> None:
 
 
 def test_ready_line_read_is_bounded() -> None:
-    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert meter.read_ready(silent.stdout, 0.3) == ("", "")
-        assert silent.poll() is None  # returned on its deadline, not at the server's exit
-    finally:
-        silent.kill()
-        silent.wait()
-    chatty = subprocess.Popen([sys.executable, "-c", "print('{\"ready\": true}'); print(1)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        line, rest = meter.read_ready(chatty.stdout, 30)
-        assert json.loads(line) == {"ready": True}
-        rest += chatty.communicate(timeout=30)[0]
-        assert rest.strip() == "1"  # what came after the ready line is not lost
-    finally:
-        chatty.wait()
+    """The meter's server start (labkit.base.helper, tested fully in test_helper.py):
+    bounded by its deadline, and what came after the ready line is not lost."""
+    from labkit.base.helper import HelperFailed, start
+
+    class Here:
+        def popen(self, cmd: list[str], **kw: object) -> subprocess.Popen:
+            return subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
+
+    with pytest.raises(HelperFailed, match="no ready line within 0.3 s"):
+        start(Here(), [sys.executable, "-c", "import time; time.sleep(30)"], what="x",
+              ready='"ready"', timeout=0.3)
+    with start(Here(), [sys.executable, "-c", "print('{\"ready\": true}'); print(1)"],
+               what="x", ready='"ready"', timeout=30, text=True) as chatty:
+        assert json.loads(chatty.line) == {"ready": True}
+        rest = chatty.early + chatty.finish(timeout=30)[0]
+        assert rest.strip() == "1"
 
 
 def test_cli_tipc_traffic_on_a_lab_without_tipc(lab_up: Callable[..., Lab]) -> None:

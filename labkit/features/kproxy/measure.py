@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from labkit.base import helper
+from labkit.base.helper import Helper
 from labkit.base.wait import wait_until
 from labkit.errors import LabkitError, UsageError
 from labkit.features.kproxy import certs, usage
@@ -26,7 +28,6 @@ from labkit.features.kproxy.config import Pair
 from labkit.features.kproxy.lab import config_of, pair_of
 from labkit.features.kproxy.setup import answers
 from labkit.hosts.rpc import remote
-from labkit.traffic.meter import read_ready
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -75,42 +76,30 @@ def _agent(*args: str) -> list[str]:
     return [sys.executable, "-m", "labkit.features.kproxy.meteragent", *args]
 
 
-def start_server(lab: Lab, path: Path, timeout: float,
-                 connections: int = 0) -> subprocess.Popen[str]:
-    """The measuring server in the upstream node; with `connections`, it exits by itself
-    once it has served that many (and printed what it sent)."""
+def start_server(lab: Lab, path: Path, timeout: float, connections: int = 0) -> Helper:
+    """The measuring server in the upstream node, once it listens; with `connections`, it
+    exits by itself once it has served that many (and printed what it sent)."""
     up = path.pair.upstream
     args = ["serve", "--address", up.address, "--port", str(up.port), "--timeout",
             str(timeout), "--connections", str(connections)]
     if path.pair.tls:
         mine = certs.node_paths(lab.name, path.dst)
         args += ["--tls", mine.cert, mine.key]
-    server = lab.node(path.dst).popen(_agent(*args), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line, _ = read_ready(server.stdout, SERVER_READY)
-    if '"ready"' not in line:
-        stop(server)
-        err = server.stderr.read() if server.stderr else ""
-        raise LabkitError(f"the measuring server on {path.dst} did not start: "
-                          f"{(err.strip().splitlines() or ['no ready line'])[-1]}.")
-    return server
+    return helper.start(lab.node(path.dst), _agent(*args),
+                        what=f"the measuring server on {path.dst}", ready='"ready"',
+                        timeout=SERVER_READY, text=True)
 
 
-def stop(server: subprocess.Popen[str], wait: float = 0.0) -> list[dict[str, Any]]:
+def stop(server: Helper, wait: float = 0.0) -> list[dict[str, Any]]:
     """End the server (after `wait` seconds for it to finish by itself: its last result
     is printed after its client has gone); the results it printed."""
     if wait:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=wait)  # its few lines fit in the pipe
-    if server.poll() is None:
-        server.terminate()
-    try:
-        out, _ = server.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        out, _ = server.communicate()
-    return [json.loads(line) for line in (out or "").splitlines() if line.startswith("{")]
+            server.proc.wait(timeout=wait)  # its few lines fit in the pipe
+    helper.kill(server.proc, grace=10)
+    out, _ = server.proc.communicate()
+    text = server.early + (out or "")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 def run_client(lab: Lab, path: Path, tests: list[dict[str, Any]],
@@ -185,7 +174,7 @@ def received_while_sending(got: dict[str, Any], sent: dict[str, Any]) -> tuple[i
 def throughput(lab: Lab, path: Path, direction: str, seconds: float,
                pid: int | None) -> dict[str, Any]:
     test = path.spec(test=direction, id=f"{direction}-timed", seconds=seconds)
-    server: subprocess.Popen[str] | None = None
+    server: Helper | None = None
     if direction == "down":  # the server is the sender: its stdout says when it stopped
         server = start_server(lab, path, timeout=seconds + 90, connections=1)
     try:

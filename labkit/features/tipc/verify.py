@@ -213,9 +213,9 @@ def encryption_across(lab: Lab, cfg: TipcConfig, seconds: float = 3.0,
     ends' bearers. Everything runs as processes in the nodes (wherever they run): the
     capture, a TIPC receiver and a TIPC sender, all standard library, all bounded."""
     import json
-    import subprocess
     import sys
 
+    from labkit.base.helper import Helper, HelperFailed, start
     from labkit.features.tipc.verdicts import CROSS_KERNEL_SCOPE
     from labkit.packets.capture import read_pcap
 
@@ -223,52 +223,44 @@ def encryption_across(lab: Lab, cfg: TipcConfig, seconds: float = 3.0,
     name = f"tipc encryption of user data between kernels ({a} -> {b})"
     marker = b"LKE" + secrets.token_hex(8).encode()
     instance = 20000 + secrets.randbelow(10000)
-    captures = []
-    try:
-        for node in (a, b):
-            for iface in _bearer_ifaces(cfg, node):
-                proc = lab.node(node).popen(
-                    [sys.executable, "-m", "labkit.packets.capture", iface, "--count",
-                     str(MAX_TAP_FRAMES), "--duration", str(seconds + 120)],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                captures.append((f"{node}:{iface}", proc))
-        for where, proc in captures:
-            if not _ready(proc.stderr, START_TIMEOUT, b"ready"):
-                return Verdict(name, "error", f"the capture on {where} did not start.")
-        agent = [sys.executable, "-m", "labkit.traffic.agent"]
-        common = ["--proto", "tipc", "--endpoint", "labkit.features.tipc.endpoint",
-                  "--socket", "rdm", "--port", str(instance), "--marker", marker.hex()]
-        server = lab.node(b).popen([*agent, "serve", *common, "--timeout",
-                                    str(START_TIMEOUT + seconds + 30)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        captures.append(("receiver", server))
-        if not _ready(server.stdout, START_TIMEOUT, b"ready"):
-            return Verdict(name, "error", f"the TIPC receiver on {b} did not start.")
+    helpers: list[tuple[str, Helper]] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            for node in (a, b):
+                for iface in _bearer_ifaces(cfg, node):
+                    where = f"{node}:{iface}"
+                    helpers.append((where, stack.enter_context(start(
+                        lab.node(node),
+                        [sys.executable, "-m", "labkit.packets.capture", iface, "--count",
+                         str(MAX_TAP_FRAMES), "--duration", str(seconds + 120)],
+                        what=f"the capture on {where}", on="stderr", timeout=START_TIMEOUT))))
+            agent = [sys.executable, "-m", "labkit.traffic.agent"]
+            common = ["--proto", "tipc", "--endpoint", "labkit.features.tipc.endpoint",
+                      "--socket", "rdm", "--port", str(instance), "--marker", marker.hex()]
+            server = stack.enter_context(start(
+                lab.node(b), [*agent, "serve", *common, "--timeout",
+                              str(START_TIMEOUT + seconds + 30)],
+                what=f"the TIPC receiver on {b}", timeout=START_TIMEOUT))
+        except HelperFailed as exc:
+            return Verdict(name, "error", exc.message)
         sent = lab.node(a).run([*agent, "send", *common, "--size", "1000",
                                 "--max-messages", str(count), "--duration", str(seconds)],
                                timeout=START_TIMEOUT + seconds + 60)
         got: dict[str, Any] = {}
-        try:
-            out, _ = server.communicate(timeout=START_TIMEOUT + seconds + 60)
-            got = json.loads(out.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError, subprocess.TimeoutExpired):
-            pass
+        with contextlib.suppress(ValueError, IndexError):
+            out, _ = server.finish(timeout=START_TIMEOUT + seconds + 60)
+            got = json.loads((server.early + out.decode()).strip().splitlines()[-1])
         frames: list[bytes] = []
-        for _where, proc in captures[:-1]:
-            proc.terminate()  # ends the capture; every frame is already flushed
-            raw, _ = proc.communicate(timeout=60)
+        for _where, capture in helpers:
+            capture.proc.terminate()  # ends the capture; every frame is already flushed
+            raw, _ = capture.finish(timeout=60)
             frames += [f for _, f in read_pcap(raw)]
-    finally:
-        for _, proc in captures:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     evidence = wire_evidence(frames, marker)
     evidence.update({
         "marker_messages_sent": count if sent.returncode == 0 else 0,
         "marker_messages_delivered": got.get("messages", 0),
         "receiver_saw_marker": bool(got.get("marker_seen")),
-        "interfaces": [w for w, _ in captures[:-1]], "link": f"{a} -> {b}",
+        "interfaces": [w for w, _ in helpers], "link": f"{a} -> {b}",
         "keys_configured": cfg.encryption is not None,
     })
     if not got.get("messages"):
@@ -278,21 +270,3 @@ def encryption_across(lab: Lab, cfg: TipcConfig, seconds: float = 3.0,
 
 
 START_TIMEOUT = 120.0  # s for a process to start in a node (an emulated VM is slow)
-
-
-def _ready(stream: Any, timeout: float, word: bytes) -> bool:
-    """True once `word` appears on a process's pipe, within timeout seconds."""
-    import os
-    import time
-
-    deadline = time.monotonic() + timeout
-    seen = b""
-    while time.monotonic() < deadline and word not in seen:
-        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        chunk = os.read(stream.fileno(), 4096)
-        if not chunk:
-            break
-        seen += chunk
-    return word in seen
