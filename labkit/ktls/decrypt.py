@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from labkit.ktls import keylog as nss
 from labkit.ktls.ciphers import BY_CODE, Suite
 from labkit.ktls.keyschedule import next_secret, nonce, traffic_key_iv
-from labkit.ktls.uapi import RECORD_HEADER
+from labkit.ktls.records import HS_CLIENT_HELLO, hello_random, split
 
 CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA = 20, 21, 22, 23
-HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_KEY_UPDATE = 1, 2, 24
+HS_SERVER_HELLO, HS_KEY_UPDATE = 2, 24
 LABELS = {  # NSS key log labels -> (direction, phase)
-    "CLIENT_HANDSHAKE_TRAFFIC_SECRET": ("client", "handshake"),
-    "SERVER_HANDSHAKE_TRAFFIC_SECRET": ("server", "handshake"),
-    "CLIENT_TRAFFIC_SECRET_0": ("client", "application"),
-    "SERVER_TRAFFIC_SECRET_0": ("server", "application"),
+    nss.CLIENT_HS: ("client", "handshake"),
+    nss.SERVER_HS: ("server", "handshake"),
+    nss.CLIENT_APP: ("client", "application"),
+    nss.SERVER_APP: ("server", "application"),
 }
 
 KeyLog = dict[bytes, dict[tuple[str, str], bytes]]  # client random -> (dir, phase) -> secret
@@ -32,44 +33,18 @@ KeyLog = dict[bytes, dict[tuple[str, str], bytes]]  # client random -> (dir, pha
 
 def parse_keylog(text: str) -> KeyLog:
     """The TLS 1.3 secrets of an NSS key log, by client random; other lines are ignored."""
-    out: KeyLog = {}
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) != 3 or words[0] not in LABELS:
-            continue
-        try:
-            rnd, secret = bytes.fromhex(words[1]), bytes.fromhex(words[2])
-        except ValueError:
-            continue
-        out.setdefault(rnd, {})[LABELS[words[0]]] = secret
-    return out
+    return {rnd: {LABELS[label]: secret for label, secret in by_label.items()
+                  if label in LABELS}
+            for rnd, by_label in nss.parse(text).items()
+            if any(label in LABELS for label in by_label)}
 
 
-def split_records(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(header, body) of each whole record at the start of a stream; stops at the first
-    bytes that are not a record header or at a record the capture cut off."""
-    out, pos = [], 0
-    while pos + RECORD_HEADER <= len(data):
-        header = data[pos:pos + RECORD_HEADER]
-        length = int.from_bytes(header[3:5], "big")
-        if header[0] not in (20, 21, 22, 23) or header[1] != 3:
-            break
-        body = data[pos + RECORD_HEADER:pos + RECORD_HEADER + length]
-        if len(body) < length:
-            break
-        out.append((header, body))
-        pos += RECORD_HEADER + length
-    return out
+split_records = split  # (header, body) of each whole record at the start of a stream
 
 
 def client_random(records: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The random of the ClientHello that opens the client's records (offset 6 of the
-    handshake message: type, length, legacy_version)."""
-    for header, body in records[:2]:
-        if header[0] == CT_HANDSHAKE and body[:1] == bytes([HS_CLIENT_HELLO]) \
-                and len(body) >= 38:
-            return body[6:38]
-    return None
+    """The random of the ClientHello that opens the client's records."""
+    return hello_random(records, HS_CLIENT_HELLO)
 
 
 def server_suite(records: list[tuple[bytes, bytes]]) -> Suite | None:

@@ -1,0 +1,130 @@
+"""TLS records off a socket, whole and one at a time, and the hellos' randoms in them.
+
+A handshake that kTLS takes over must not read a byte past its last handshake record:
+what follows is the kernel's to decrypt. So records are read header first, then exactly
+their length. The socket's file flags and timeout are left alone (a socket the kernel
+handed over is shared with its in-kernel consumer): every wait is a poll() with the time
+left to the deadline, every read and write uses MSG_DONTWAIT.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from labkit.ktls.uapi import (
+    CT_ALERT,
+    CT_APPLICATION_DATA,
+    CT_CHANGE_CIPHER_SPEC,
+    CT_HANDSHAKE,
+    MAX_CIPHERTEXT,
+    RECORD_HEADER,
+)
+
+RECORD_TYPES = (CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA)
+HS_CLIENT_HELLO, HS_SERVER_HELLO = 1, 2
+
+
+class RecordError(OSError):
+    """No whole record: EPROTO (bytes that are not TLS), ECONNRESET (the peer closed or
+    reset), ETIMEDOUT (the deadline passed). The text is for people, never key bytes."""
+
+
+def check_header(head: bytes) -> tuple[int, int]:
+    """(content type, length) of a record header; RecordError(EPROTO) for bytes that are
+    not one (unknown type, a version that is not 3.x, an impossible length)."""
+    kind, major, _minor, length = struct.unpack("!BBBH", head)
+    if kind not in RECORD_TYPES or major != 3 or length > MAX_CIPHERTEXT:
+        raise RecordError(errno.EPROTO, f"the peer sent bytes that are not a TLS record "
+                                        f"(header {head.hex()})")
+    return kind, length
+
+
+def read_record(recv_exact: Callable[[int], bytes]) -> bytes:
+    """One whole record (header and body) through recv_exact(n), which returns exactly n
+    bytes or raises: the one record reader every transport uses."""
+    head = recv_exact(RECORD_HEADER)
+    _, length = check_header(head)
+    return head + recv_exact(length)
+
+
+class RecordSocket:
+    """A connected socket read a record at a time, every wait bounded by one deadline
+    (time.monotonic(); None waits as long as it takes)."""
+
+    def __init__(self, sock: socket.socket, deadline: float | None = None) -> None:
+        self.sock = sock
+        self.deadline = deadline
+
+    def _wait(self, events: int) -> None:
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise RecordError(errno.ETIMEDOUT, "the handshake did not finish in time")
+        poller = select.poll()
+        poller.register(self.sock.fileno(), events)
+        if not poller.poll(None if left is None else left * 1000):
+            raise RecordError(errno.ETIMEDOUT, "the peer stalled past the handshake's "
+                                               "deadline")
+
+    def recv_exact(self, size: int) -> bytes:
+        out = b""
+        while len(out) < size:
+            self._wait(select.POLLIN)
+            try:
+                chunk = self.sock.recv(size - len(out), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except ConnectionResetError:
+                raise RecordError(errno.ECONNRESET, "the peer reset the connection during "
+                                                    "the handshake") from None
+            if not chunk:
+                raise RecordError(errno.ECONNRESET, "the peer closed the connection during "
+                                                    "the handshake")
+            out += chunk
+        return out
+
+    def read_record(self) -> bytes:
+        return read_record(self.recv_exact)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            self._wait(select.POLLOUT)
+            try:
+                sent = self.sock.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise RecordError(errno.ECONNRESET, "the peer closed the connection during "
+                                                    "the handshake") from None
+            view = view[sent:]
+
+
+def split(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(header, body) of each whole record at the start of a stream; stops at the first
+    bytes that are not a record header or at a record the stream cuts off."""
+    out, pos = [], 0
+    while pos + RECORD_HEADER <= len(data):
+        header = data[pos:pos + RECORD_HEADER]
+        length = int.from_bytes(header[3:5], "big")
+        if header[0] not in RECORD_TYPES or header[1] != 3:
+            break
+        body = data[pos + RECORD_HEADER:pos + RECORD_HEADER + length]
+        if len(body) < length:
+            break
+        out.append((header, body))
+        pos += RECORD_HEADER + length
+    return out
+
+
+def hello_random(records: list[tuple[bytes, bytes]], msg_type: int) -> bytes | None:
+    """The random of the ClientHello (msg_type 1) or ServerHello (2) among a stream's
+    first plaintext records: offset 6 of the message (type, 3-byte length, version)."""
+    for header, body in records[:3]:
+        if header[0] == CT_HANDSHAKE and body[:1] == bytes([msg_type]) and len(body) >= 38:
+            return body[6:38]
+    return None
