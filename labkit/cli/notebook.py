@@ -34,6 +34,7 @@ from pathlib import Path
 import typer
 
 from labkit.base import procs
+from labkit.base.wait import wait_until
 from labkit.cli.output import console, info
 from labkit.errors import LabkitError, UsageError
 
@@ -213,16 +214,16 @@ def notebook(
     try:
         info(f"starting JupyterLab on {base}: waiting for it to answer (up to "
              f"{START_TIMEOUT:g} s)...")
-        deadline = time.monotonic() + START_TIMEOUT
-        while not answers(base, token):
+
+        def serving() -> bool:
             if proc.poll() is not None:
                 raise LabkitError(f"JupyterLab exited at start (status {proc.returncode}): "
                                   f"{_tail(log_path) or 'no output'}.",
                                   hint=f"Its log is {log_path}.")
-            if time.monotonic() > deadline:
-                raise LabkitError(f"JupyterLab did not answer on {base} within "
-                                  f"{START_TIMEOUT:g} s.", hint=f"Its log is {log_path}.")
-            time.sleep(0.25)
+            return answers(base, token)
+
+        wait_until(serving, START_TIMEOUT, f"JupyterLab to answer on {base}", interval=0.25,
+                   hint=f"Its log is {log_path}.")
         url = f"{base}/lab/tree/{name}?token={token}"
         console.print(f"JupyterLab is serving the lab notebooks ({time.monotonic() - started:.1f}"
                       f" s). Open:\n  {url}", soft_wrap=True, markup=False)
@@ -231,8 +232,7 @@ def notebook(
                  "run commands as this user.")
         info(f"Notebooks (your copies): {root}. Ctrl-C stops JupyterLab and its kernels. "
              f"Server log: {log_path}")
-        while proc.poll() is None:
-            time.sleep(0.5)
+        proc.wait()  # until it ends, or Ctrl-C
         raise LabkitError(f"JupyterLab exited (status {proc.returncode}): "
                           f"{_tail(log_path) or 'no output'}.", hint=f"Its log is {log_path}.")
     except KeyboardInterrupt:

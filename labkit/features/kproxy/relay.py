@@ -28,6 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from labkit.base.wait import poll
 from labkit.features.kproxy import tcpstate
 from labkit.features.kproxy.policy import Filter, StreamError, dropped, header_length
 
@@ -255,15 +256,13 @@ class Connection:
         self.closing.set()
         src, dst = (self.a, self.b) if up else (self.b, self.a)
         if not abort:
-            deadline = time.monotonic() + DRAIN_TIMEOUT
-            while time.monotonic() < deadline:
+            def drained() -> bool:
                 try:
-                    if tcpstate.outq(dst.sock) == 0:
-                        break
-                except OSError:
-                    break
-                time.sleep(0.005)
-            else:
+                    return tcpstate.outq(dst.sock) == 0
+                except OSError:  # the socket is gone: nothing left to drain
+                    return True
+
+            if not poll(drained, DRAIN_TIMEOUT, interval=0.005):
                 self.proxy.stats.add(drain_timeouts=1)
         self.proxy.stats.add(resets=1)
         for side in (self.a, self.b) if abort else (dst,):

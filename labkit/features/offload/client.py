@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from labkit.base import netns
+from labkit.base.wait import Timeout, wait_until
 from labkit.features.offload import tlskeys
 from labkit.features.offload.tlskeys import SOL_TLS, TCP_ULP, TLS_1_2, TLS_1_3, TLS_TX
 
@@ -74,19 +75,25 @@ def connect(ns: str, address: str, port: int, version: int, cipher_name: str,
     handshake, install kTLS TX."""
     deadline = time.monotonic() + timeout
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = None
-    while sock is None:
+    why = [""]
+
+    def attempt() -> socket.socket | None:
         s = netns.socket_in(ns, family, socket.SOCK_STREAM)
         s.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             s.connect((address, port))
-            sock = s
+            return s
         except OSError as exc:
             s.close()
-            if time.monotonic() >= deadline:
-                raise SessionError(f"no receiver accepted on {address} port {port} within "
-                                   f"{timeout:g} s ({exc.strerror or exc})") from None
-            time.sleep(0.1)
+            why[0] = str(exc.strerror or exc)
+            return None
+
+    try:
+        sock = wait_until(attempt, timeout, f"a receiver to accept on {address} port {port}",
+                          interval=0.1)
+    except Timeout:
+        raise SessionError(f"no receiver accepted on {address} port {port} within "
+                           f"{timeout:g} s ({why[0]})") from None
     try:
         return _handshake(sock, version, tlskeys.CIPHERS[cipher_name], deadline, keep_keylog)
     except BaseException:
