@@ -39,8 +39,16 @@ class Result:
         return self.outcome == "pass"
 
     @property
+    def needs(self) -> str:
+        """What the lab's kernel lacks for this exercise ("" if nothing): no action of the
+        learner's makes it pass there; the lab must be rebuilt on another kernel."""
+        return next((c.needs for c in self.checks if c.needs), "")
+
+    @property
     def summary(self) -> str:
         word = {"pass": "done", "fail": "not yet", "error": "could not check"}[self.outcome]
+        if self.needs:
+            return f"{self.id}: {word}: needs {self.needs}"
         todo = [c.missing for c in self.checks if c.outcome == "fail"]
         return f"{self.id}: {word}" + (f" (missing: {'; '.join(todo)})" if todo else "")
 
@@ -49,7 +57,8 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "outcome": self.outcome,
-                "summary": self.summary, "checks": [c.as_dict() for c in self.checks]}
+                "summary": self.summary, "needs": self.needs,
+                "checks": [c.as_dict() for c in self.checks]}
 
 
 @dataclass
@@ -179,8 +188,11 @@ class Exercises:
         self.start(ex.id)
         data = progress.read(self.lab.name)
         base = progress.baselines(data, self._instance()).get(ex.id) or {}
-        results = [checks.run(self.lab, spec, base.get(str(i)))
-                   for i, spec in enumerate(ex.checks)]
+        results: list[CheckResult] = []
+        for i, spec in enumerate(ex.checks):
+            results.append(checks.run(self.lab, spec, base.get(str(i))))
+            if results[-1].needs:  # the kernel cannot do it: one reason, not one per check
+                break
         result = Result(ex.id, ex.title, outcome_of(results), results)
         with progress.updating(self.lab.name) as data:
             rec = progress.entry(data, self.learner, ex.id)

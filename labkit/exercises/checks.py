@@ -327,22 +327,23 @@ Runner = Callable[["Lab", str, dict[str, Any], Any], CheckResult]
 
 
 def _runners() -> dict[str, Runner]:
-    from labkit.exercises import tipc
+    from labkit.exercises import rekey, tipc
 
     return {"link": check_link, "address": check_address, "route": check_route,
             "sysctl": check_sysctl, "command": check_command, "file": check_file,
             "counter": check_counter, "ktls": check_ktls, "reach": check_reach,
             "verify": check_verify, "tipc_bearer": tipc.check_bearer,
-            "tipc_link": tipc.check_link, "tipc_key": tipc.check_key}
+            "tipc_link": tipc.check_link, "tipc_key": tipc.check_key,
+            "ktls_rekey": rekey.check}
 
 
 def baseline(lab: Lab, spec: CheckSpec) -> Any:
     """What a check compares against later, read when its exercise starts (None if it
     compares against nothing, or the value could not be read: the check then says so)."""
-    from labkit.exercises import tipc
+    from labkit.exercises import rekey, tipc
 
     takers = {"counter": baseline_counter, "tipc_key": tipc.baseline_key,
-              "tipc_link": tipc.baseline_link}
+              "tipc_link": tipc.baseline_link, "ktls_rekey": rekey.baseline}
     taker = takers.get(spec.kind)
     if taker is None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labkit import features
+from labkit.ktls.stat import REKEY_COUNTERS
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,15 @@ KINDS: dict[str, Kind] = {
                      "changed: true, under another key than when the exercise started"),
     "ktls": Kind({"node": "node", "port": "port"}, ("node",),
                  "a TCP socket in a node uses kernel TLS (`ss -ti` shows tcp-ulp-tls)"),
+    "ktls_rekey": Kind({"node": "node", "counter": "choice:" + "|".join(REKEY_COUNTERS),
+                        "grew_by": "int", "at_most": "int"}, ("node", "counter"),
+                       "a kTLS KeyUpdate counter of /proc/net/tls_stat (TlsTxRekeyOk, "
+                       "TlsRxRekeyOk, ...) grew in a node since the exercise started; on a "
+                       "kernel without KeyUpdate it could not check, and says why"),
 }
 
-BASELINED = ("counter", "tipc_key", "tipc_link")  # kinds that read a value when the exercise starts
+# kinds that read a value when the exercise starts
+BASELINED = ("counter", "tipc_key", "tipc_link", "ktls_rekey")
 
 
 def all_kinds() -> dict[str, Kind]:
@@ -108,6 +115,9 @@ def default_name(kind: str, p: dict[str, object]) -> str:
                                else ", ".join(g("nodes"))),  # type: ignore[arg-type]
         "ktls": lambda: f"a kTLS socket in {g('node')}"
                         + (f" on port {g('port')}" if "port" in p else ""),
+        "ktls_rekey": lambda: f"{g('counter')} in {g('node')} grew by "
+                              + (f"at most {g('at_most')}" if "at_most" in p
+                                 and "grew_by" not in p else str(g("grew_by", 1))),
     }
     if kind in names:
         return names[kind]()

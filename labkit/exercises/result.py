@@ -17,6 +17,9 @@ class CheckResult:
     saw: str
     missing: str = ""  # empty when passed
     evidence: dict[str, Any] = field(default_factory=dict)
+    # error because the kernel lacks a capability, e.g. "kTLS KeyUpdate (debian-7.2)":
+    # the lab must be rebuilt elsewhere; no action of the learner's changes it
+    needs: str = ""
 
     @property
     def passed(self) -> bool:
@@ -42,5 +45,6 @@ def judged(name: str, ok: bool, saw: str, missing: str,
                        evidence or {})
 
 
-def unknown(name: str, why: str, evidence: dict[str, Any] | None = None) -> CheckResult:
-    return CheckResult(name, "error", why, "", evidence or {})
+def unknown(name: str, why: str, evidence: dict[str, Any] | None = None,
+            needs: str = "") -> CheckResult:
+    return CheckResult(name, "error", why, "", evidence or {}, needs)

@@ -305,6 +305,12 @@ class ExercisePanel(Panel):
         self.refresh_state()
         before = self.api().check(self.exercise_id)
         self._note(f"before the solution: {before.summary}")
+        if before.needs:  # this kernel cannot do it: say so, as a learner would see it
+            self.last = before
+            self.result.value = result_html(before)
+            self._note(f"not solved here: {self.exercise_id} needs {before.needs}; "
+                       "rebuild the lab on that kernel to do it")
+            return
         if before.outcome != "fail":
             raise LabkitError(f"exercise {self.exercise_id} is '{before.outcome}' before "
                               "the learner acted: " + before.summary,
@@ -347,7 +353,11 @@ def progress_table(session: LabSession, learner: str | None = None) -> str:
     ex = Exercises.for_lab(session.require("the exercises' progress"), learner=learner)
     with ThreadPoolExecutor(1) as pool:  # off the kernel's event loop (baselines may read)
         status = pool.submit(ex.status).result(timeout=600)
-    rows = [[s.id, s.title, "passed" if s.passed_at else "not yet", s.checks,
+    def state(s: Any) -> str:
+        return "passed" if s.passed_at else \
+            "could not check" if s.last_outcome == "error" else "not yet"
+
+    rows = [[s.id, s.title, state(s), s.checks,
              f"{s.hints}/{s.hints_total}", "yes" if s.solved else "-"] for s in status]
     return STYLE + table(["exercise", "title", "state", "checks", "hints", "solved"], rows,
                          "lk-progress")
