@@ -1,9 +1,9 @@
 """Two TLS 1.3 engines, one interface: a request in, a kTLS-ready session out.
 
-- OpenSSL through Python's ssl for x509 and unauth: memory BIOs fed one record at a time
-  (records.py), so nothing after the handshake is read; the traffic secrets come from the
-  context's key log, which here is a pipe that never touches a disk. The server sends no
-  session tickets, so both directions start at record 0.
+- OpenSSL through Python's ssl for x509 and unauth: labkit.ktls.handshake over the
+  daemon's deadline socket (memory BIOs fed one record at a time, so nothing after the
+  handshake is read; the key log in a pipe that never touches a disk). The server sends
+  no session tickets, so both directions start at record 0.
 - tlslite-ng for external PSKs (Python 3.11's ssl cannot do them): the server's PSK is
   looked up in the kernel keyring by the identity the ClientHello offers, before the
   library sees it; the identity the server picked is read from the ServerHello.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -28,14 +27,11 @@ from typing import Any
 from labkit.features.handshake import hello as hellos
 from labkit.features.handshake.ktls import Session
 from labkit.features.handshake.records import DeadlineSocket, HandshakeFailed, RecordSource
+from labkit.ktls import handshake as tls_handshake
+from labkit.ktls import keylog as nss
 from labkit.ktls.ciphers import BY_CODE, BY_NAME, Suite
-from labkit.ktls.uapi import CT_ALERT, CT_HANDSHAKE
+from labkit.ktls.uapi import CT_ALERT, CT_HANDSHAKE, TLS_1_3_VERSION
 
-# NSS key log labels (https://firefox-source-docs.mozilla.org/security/nss/legacy/key_log_format)
-CLIENT_HS = "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
-SERVER_HS = "SERVER_HANDSHAKE_TRAFFIC_SECRET"
-CLIENT_APP = "CLIENT_TRAFFIC_SECRET_0"
-SERVER_APP = "SERVER_TRAFFIC_SECRET_0"
 ALERT_HANDSHAKE_FAILURE = 40
 ALERT_UNKNOWN_PSK_IDENTITY = 115
 
@@ -97,62 +93,7 @@ def alert(dsock: DeadlineSocket, description: int) -> None:
 # ---------------------------------------------------------------------------------------
 # OpenSSL (x509, unauth)
 
-_SSL_EPROTO_WORDS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH",
-                     "DECODE_ERROR", "BAD_PACKET", "UNEXPECTED_MESSAGE", "HTTP_REQUEST",
-                     "UNEXPECTED_RECORD", "LENGTH_MISMATCH", "BAD_RECORD_TYPE",
-                     "RECORD_TOO_LARGE", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE")
-
-
-def ssl_errno(exc: ssl.SSLError) -> int:
-    """The errno DONE reports for an OpenSSL failure."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return errno.EACCES
-    words = f"{exc.reason or ''} {exc}".upper()
-    if any(w in words for w in _SSL_EPROTO_WORDS):
-        return errno.EPROTO
-    if isinstance(exc, ssl.SSLEOFError):
-        return errno.ECONNRESET
-    return errno.EACCES
-
-
-class _KeylogPipe:
-    """A key log that lives in a pipe: OpenSSL writes (and flushes) a line per secret."""
-
-    def __init__(self) -> None:
-        self.rfd, self.wfd = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(self.rfd, False)
-
-    @property
-    def path(self) -> str:
-        return f"/proc/self/fd/{self.wfd}"
-
-    def lines(self) -> list[str]:
-        """Everything written so far (call after the context closed its end)."""
-        os.close(self.wfd)
-        self.wfd = -1
-        data = b""
-        with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self.rfd, 65536):
-                data += chunk
-        return [ln for ln in data.decode(errors="replace").splitlines()
-                if ln and not ln.startswith("#")]
-
-    def close(self) -> None:
-        for fd in (self.rfd, self.wfd):
-            if fd >= 0:
-                os.close(fd)
-        self.rfd = self.wfd = -1
-
-
-def _secret(lines: list[str], label: str) -> bytes:
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == label:
-            return bytes.fromhex(parts[2])
-    raise HandshakeFailed(errno.EIO, f"the TLS library did not reveal its {label}")
-
-
-def _context(req: Request, keylog: _KeylogPipe) -> ssl.SSLContext:
+def _context(req: Request) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if req.server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     if req.server:
@@ -170,59 +111,29 @@ def _context(req: Request, keylog: _KeylogPipe) -> ssl.SSLContext:
     else:
         ctx.check_hostname = bool(req.ca_file and req.peername)
         ctx.verify_mode = ssl.CERT_REQUIRED if req.ca_file else ssl.CERT_NONE
-    ctx.keylog_filename = keylog.path
     return ctx
 
 
 def openssl_handshake(dsock: DeadlineSocket, req: Request) -> Result:
+    """labkit.ktls.handshake over the daemon's deadline socket; its errors as DONE's."""
     if req.server and not req.cert_file:
         raise HandshakeFailed(errno.ENOKEY, "no server certificate is configured")
-    pipe = _KeylogPipe()
-    records_in = records_out = 0
     try:
-        ctx = _context(req, pipe)
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = ctx.wrap_bio(incoming, outgoing, server_side=req.server,
-                           server_hostname=None if req.server else (req.peername or None))
-        while True:
-            try:
-                obj.do_handshake()
-                finished = True
-            except ssl.SSLWantReadError:
-                finished = False
-            except ssl.SSLError as exc:
-                with contextlib.suppress(HandshakeFailed):  # the alert OpenSSL wrote
-                    if outgoing.pending:
-                        dsock.sendall(outgoing.read())
-                raise HandshakeFailed(ssl_errno(exc), f"TLS handshake failed: "
-                                                      f"{exc.reason or exc}") from None
-            if outgoing.pending:
-                dsock.sendall(outgoing.read())
-                records_out += 1
-            if finished:
-                break
-            incoming.write(dsock.read_record())
-            records_in += 1
-        cipher = obj.cipher()
-        version = obj.version() or ""
-        peer_der = obj.getpeercert(binary_form=True) or b""
-        peer = _subject(obj.getpeercert()) if peer_der and req.ca_file else ""
-        ctx.keylog_filename = None  # closes OpenSSL's end of the pipe
-        del obj, ctx
-        lines = pipe.lines()
-    finally:
-        pipe.close()
-    if incoming.pending:
-        raise HandshakeFailed(errno.EPROTO, "the peer sent data inside its last handshake "
-                                            "record")
-    suite = BY_NAME.get(cipher[0] if cipher else "")
-    if suite is None or version != "TLSv1.3":
-        raise HandshakeFailed(errno.EPROTONOSUPPORT, f"negotiated {version} {cipher}, which "
-                                                     "kTLS is not set up for here")
-    tx, rx = (SERVER_APP, CLIENT_APP) if req.server else (CLIENT_APP, SERVER_APP)
-    session = Session(suite, _secret(lines, tx), _secret(lines, rx), 0, 0)
-    return Result(session, version, suite.name, peer, [], peer_der,
-                  lines if req.keylog else [], records_in, records_out)
+        hs = tls_handshake.run(_context(req), dsock, server_side=req.server,
+                               server_hostname=None if req.server else (req.peername or None))
+        if hs.version != TLS_1_3_VERSION or hs.cipher not in BY_NAME:
+            raise HandshakeFailed(errno.EPROTONOSUPPORT, f"negotiated {hs.version_name} "
+                                                         f"{hs.cipher}, which kTLS is not set "
+                                                         "up for here")
+        tx, rx = hs.traffic_secrets()
+    except tls_handshake.HandshakeError as exc:
+        raise HandshakeFailed(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
+    suite = BY_NAME[hs.cipher]
+    peer = _subject(hs.peer_cert) if hs.peer_cert_der and req.ca_file else ""
+    session = Session(suite, tx, rx, hs.tx_seq, hs.rx_seq)
+    lines = [ln for ln in hs.keylog.splitlines() if ln and not ln.startswith("#")]
+    return Result(session, hs.version_name, suite.name, peer, [], hs.peer_cert_der,
+                  lines if req.keylog else [], hs.records_in, hs.flights_out)
 
 
 def _subject(cert: dict[str, Any]) -> str:
@@ -404,11 +315,11 @@ def psk_handshake(dsock: DeadlineSocket, req: Request) -> Result:
     session = Session(suite, tx, rx, int(tx_state.seqnum), int(rx_state.seqnum))
     lines: list[str] = []
     if req.keylog:
-        rnd = hellos.first_hello(wire.first_in if req.server else wire.first_out).random.hex()
+        rnd = hellos.first_hello(wire.first_in if req.server else wire.first_out).random
         if captured:
-            lines += [f"{CLIENT_HS} {rnd} {captured[0][0].hex()}",
-                      f"{SERVER_HS} {rnd} {captured[0][1].hex()}"]
-        lines += [f"{CLIENT_APP} {rnd} {cl_app.hex()}", f"{SERVER_APP} {rnd} {sr_app.hex()}"]
+            lines += [nss.line(nss.CLIENT_HS, rnd, captured[0][0]),
+                      nss.line(nss.SERVER_HS, rnd, captured[0][1])]
+        lines += [nss.line(nss.CLIENT_APP, rnd, cl_app), nss.line(nss.SERVER_APP, rnd, sr_app)]
     if not wire.drained:
         raise HandshakeFailed(errno.EPROTO, "the peer sent data inside its last handshake "
                                             "record")

@@ -14,19 +14,9 @@ from __future__ import annotations
 import errno
 import select
 import socket
-import struct
 import time
 
-from labkit.ktls.uapi import (
-    CT_ALERT,
-    CT_APPLICATION_DATA,
-    CT_CHANGE_CIPHER_SPEC,
-    CT_HANDSHAKE,
-    MAX_CIPHERTEXT,
-    RECORD_HEADER,
-)
-
-RECORD_TYPES = (CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA)
+from labkit.ktls import records
 
 
 class HandshakeFailed(Exception):
@@ -40,16 +30,6 @@ class HandshakeFailed(Exception):
 
     def __str__(self) -> str:
         return f"{errno.errorcode.get(self.errno, self.errno)}: {self.reason}"
-
-
-def check_header(head: bytes) -> tuple[int, int]:
-    """(content type, length) of a TLS record header; HandshakeFailed(EPROTO) for bytes
-    that are not one (wrong type, a version that is not 3.x, an impossible length)."""
-    kind, major, _minor, length = struct.unpack("!BBBH", head)
-    if kind not in RECORD_TYPES or major != 3 or length > MAX_CIPHERTEXT:
-        raise HandshakeFailed(errno.EPROTO, f"the peer sent bytes that are not a TLS record "
-                                            f"(header {head.hex()})")
-    return kind, length
 
 
 class DeadlineSocket:
@@ -104,9 +84,10 @@ class DeadlineSocket:
 
     def read_record(self) -> bytes:
         """One whole TLS record (header and body), validated as far as a header can be."""
-        head = self.recv_exact(RECORD_HEADER)
-        _, length = check_header(head)
-        return head + self.recv_exact(length)
+        try:
+            return records.read_record(self.recv_exact)
+        except records.RecordError as exc:
+            raise HandshakeFailed(exc.errno or errno.EPROTO, exc.strerror or "") from None
 
     def send(self, data: bytes) -> int:
         while True:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.base.wait import poll
 from labkit.features.kproxy import tcpstate
 from labkit.features.kproxy.policy import Filter, StreamError, dropped, header_length
+from labkit.ktls.uapi import SOL_TLS, TLS_GET_RECORD_TYPE
 
 if TYPE_CHECKING:
     from labkit.features.kproxy.proxy import Proxy
@@ -41,7 +42,6 @@ F_SETPIPE_SZ = 1031
 SPLICE_F_MOVE, SPLICE_F_MORE = 1, 4
 RECORD_OVERHEAD = 22  # TLS 1.3 AEAD record: 5-byte header, content type byte, 16-byte tag
 DRAIN_TIMEOUT = 10.0  # s to wait for a send queue to empty before forwarding a reset
-SOL_TLS, TLS_GET_RECORD_TYPE = 282, 2
 ALERT, HANDSHAKE = 21, 22
 _ENDED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
