@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from labkit.exercises.api import Exercises
-from tests.conftest import ROOT, run_cli, unique
+from tests.conftest import ROOT, require_root, run_cli, unique
 
 pytestmark = pytest.mark.needs_root
 EXERCISES = ROOT / "labs" / "exercises" / "01-first-lab.yaml"
@@ -39,8 +39,7 @@ def lab_with_exercises(factory: pytest.TempPathFactory, topology: str,
                        learner: str = "tester") -> Iterator[Exercises]:
     """A renamed copy of a shipped topology up (here or in its VM), its exercises opened
     with progress in a fresh directory; down at the end, pass or fail."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates network namespaces")
+    require_root()
     from labkit.lab.lab import Lab
 
     os.environ["LABKIT_PROGRESS_DIR"] = str(factory.mktemp("progress"))
@@ -61,8 +60,7 @@ def progress_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, progress_dir: Path) -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates network namespaces")
+    require_root()
     from labkit.lab.lab import Lab
 
     name = unique("ex")

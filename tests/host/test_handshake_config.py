@@ -14,6 +14,7 @@ from labkit.errors import MissingFeatureError, TopologyError
 from labkit.features.handshake.config import HandshakeConfig
 from labkit.lab import placement
 from labkit.topology import loader
+from tests import skips
 from tests.conftest import ROOT, run_cli
 
 LAB = """name: t
@@ -99,7 +100,8 @@ def test_shipped_topologies_validate() -> None:
 
 def test_this_host_is_refused_with_the_reason() -> None:
     if placement.host_probes()["handshake"].ok:
-        pytest.skip("this machine's kernel has the handshake family: nothing to refuse")
+        skips.skip("host-kernel", "this machine's kernel has the handshake family: nothing "
+                   "to refuse")
     topo = loader.load(str(ROOT / "topologies" / "nvme-tls.yaml"))
     with pytest.raises(MissingFeatureError) as info:
         placement.decide(topo, "host")

@@ -27,6 +27,7 @@ from labkit.features.handshake.verdicts import (
     wire_evidence,
 )
 from labkit.packets.tap import Tap
+from tests.conftest import require_root
 
 PORT = 4420
 A, B = "198.18.5.1", "198.18.5.2"
@@ -92,8 +93,7 @@ def test_judge_outcomes_on_recorded_evidence() -> None:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[str, str]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: it creates network namespaces")
+    require_root()
     from pyroute2.iproute import IPRoute
 
     tag = secrets.token_hex(3)

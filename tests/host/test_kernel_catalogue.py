@@ -126,7 +126,7 @@ def test_mirror_from_deb822_and_one_line_sources(tmp_path: Path) -> None:
 # -- the real catalogue (apt on labkit's lists; root, network) -------------------------------
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="labkit's apt state needs root")
+needs_root = pytest.mark.needs_root  # labkit's apt state needs root
 
 
 @needs_root

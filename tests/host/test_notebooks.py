@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import skips
 from tests.conftest import ROOT, lab_namespaces, unique
 
 nbformat = pytest.importorskip(
@@ -174,7 +175,8 @@ def leftovers(lab: str) -> list[str]:
 
 def vm_allowed() -> None:
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: notebooks whose labs run in a VM were opted out")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: notebooks whose labs run in a VM were "
+                   "opted out")
     from labkit.lab.placement import host_probes
 
     if host_probes()["tipc"].ok:

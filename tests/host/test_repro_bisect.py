@@ -15,6 +15,7 @@ import pytest
 
 from labkit.repro import bisect
 from labkit.repro.model import COULD_NOT_RUN, NOT_REPRODUCED, REPRODUCED
+from tests import skips
 
 POINTS = [43, 57, 69, 73, 74, 85, 86, 88, 90, 94, 95, 107, 117, 118]
 BUILDS = [f"debian-6.12.{n}" for n in POINTS]
@@ -243,13 +244,13 @@ def test_git_bisect_run_names_the_commit_that_applied_the_patch(tmp_path: Path) 
     from labkit.hosts.vm import kernels
 
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: this test boots VMs")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: this test boots VMs")
     built = {n: kernels.cached(n) for n in (SHIPPED, PATCHED)}
     missing = [n for n, k in built.items() if k is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not built: `labkit kernel build --source 7.2 "
-                    "--name src-7.2` and the same with `--patch "
-                    "repro/patches/ktls-refuse-rekey.patch --name no-rekey`")
+        skips.skip("built-kernels", f"{', '.join(missing)} not built: `labkit kernel build "
+                   "--source 7.2 --name src-7.2` and the same with `--patch "
+                   "repro/patches/ktls-refuse-rekey.patch --name no-rekey`")
     repo = tmp_path / "linux"
     repo.mkdir()
     git(repo, "init", "-q")

@@ -22,7 +22,8 @@ import pytest
 
 from labkit.errors import LabkitError
 from labkit.repro import rerun
-from tests.conftest import run_cli
+from tests import skips
+from tests.conftest import require_root, run_cli
 
 SCENARIO = """scenario: rerun-marker
 title: a marker file decides whether it reproduces
@@ -62,8 +63,7 @@ def bundle_of(done: subprocess.CompletedProcess[str]) -> Path:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One real `repro run` on this machine's kernel: (scenario dir, bundle dir)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: repro run builds a lab")
+    require_root()  # repro run builds a lab
     base = tmp_path_factory.mktemp("made")
     path = make_scenario(base)
     done = run_cli("repro", "run", str(path), "-o", str(base / "out"), timeout=300)
@@ -221,7 +221,7 @@ def test_rerun_on_the_recorded_debian_kernel(tmp_path: Path) -> None:
     from labkit.hosts.vm import kernels
 
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: this test boots VMs")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: this test boots VMs")
     k = kernels.cached("debian-6.12")
     if k is None:
         pytest.skip("debian-6.12 is not cached (scripts/setup.sh fetches it)")

@@ -18,6 +18,7 @@ import pytest
 from labkit.repro import loader, redact, runner
 from labkit.repro.model import KernelPlan
 from labkit.repro.results import ERROR, FAILED, OK, KernelRun, StepResult, exit_code, judge
+from tests import skips
 from tests.conftest import ROOT, run_cli
 
 FIXTURE = ROOT / "tests/fixtures/repro/host-udp.yaml"
@@ -116,7 +117,7 @@ def test_a_lab_that_cannot_come_up_exits_2(tmp_path: Path) -> None:
     from labkit.lab.placement import host_probes
 
     if host_probes()["tipc"].ok:
-        pytest.skip("this kernel has TIPC, so a TIPC lab does come up here")
+        skips.skip("host-kernel", "this kernel has TIPC, so a TIPC lab does come up here")
     text = FIXTURE.read_text().replace("    a: {}\n", "    a: {tipc: {bearers: [eth1]}}\n")
     done, bundle = run(scenario_file(tmp_path, text), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr

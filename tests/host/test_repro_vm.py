@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import skips
 from tests.conftest import ROOT, run_cli
 
 pytestmark = [pytest.mark.vm, pytest.mark.needs_root]
@@ -35,7 +36,7 @@ def session_vm() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def vm_wanted() -> None:
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: these tests boot VMs")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: these tests boot VMs")
     from labkit.hosts.vm import kernels
 
     for k in KERNELS:
@@ -64,7 +65,7 @@ def assert_vms_gone(bundle: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_scenario_gives_its_table_on_both_kernels(path: Path, tmp_path: Path) -> None:
     if path.name != DEFAULT and os.environ.get("LABKIT_REPRO_ALL") != "1":
-        pytest.skip("long variant (two more VM boots): set LABKIT_REPRO_ALL=1")
+        skips.skip("opt-in", "long variant (two more VM boots): set LABKIT_REPRO_ALL=1")
     from labkit.repro import loader
 
     scenario = loader.load(str(path))

@@ -21,6 +21,7 @@ from labkit.errors import LabkitError, MissingFeatureError, UsageError
 from labkit.features.tipc import client, identity, uapi
 from labkit.features.tipc import messages as msgs
 from labkit.features.tipc.attributes import tipcmsg
+from tests import skips
 
 FAMILY = 0x1D  # any genl family id: the kernel assigns it at module load
 SEQ, PID = 7, 4242
@@ -404,7 +405,7 @@ def test_missing_namespace_is_an_error_not_created() -> None:
 
 def test_missing_tipc_is_a_missing_feature() -> None:
     if os.path.isdir("/sys/module/tipc"):  # checked at run time: other tests load it
-        pytest.skip("this kernel has TIPC")
+        skips.skip("host-kernel", "this kernel has TIPC")
     with pytest.raises(MissingFeatureError, match="modprobe tipc"):
         client.TipcNetlink().open()
 

@@ -19,6 +19,7 @@ from labkit.errors import TopologyError
 from labkit.lab import lan
 from labkit.topology import loader
 from labkit.topology.model import Endpoint, Segment
+from tests import skips
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
@@ -116,7 +117,8 @@ def test_small_lan_built_as_a_tree_through_the_napi_path(lab_up, monkeypatch) ->
     from labkit.verify.checks import run_checks
 
     if shutil.which("ethtool") is None:
-        pytest.skip("ethtool(8) is needed to read the offload settings back")
+        pytest.skip("ethtool(8), needed to read the offload settings back, is not installed "
+                    "(scripts/setup.sh installs it)")
     monkeypatch.setattr(lan, "BRIDGE_MAX_PORTS", 4)
     monkeypatch.setattr(lan, "NAPI_MEMBERS", 4)
     text = star(10, "t") + "  - {name: last to first, from: n9, to: hub, proto: udp}\n"
@@ -160,7 +162,8 @@ def test_small_lan_keeps_the_default_path(lab_up) -> None:
     import shutil
 
     if shutil.which("ethtool") is None:
-        pytest.skip("ethtool(8) is needed to read the offload settings back")
+        pytest.skip("ethtool(8), needed to read the offload settings back, is not installed "
+                    "(scripts/setup.sh installs it)")
     lab = lab_up(text=star(4, "t"))
     assert ethtool_features(lab.node("n2").ns, "eth1")["generic-receive-offload"] == "off"
     rs = lab.node("n2").run(["cat", "/proc/sys/net/ipv6/conf/eth1/router_solicitations"])
@@ -171,7 +174,8 @@ def test_small_lan_keeps_the_default_path(lab_up) -> None:
 def test_2000_member_lan_passes_its_checks(lab_up) -> None:
     """Full size: two leaf bridges, floods to 1999 ports. Minutes on 2 cores: opt-in."""
     if not os.environ.get("LABKIT_LARGE_LAN"):
-        pytest.skip("builds 2001 namespaces (minutes on 2 cores): set LABKIT_LARGE_LAN=1")
+        skips.skip("opt-in", "builds 2001 namespaces (minutes on 2 cores): set "
+                   "LABKIT_LARGE_LAN=1")
     from labkit.verify.checks import run_checks
 
     lab = lab_up(text=star(2000, "t"))

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests import skips
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 VAGRANTFILE = ROOT / "Vagrantfile"
 VAGRANT = shutil.which("vagrant")
@@ -146,8 +148,8 @@ def test_provisioning_scripts_parse_and_the_check_refuses_another_kernel(
         assert proc.returncode == 0, (p["name"], proc.stderr)
     running = os.uname().release
     if running.startswith("6.12."):
-        pytest.skip(f"this host runs {running}: the check would pass, so it cannot be shown "
-                    "refusing another kernel here")
+        skips.skip("host-kernel", f"this host runs {running}: the check would pass, so it "
+                   "cannot be shown refusing another kernel here")
     check = next(p["inline"] for p in s["provisioners"] if p["name"] == "check")
     proc = subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=False,
                           timeout=60)

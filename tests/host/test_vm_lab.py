@@ -27,6 +27,7 @@ from labkit.hosts.vm import backplane, persistent
 from labkit.lab import names, state
 from labkit.lab.lab import Lab
 from labkit.packets.capture import read_pcap
+from tests import skips
 from tests.conftest import LABKIT, ROOT, run_cli, unique
 
 pytestmark = pytest.mark.vm
@@ -46,7 +47,7 @@ tipc: {net_id: 4242}
 @pytest.fixture(autouse=True)
 def vm_tier_allowed() -> None:
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: the VM tests were explicitly opted out")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: the VM tests were explicitly opted out")
 
 
 def host_has_tipc() -> bool:
@@ -76,7 +77,7 @@ def write(tmp_path: Path, text: str, kernel: str | None = None) -> tuple[str, st
 def warm_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A small TIPC lab that keeps the debian-6.12 VM up for this module's tests."""
     if host_has_tipc():
-        pytest.skip("this host kernel has TIPC: labs are not placed in VMs here")
+        skips.skip("host-kernel", "this host kernel has TIPC: labs are not placed in VMs here")
     path, name = write(tmp_path_factory.mktemp("keeper"), NEEDS_TIPC, "debian-6.12")
     lab = Lab.load(path).up()
     try:
@@ -197,7 +198,7 @@ def test_unknown_or_bogus_kernel_is_named(tmp_path: Path) -> None:
 @pytest.fixture
 def k61(tmp_path: Path) -> Iterator[tuple[str, str]]:
     if host_has_tipc():
-        pytest.skip("this host kernel has TIPC: labs are not placed in VMs here")
+        skips.skip("host-kernel", "this host kernel has TIPC: labs are not placed in VMs here")
     path, name = write(tmp_path, NEEDS_TIPC, "debian-6.1")
     yield path, name
     run_cli("down", name, timeout=TIMEOUT)

@@ -27,6 +27,7 @@ from labkit.base import procs
 from labkit.base.wait import poll, wait_until
 from labkit.errors import LabkitError
 from labkit.hosts.vm import kernels, persistent, vng
+from tests import skips
 
 pytestmark = pytest.mark.vm
 
@@ -53,7 +54,7 @@ http.server.HTTPServer(("0.0.0.0", 8000), H).serve_forever()
 def vm_prerequisites() -> None:
     """Fail loudly (never skip silently) when VMs cannot boot, unless opted out."""
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: VM tests explicitly disabled")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: VM tests explicitly disabled")
     if os.geteuid() != 0:
         pytest.fail("VM tests need root (run the suite with sudo) or LABKIT_NO_VM=1")
     try:

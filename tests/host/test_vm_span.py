@@ -14,6 +14,7 @@ from labkit.base import netns
 from labkit.hosts.vm import backplane, persistent
 from labkit.lab import state
 from labkit.lab.lab import Lab
+from tests import skips
 from tests.conftest import ROOT, renamed, run_cli, unique
 
 pytestmark = pytest.mark.vm
@@ -23,11 +24,12 @@ TIMEOUT = 900
 @pytest.fixture(scope="module")
 def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Lab]]:
     if os.environ.get("LABKIT_NO_VM") == "1":
-        pytest.skip("LABKIT_NO_VM=1: the VM tests were explicitly opted out")
+        skips.skip("opted-out", "LABKIT_NO_VM=1: the VM tests were explicitly opted out")
     from labkit.lab.placement import host_probes
 
     if host_probes()["tipc"].ok:
-        pytest.skip("this host kernel has TIPC: only the node pinned to 6.1 would be in a VM")
+        skips.skip("host-kernel", "this host kernel has TIPC: only the node pinned to 6.1 "
+                   "would be in a VM")
     made: dict[str, Lab] = {}
     tmp = tmp_path_factory.mktemp("span")
     try:

@@ -11,7 +11,8 @@ labkit's own code, so a labkit bug would otherwise read as "this kernel lacks it
 the very tests that should catch it. The probes stay as diagnostics: a test whose kernel
 has the feature but whose probe fails is skipped naming both, and under CI (CI or
 LABKIT_REQUIRE_ROOT set, as .ci/run does) it FAILS instead. Under CI every other skip of
-the tier fails too, unless it is one of the skips by design below (BY_DESIGN).
+the tier fails too, unless it is one of the skips by design of tests/skips.py (the rule is
+tests/conftest.py's, for both tiers).
 
 scripts/test.sh runs the tier on every kernel labkit fetches; the first (debian-6.12) runs
 everything. Modules whose claims do not depend on the kernel version run on the first
@@ -23,23 +24,17 @@ reason.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from functools import cache
 
 import pytest
 
-from tests.conftest import must_be_root
+from tests import skips
 
 # Modules that run on the tier's first kernel only (their claims are the same on each),
 # -> the first release from which they run on every kernel anyway: the offload NIC's module
 # takes another path from 6.14 on (rtnl_newlink_params), so 7.2 tests its own build.
 FIRST_KERNEL_ONLY: dict[str, tuple[int, int] | None] = {
     "test_offload.py": None, "test_offload_kmod.py": (6, 14)}
-# Every skip of the tier that is not a failure under CI starts with one of these.
-BY_DESIGN = (
-    "by design:",  # a test's own choice, e.g. FIRST_KERNEL_ONLY or a full-only case
-    "this kernel's config lacks",  # the kernel truly has no such feature
-)
 RELEASE = os.uname().release
 
 
@@ -94,9 +89,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if (os.environ.get("LABKIT_SECOND_KERNEL") == "1" and
             os.environ.get("LABKIT_ALL_KERNELS") != "1" and
             item.path.name in FIRST_KERNEL_ONLY and not _runs_anyway(item.path.name)):
-        pytest.skip(f"by design: {item.path.name} runs on the first kernel of the tier only "
-                    f"(its claims do not depend on the kernel version); "
-                    f"LABKIT_ALL_KERNELS=1 runs it on kernel {RELEASE} too")
+        skips.skip("first-kernel-only", f"{item.path.name} runs on the first kernel of the "
+                   f"tier only (its claims do not depend on the kernel version); "
+                   f"LABKIT_ALL_KERNELS=1 runs it on kernel {RELEASE} too")
     marker = item.get_closest_marker("needs")
     if marker is None:
         return
@@ -109,28 +104,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     config, where = known
     lacking = [c for c in caps if not getattr(config.get(c), "ok", False)]
     if lacking:
-        pytest.skip(f"this kernel's config lacks {', '.join(lacking)} (kernel {RELEASE}, "
-                    f"{where}: {_detail(config, lacking)})")
+        skips.skip("config-lacks", f"this kernel's config lacks {', '.join(lacking)} (kernel "
+                   f"{RELEASE}, {where}: {_detail(config, lacking)})")
     probes = _probes()
     broken = [c for c in caps if not getattr(probes.get(c), "ok", False)]
     if broken:
         pytest.skip(f"kernel {RELEASE} has {', '.join(broken)} by its config ({where}), yet "
                     f"labkit's probe says no ({_detail(probes, broken)}): a labkit bug or a "
                     f"module that will not load")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:
-    """Under CI, a skip that is not by design is a failure (with the skip's reason)."""
-    outcome = yield
-    report = outcome.get_result()
-    if not (report.skipped and must_be_root()) or hasattr(report, "wasxfail"):
-        return
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    reason = reason.removeprefix("Skipped: ")
-    if reason.startswith(BY_DESIGN):
-        return
-    report.outcome = "failed"
-    report.longrepr = (f"skipped under CI, where the kernel tier must run what the kernel "
-                       f"has (tests/kernel/conftest.py): {reason}")

@@ -24,6 +24,7 @@ from labkit.features.kproxy.wire import read_tls, streams
 from labkit.lab import names
 from labkit.lab.lab import Lab
 from labkit.packets.tap import Tap
+from tests import skips
 from tests.conftest import ROOT, renamed, unique
 
 pytestmark = pytest.mark.kernel
@@ -105,10 +106,9 @@ def legs(lab: Lab, pair_name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("pair", ["ts", "tb"], ids=["ktls-splice", "openssl-boomerang"])
 def test_the_ssl_proxy_is_intact_and_both_legs_carry_only_tls(lab: Lab, pair: str) -> None:
     if pair == "tb" and not openssl_pair_runs_here():
-        pytest.skip(f"by design: the OpenSSL proxy does no TLS in the kernel, so it runs on "
-                    f"one kernel "
-                    f"(6.12 or later), not {os.uname().release}; set {ALL_KERNELS}=1 to run "
-                    "it here too")
+        skips.skip("first-kernel-only", f"the OpenSSL proxy does no TLS in the kernel, so it "
+                   f"runs on one kernel (6.12 or later), not {os.uname().release}; set "
+                   f"{ALL_KERNELS}=1 to run it here too")
     before = tls_stat(lab)
     got = legs(lab, pair)
     after = tls_stat(lab)

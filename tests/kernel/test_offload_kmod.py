@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import skips
+
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("ktls", "tlsnic")]
 
 MIB = 1 << 20
@@ -42,9 +44,9 @@ SIZE = int(os.environ.get("LABKIT_OFFLOAD_TEST_MIB", "2")) * MIB  # TCG: ~1 MiB/
 # labkit; this file checks the module underneath. By default only what those do not cover
 # runs (CI boots this tier twice under emulation); LABKIT_OFFLOAD_FULL=1 runs all of it.
 FULL = os.environ.get("LABKIT_OFFLOAD_FULL") == "1"
-full_only = pytest.mark.skipif(not FULL, reason="by design: covered through the lab feature by "
-                               "tests/kernel/test_offload.py; LABKIT_OFFLOAD_FULL=1 runs it "
-                               "on the bare module too")
+full_only = pytest.mark.skipif(not FULL, reason=skips.reason(
+    "opt-in", "covered through the lab feature by tests/kernel/test_offload.py; "
+    "LABKIT_OFFLOAD_FULL=1 runs it on the bare module too"))
 PORT = 4433
 TRANSFER_TIMEOUT = 120.0  # s, for one transfer under TCG with 5% loss
 SOL_TLS, TLS_TX, TLS_RX, TCP_ULP, TLS_SET_RECORD_TYPE = 282, 1, 2, 31, 1
@@ -153,8 +155,6 @@ def tlsnic_devices_in_root() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tlsnic_module() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (namespaces, modules)")
     if not os.path.exists("/proc/sys/net/core") or run("modprobe", "tls", check=False).returncode:
         pytest.skip("this kernel has no kTLS module (run the kernel tier in the debian-6.12 VM)")
     out = run("modprobe", "tlsnic", check=False)
