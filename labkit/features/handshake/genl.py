@@ -1,21 +1,21 @@
 """HandshakeNetlink: the handshake genl family of the current network namespace.
 
-Two plain NETLINK_GENERIC sockets, made in the namespace they serve (the family is
-per-namespace: READY goes only to listeners there, and ACCEPT hands over requests of the
-requesting socket's namespace): one joined to the "tlshd" multicast group, read only for
-READY notifications, and one for ACCEPT/DONE request-reply exchanges, shared by the
-daemon's workers under a lock. Standard library only.
+Two NETLINK_GENERIC sockets of the one transport (labkit.base.genl), made in the
+namespace they serve (the family is per-namespace: READY goes only to listeners there, and
+ACCEPT hands over requests of the requesting socket's namespace): one joined to the
+"tlshd" multicast group, read only for READY notifications, and one for ACCEPT/DONE
+request-reply exchanges, shared by the daemon's workers under a lock. Standard library only.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import secrets
 import socket
-import struct
 import threading
 
+from labkit.base import genl
+from labkit.base.genl import KernelRefused, NoFamily, exchange
 from labkit.features.handshake import messages as m
 from labkit.features.handshake.uapi import (
     CMD_READY,
@@ -24,82 +24,21 @@ from labkit.features.handshake.uapi import (
     MCGRP_TLSHD,
 )
 
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_ADD_MEMBERSHIP = 1
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-RECV_BUF = 1 << 16
+__all__ = ["HandshakeNetlink", "KernelRefused", "NoFamily", "exchange", "resolve"]
+
 REPLY_TIMEOUT = 10.0  # s: the kernel answers at once; this bounds a wedged exchange
 
 
-class NoFamily(OSError):
-    """This kernel has no handshake family (CONFIG_NET_HANDSHAKE is off, or too old)."""
-
-
-class KernelRefused(OSError):
-    """The kernel answered a request with an errno (and maybe an extended-ack text)."""
-
-
-def _open(timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-    try:
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        sec = int(timeout)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        struct.pack("ll", sec, int((timeout - sec) * 1e6)))
-        sock.bind((0, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def exchange(sock: socket.socket, request: bytes, seq: int) -> list[m.NlMsg]:
-    """Send one request; return its replies once the kernel acks it. KernelRefused with the
-    kernel's errno, TimeoutError if no answer comes within the socket's timeout."""
-    sock.send(request)
-    replies: list[m.NlMsg] = []
-    while True:
-        try:
-            data = sock.recv(RECV_BUF)
-        except BlockingIOError:  # SO_RCVTIMEO expired
-            raise TimeoutError("the kernel sent no answer") from None
-        for msg in m.split(data):
-            if msg.seq != seq:
-                continue  # the answer to an earlier, abandoned request
-            if msg.type == m.NLMSG_ERROR:
-                ack = m.parse_error(msg)
-                if ack.errno:
-                    raise KernelRefused(ack.errno, ack.message or os.strerror(ack.errno))
-                return replies
-            if msg.type == m.NLMSG_DONE:
-                return replies
-            replies.append(msg)
-
-
 def resolve(sock: socket.socket, seq: int) -> tuple[int, dict[str, int]]:
-    """The family id and multicast groups; NoFamily if the kernel has no such family."""
-    try:
-        replies = exchange(sock, m.build_getfamily(seq), seq)
-    except KernelRefused as exc:
-        if exc.errno == errno.ENOENT:
-            raise NoFamily(errno.ENOENT, f"the kernel has no {FAMILY!r} netlink family") \
-                from None
-        raise
-    for reply in replies:
-        family, groups = m.parse_family(reply)
-        if family:
-            return family, groups
-    raise NoFamily(errno.ENOENT, f"the kernel sent no id for the {FAMILY!r} family")
+    """The handshake family's id and multicast groups; NoFamily if the kernel has none."""
+    return genl.resolve(sock, FAMILY, seq)
 
 
 class HandshakeNetlink:
     """The handshake family in this process's network namespace."""
 
     def __init__(self, timeout: float = REPLY_TIMEOUT) -> None:
-        self._req = _open(timeout)
+        self._req = genl.open_socket(timeout)
         self._lock = threading.Lock()
         self._seq = secrets.randbelow(1 << 30)
         self._mcast: socket.socket | None = None
@@ -133,9 +72,9 @@ class HandshakeNetlink:
             if MCGRP_TLSHD not in self.groups:
                 raise NoFamily(errno.ENOENT, f"the {FAMILY!r} family has no "
                                f"{MCGRP_TLSHD!r} multicast group")
-            sock = _open(REPLY_TIMEOUT)
+            sock = genl.open_socket(REPLY_TIMEOUT)
             try:
-                sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, self.groups[MCGRP_TLSHD])
+                genl.join(sock, self.groups[MCGRP_TLSHD])
                 sock.setblocking(False)
             except OSError:
                 sock.close()
@@ -149,7 +88,7 @@ class HandshakeNetlink:
         count = 0
         while True:
             try:
-                data = sock.recv(RECV_BUF)
+                data = sock.recv(genl.RECV_BUF)
             except (BlockingIOError, InterruptedError):
                 return count
             except OSError as exc:  # ENOBUFS: notifications were lost; ACCEPT finds them

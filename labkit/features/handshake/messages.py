@@ -1,17 +1,53 @@
 """Handshake-family requests and replies as bytes: pure functions, no socket.
 
 The family is small (three commands, u32 and string attributes), so its messages are
-packed here with struct, as include/uapi/linux/netlink.h and genetlink.h lay them out;
-host tests compare every byte with those layouts. genl.py sends and receives them.
+packed with struct over the netlink framing of labkit.base.genl (the one transport, whose
+names are re-exported here); host tests compare every byte with the kernel's layouts.
+genl.py sends and receives them.
 Standard library only: the daemon imports this at start under emulation.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+# The netlink framing (headers, attributes, acks, the ctrl family) is the transport's.
+from labkit.base.genl import (  # noqa: F401  (re-exported for the family)
+    CTRL_ATTR_FAMILY_ID,
+    CTRL_ATTR_FAMILY_NAME,
+    CTRL_ATTR_MCAST_GROUPS,
+    CTRL_ATTR_MCAST_GRP_ID,
+    CTRL_ATTR_MCAST_GRP_NAME,
+    CTRL_CMD_GETFAMILY,
+    GENL_HDR,
+    GENL_ID_CTRL,
+    NLA_F_NESTED,
+    NLA_HDR,
+    NLA_TYPE_MASK,
+    NLM_F_ACK,
+    NLM_F_ACK_TLVS,
+    NLM_F_CAPPED,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_HDR,
+    NLMSGERR_ATTR_MSG,
+    Ack,
+    NlMsg,
+    align4,
+    attrs,
+    nla,
+    nla_str,
+    nla_u32,
+    parse_error,
+    parse_family,
+    split,
+    text,
+    u32,
+)
+from labkit.base.genl import build_getfamily as _getfamily
+from labkit.base.genl import genl_request as _genl_request
 from labkit.features.handshake.uapi import (
     A_ACCEPT_AUTH_MODE,
     A_ACCEPT_CERTIFICATE,
@@ -34,84 +70,16 @@ from labkit.features.handshake.uapi import (
     MAX_PEERIDS,
 )
 
-# include/uapi/linux/netlink.h, genetlink.h
-NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-GENL_HDR = struct.Struct("=BBH")  # cmd, version, reserved
-NLA_HDR = struct.Struct("=HH")  # len, type
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x01
-NLM_F_ACK = 0x04
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
-GENL_ID_CTRL = 0x10
-CTRL_CMD_GETFAMILY = 3
-CTRL_ATTR_FAMILY_ID = 1
-CTRL_ATTR_FAMILY_NAME = 2
-CTRL_ATTR_MCAST_GROUPS = 7
-CTRL_ATTR_MCAST_GRP_NAME = 1
-CTRL_ATTR_MCAST_GRP_ID = 2
-NLMSGERR_ATTR_MSG = 1
-
-
-def align4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-# ---------------------------------------------------------------------------------------
-# Attributes
-
-
-def nla(kind: int, payload: bytes) -> bytes:
-    """One attribute: struct nlattr + payload, padded to 4 bytes."""
-    raw = NLA_HDR.pack(NLA_HDR.size + len(payload), kind) + payload
-    return raw + b"\0" * (align4(len(raw)) - len(raw))
-
-
-def nla_u32(kind: int, value: int) -> bytes:
-    return nla(kind, struct.pack("=I", value & 0xFFFFFFFF))
-
-
-def nla_str(kind: int, text: str) -> bytes:
-    return nla(kind, text.encode() + b"\0")
-
-
-def attrs(buf: bytes) -> Iterator[tuple[int, bytes]]:
-    """(type without flag bits, payload) of each attribute; stops at a malformed one."""
-    pos = 0
-    while pos + NLA_HDR.size <= len(buf):
-        length, kind = NLA_HDR.unpack_from(buf, pos)
-        if length < NLA_HDR.size or pos + length > len(buf):
-            return
-        yield kind & NLA_TYPE_MASK, buf[pos + NLA_HDR.size:pos + length]
-        pos += align4(length)
-
-
-def u32(payload: bytes) -> int:
-    return int(struct.unpack_from("=I", payload)[0])
-
-
-def text(payload: bytes) -> str:
-    return payload.split(b"\0", 1)[0].decode(errors="replace")
-
-
-# ---------------------------------------------------------------------------------------
-# Messages
-
 
 def genl_request(family: int, cmd: int, body: bytes, seq: int, flags: int = NLM_F_REQUEST |
                  NLM_F_ACK, version: int = FAMILY_VERSION) -> bytes:
-    """nlmsghdr + genlmsghdr + attributes (port id 0: the kernel fills in ours)."""
-    payload = GENL_HDR.pack(cmd, version, 0) + body
-    return NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), family, flags, seq, 0) + payload
+    """nlmsghdr + genlmsghdr + attributes, at the handshake family's version."""
+    return _genl_request(family, cmd, body, seq, flags, version)
 
 
 def build_getfamily(seq: int, name: str = FAMILY) -> bytes:
-    """CTRL_CMD_GETFAMILY by name: the family id and its multicast groups come back."""
-    return genl_request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, nla_str(CTRL_ATTR_FAMILY_NAME, name),
-                        seq, version=1)
+    """CTRL_CMD_GETFAMILY by name (the handshake family's by default)."""
+    return _getfamily(seq, name)
 
 
 def build_accept(family: int, seq: int, handler_class: int) -> bytes:
@@ -131,75 +99,6 @@ def build_done(family: int, seq: int, sockfd: int, status: int,
     body = nla_u32(A_DONE_STATUS, status) + nla_u32(A_DONE_SOCKFD, sockfd)
     body += b"".join(nla_u32(A_DONE_REMOTE_AUTH, serial) for serial in remote_auth)
     return genl_request(family, CMD_DONE, body, seq)
-
-
-@dataclass(frozen=True)
-class NlMsg:
-    """One netlink message of a datagram: header fields and the bytes after nlmsghdr."""
-
-    type: int
-    flags: int
-    seq: int
-    pid: int
-    payload: bytes
-
-    @property
-    def cmd(self) -> int:
-        return self.payload[0] if self.payload else 0
-
-    @property
-    def attr_bytes(self) -> bytes:
-        """Attributes after the genlmsghdr."""
-        return self.payload[GENL_HDR.size:]
-
-
-def split(datagram: bytes) -> Iterator[NlMsg]:
-    """The netlink messages of one datagram; stops at a truncated one."""
-    pos = 0
-    while pos + NLMSG_HDR.size <= len(datagram):
-        length, kind, flags, seq, pid = NLMSG_HDR.unpack_from(datagram, pos)
-        if length < NLMSG_HDR.size or pos + length > len(datagram):
-            return
-        yield NlMsg(kind, flags, seq, pid, datagram[pos + NLMSG_HDR.size:pos + length])
-        pos += align4(length)
-
-
-@dataclass(frozen=True)
-class Ack:
-    """An NLMSG_ERROR: errno (0 = ack) and the kernel's extended-ack text, if any."""
-
-    errno: int
-    message: str = ""
-
-
-def parse_error(msg: NlMsg) -> Ack:
-    """NLMSG_ERROR: int error, the echoed request header (whole request unless capped),
-    then extended-ack attributes when NLM_F_ACK_TLVS is set."""
-    code = struct.unpack_from("=i", msg.payload)[0] if len(msg.payload) >= 4 else -5
-    message = ""
-    if msg.flags & NLM_F_ACK_TLVS and len(msg.payload) >= 4 + NLMSG_HDR.size:
-        inner_len = NLMSG_HDR.unpack_from(msg.payload, 4)[0]
-        echoed = NLMSG_HDR.size if msg.flags & NLM_F_CAPPED else align4(inner_len)
-        for kind, value in attrs(msg.payload[4 + echoed:]):
-            if kind == NLMSGERR_ATTR_MSG:
-                message = text(value)
-    return Ack(-code, message)
-
-
-def parse_family(msg: NlMsg) -> tuple[int, dict[str, int]]:
-    """A CTRL_CMD_NEWFAMILY reply: (family id, {multicast group name: group id})."""
-    family = 0
-    groups: dict[str, int] = {}
-    for kind, value in attrs(msg.attr_bytes):
-        if kind == CTRL_ATTR_FAMILY_ID:
-            family = struct.unpack_from("=H", value)[0]
-        elif kind == CTRL_ATTR_MCAST_GROUPS:
-            for _, group in attrs(value):
-                fields = dict(attrs(group))
-                if CTRL_ATTR_MCAST_GRP_NAME in fields and CTRL_ATTR_MCAST_GRP_ID in fields:
-                    groups[text(fields[CTRL_ATTR_MCAST_GRP_NAME])] = \
-                        u32(fields[CTRL_ATTR_MCAST_GRP_ID])
-    return family, groups
 
 
 def parse_ready(msg: NlMsg) -> int:

@@ -6,8 +6,10 @@ messages of messages.py over it: send one request, read replies until the ack or
 of the dump, bounded by a timeout. pyroute2 supplies only the message classes, not its
 socket machinery, so no private pyroute2 API is involved.
 
-Keys are secrets: error messages never echo a request, and NETLINK_CAP_ACK stops the
-kernel from copying the request (and so the key) back into its error replies.
+The socket and the request/reply loop are the one generic netlink transport
+(labkit.base.genl). Keys are secrets: error messages never echo a request, and
+NETLINK_CAP_ACK (set by the transport) stops the kernel from copying the request (and so
+the key) back into its error replies.
 """
 
 from __future__ import annotations
@@ -22,20 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2.netlink import (
-    CTRL_CMD_GETFAMILY,
-    GENL_ID_CTRL,
-    NLM_F_ACK,
-    NLM_F_DUMP,
-    NLM_F_MULTI,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    NLMSG_NOOP,
-    ctrlmsg,
-)
 from pyroute2.netlink.exceptions import NetlinkError
 
+from labkit.base import genl
 from labkit.base import netns as labnetns
 from labkit.base.wait import wait_until
 from labkit.errors import LabkitError, MissingFeatureError
@@ -65,43 +56,18 @@ from labkit.features.tipc.uapi import (
 
 T = TypeVar("T")
 
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-RECV_BUF = 1 << 16  # the kernel fills a dump skb up to 32 KiB
 REPLY_TIMEOUT = 30.0  # s: the kernel answers at once; this bounds a wedged exchange
 
 
 def _open_raw(netns: str | None) -> socket.socket:
-    """A NETLINK_GENERIC socket in the named namespace (never creating one)."""
-
-    def make() -> socket.socket:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-
-    if netns is None:
-        sock = make()
-    else:
-        if not labnetns.exists(netns):
-            raise LabkitError(
-                f"there is no network namespace {netns!r}.",
-                hint="Is the lab up? `labkit status` lists its namespaces.",
-            )
-        with labnetns.entered(netns):
-            sock = make()
-    try:
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        # The kernel bounds each recv (EAGAIN after REPLY_TIMEOUT): no poll() per reply,
-        # which under emulation costs as much as the recv itself.
-        sec = int(REPLY_TIMEOUT)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        struct.pack("ll", sec, int((REPLY_TIMEOUT - sec) * 1e6)))
-        sock.bind((0, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    """A NETLINK_GENERIC socket of the one transport (labkit.base.genl) in the named
+    namespace (never creating one)."""
+    if netns is not None and not labnetns.exists(netns):
+        raise LabkitError(
+            f"there is no network namespace {netns!r}.",
+            hint="Is the lab up? `labkit status` lists its namespaces.",
+        )
+    return genl.open_socket(REPLY_TIMEOUT, netns)
 
 
 class TipcNetlink:
@@ -158,25 +124,19 @@ class TipcNetlink:
     # -- the exchange ------------------------------------------------------------------
 
     def _resolve_family(self) -> int:
-        msg = ctrlmsg()
-        msg["cmd"] = CTRL_CMD_GETFAMILY
-        msg["version"] = 1
-        msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", FAMILY)]
+        self._seq = (self._seq + 1) & 0x7FFFFFFF
         try:
-            replies = self._exchange(msg, GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, ctrlmsg)
+            family, _ = _transport(lambda: genl.resolve(self._sock(), FAMILY, self._seq),
+                                   self._where())
+        except genl.NoFamily:
+            raise MissingFeatureError(
+                f"the kernel has no TIPC netlink family ({FAMILY}).",
+                hint="Load it with `modprobe tipc`, or run the lab in the VM "
+                "(`labkit vm run`) if this kernel has no TIPC.",
+            ) from None
         except NetlinkError as exc:
-            if exc.code == errno.ENOENT:
-                raise MissingFeatureError(
-                    f"the kernel has no TIPC netlink family ({FAMILY}).",
-                    hint="Load it with `modprobe tipc`, or run the lab in the VM "
-                    "(`labkit vm run`) if this kernel has no TIPC.",
-                ) from None
             raise tipc_error(exc, 0, self.netns) from None
-        for reply in replies:
-            family = reply.get_attr("CTRL_ATTR_FAMILY_ID")
-            if family:
-                return int(family)
-        raise LabkitError(f"the kernel answered without an id for the {FAMILY} family.")
+        return family
 
     def _exchange(self, msg: Any, msg_type: int, flags: int, reply_class: type) -> list[Any]:
         self._seq = (self._seq + 1) & 0x7FFFFFFF
@@ -184,7 +144,7 @@ class TipcNetlink:
                         self._where())
 
     def _request(self, msg: tipcmsg, dump: bool = False) -> list[Any]:
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        flags = genl.NLM_F_REQUEST | (genl.NLM_F_DUMP if dump else genl.NLM_F_ACK)
         cmd = msg["cmd"]
         try:
             return self._exchange(msg, self.family_id, flags, tipcmsg)
@@ -396,39 +356,32 @@ class TipcNetlink:
 
 def exchange(sock: socket.socket, msg: Any, msg_type: int, flags: int, reply_class: type,
              seq: int, where: str = "") -> list[Any]:
-    """Send one request on a netlink socket (made by _open_raw); collect the replies until
-    its ack (error 0) or the end of its dump, each within REPLY_TIMEOUT. A kernel refusal
-    raises NetlinkError (errno and ext-ack text only); replies to other sequence numbers
-    are skipped."""
-    sock.send(m.encode(msg, msg_type, flags, seq))
-    replies: list[Any] = []
-    while True:
-        try:
-            data, _, msg_flags, _ = sock.recvmsg(RECV_BUF)
-        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired
-            raise LabkitError(f"the kernel sent no complete answer{where} within "
-                              f"{REPLY_TIMEOUT:g} s.") from None
-        if msg_flags & socket.MSG_TRUNC:
-            raise LabkitError(f"a netlink reply{where} did not fit in {RECV_BUF} bytes.")
-        offset = 0
-        while offset + 16 <= len(data):
-            length, mtype, mflags, mseq = struct.unpack_from("=IHHI", data, offset)
-            if length < 16 or offset + length > len(data):
-                raise LabkitError(f"a garbled netlink reply{where}.")
-            chunk = data[offset:offset + length]
-            offset += (length + 3) & ~3
-            if mseq != seq or mtype == NLMSG_NOOP:
-                continue  # an answer to an earlier, abandoned request
-            if mtype in (NLMSG_ERROR, NLMSG_DONE):
-                status = m.parse_error(chunk) if mtype == NLMSG_ERROR else m.parse_done(chunk)
-                if status["header"]["error"] is not None:
-                    raise status["header"]["error"]
-                return replies
-            reply = reply_class(chunk)
-            reply.decode()
-            replies.append(reply)
-            if not mflags & NLM_F_MULTI and not flags & NLM_F_ACK:
-                return replies
+    """Send one request on a netlink socket (made by _open_raw) through the transport
+    (labkit.base.genl.exchange), each reply decoded as reply_class. A kernel refusal raises
+    NetlinkError (errno and ext-ack text only)."""
+    raw = m.encode(msg, msg_type, flags, seq)
+    out = []
+    for reply in _transport(lambda: genl.exchange(sock, raw, seq), where):
+        decoded = reply_class(reply.raw)
+        decoded.decode()
+        out.append(decoded)
+    return out
+
+
+def _transport(call: Callable[[], T], where: str) -> T:
+    """The transport's outcomes in this client's terms: a refusal is pyroute2's
+    NetlinkError (tipc_error explains it), silence or garbage a LabkitError."""
+    try:
+        return call()
+    except genl.KernelRefused as exc:
+        if exc.errno == errno.ENOBUFS:  # the socket overran: not the kernel refusing
+            raise
+        raise NetlinkError(exc.errno, exc.strerror) from None
+    except genl.NoAnswer:
+        raise LabkitError(f"the kernel sent no complete answer{where} within "
+                          f"{REPLY_TIMEOUT:g} s.") from None
+    except genl.BadReply as exc:
+        raise LabkitError(f"{exc}{where}.") from None
 
 
 def _ip_port(value: tuple[str, int] | str) -> tuple[str, int]:
