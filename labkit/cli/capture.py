@@ -29,8 +29,7 @@ def capture(
     Stops at --count frames or --duration seconds, whichever comes first; Ctrl-C stops
     it early and keeps what was seen.
     """
-    from labkit.packets.capture import PcapStream, count_pcap, open_socket
-    from labkit.packets.capture import capture as run_capture
+    from labkit.packets.capture import count_pcap
 
     require_root()
     n = attach(name).node(node)
@@ -40,44 +39,28 @@ def capture(
         raise UsageError(f"cannot write {write}: {exc.strerror}.",
                          hint="Give a path in a directory that exists and is writable."
                          ) from None
-    out.close()
-    if n.host.local:
+    # The capture runs next to the node's kernel, wherever that is; its pcap comes back
+    # on its stdout into the file here.
+    with out:
+        proc = n.popen([sys.executable, "-m", "labkit.packets.capture", iface,
+                        "--count", str(count), "--duration", str(duration)],
+                       stdout=out, stderr=subprocess.PIPE)
         try:
-            sock = open_socket(n.ns, iface)
-        except OSError as exc:
-            raise UsageError(f"cannot capture on {node}:{iface}: {exc.strerror}.",
-                             hint=f"List the node's interfaces with `labkit status {name}`."
-                             ) from None
-        stream = PcapStream(write)
-        try:
-            run_capture(n.ns, iface, count=count, duration=duration, sock=sock,
-                        on_frame=stream)
-        except KeyboardInterrupt:
-            pass  # Ctrl-C ends a capture early; what was seen is already in the file
-        finally:
-            sock.close()
-            stream.close()
-        frames = stream.frames
-    else:
-        with open(write, "wb") as fh:
-            proc = n.popen([sys.executable, "-m", "labkit.packets.capture", iface,
-                            "--count", str(count), "--duration", str(duration)],
-                           stdout=fh, stderr=subprocess.PIPE)
-            try:
-                _, err = proc.communicate(timeout=duration + 120)
-            except KeyboardInterrupt:
-                proc.terminate()
-                _, err = proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
-        if proc.returncode not in (0, 130) and b"ready" not in err:
-            text = err.decode(errors="replace").strip().splitlines()
-            raise LabkitError(f"capture on {node}:{iface} failed: "
-                              f"{text[-1] if text else f'exit status {proc.returncode}'}.",
-                              hint=f"List the node's interfaces with `labkit status {name}`.")
-        with open(write, "rb") as fh:
-            frames = count_pcap(fh)  # streamed: the file may hold a million frames
+            _, err = proc.communicate(timeout=duration + 120)
+        except KeyboardInterrupt:  # Ctrl-C ends a capture early; what was seen is kept
+            n.host.interrupt(proc)
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    if proc.returncode not in (0, 130) and b"ready" not in err:
+        text = err.decode(errors="replace").strip().splitlines()
+        why = f"capture on {node}:{iface} failed: " \
+              f"{text[-1] if text else f'exit status {proc.returncode}'}."
+        hint = f"List the node's interfaces with `labkit status {name}`."
+        raise (UsageError if proc.returncode == 2 else LabkitError)(why, hint=hint)
+    with open(write, "rb") as fh:
+        frames = count_pcap(fh)  # streamed: the file may hold a million frames
     summary = {"file": write, "frames": frames, "node": node, "iface": iface}
     if json:
         emit_json(summary)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import typer
 
 from labkit.cli.lab_arg import attach
@@ -27,17 +24,7 @@ def exec_(
     argv = strip_dashes(cmd)
     if not argv:
         raise UsageError("no command given.", hint="Put it after `--`, e.g. `-- ip addr`.")
-    if n.host.local:
-        full = n.command(argv)
-        try:
-            os.execvp(full[0], full)
-        except OSError as exc:
-            raise UsageError(f"cannot run {full[0]}: {exc.strerror}.") from None
-    from labkit.hosts.local import netns_exec
-    from labkit.hosts.vm import persistent
-
-    raise typer.Exit(persistent.exec_(n.host.name, netns_exec(n.ns, argv), cwd="/",
-                                      forward_stdin=not sys.stdin.isatty()))
+    raise typer.Exit(n.host.exec(n.ns, argv))
 
 
 def register(app: typer.Typer) -> None:

@@ -28,9 +28,12 @@ from typing import Any
 from labkit.errors import UsageError
 from labkit.hosts.rpc import remote
 
+# The package whose labs this daemon serves: imported at start, it registers how a lab
+# name becomes a lab (labkit.hosts.rpc.serve_labs_with); this layer never imports it.
+LABS = "labkit.lab"
 # What building a lab needs comes first: the host's first request is that build, and it
 # waits for these imports. The features and verifications follow.
-PRELOAD = ("labkit.lab.deploy", "labkit.lab.lab", "labkit.lab.ops")
+PRELOAD = ("labkit.lab.guest", "labkit.lab.ops")
 PRELOAD_LATER = ("labkit.verify.checks",)
 
 
@@ -64,12 +67,7 @@ def handle(line: bytes) -> bytes:
     start, path = time.monotonic(), "?"
     try:
         path, lab, args, kwargs = rpc.parse_request(line)
-        fn = rpc.resolve(path)
-        if rpc.takes_lab(fn):
-            from labkit.lab.lab import Lab
-
-            args.insert(0, Lab.attach(str(lab)))
-        result = fn(*args, **kwargs)
+        result = rpc.call_here(path, lab, args, kwargs)
         reply: dict[str, Any] = {"ok": result}
     except BaseException as exc:  # every failure goes back to the host as a value
         if not _is_labkit_error(exc):
@@ -130,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detach", action="store_true",
                     help="run in the background; print 'ready' once serving")
     ap.add_argument("--log", default="/run/labkit/guestd.log")
+    ap.add_argument("--labs", default=LABS, help="the package that rebuilds labs by name")
     args = ap.parse_args(argv)
+    importlib.import_module(args.labs)
     if not args.detach:
         threading.Thread(target=preload, daemon=True).start()
         serve(args.socket, None)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any
 
+from labkit.base import netns
+from labkit.errors import UsageError
 from labkit.hosts import rpc
-from labkit.hosts.host import Progress
-
-if TYPE_CHECKING:
-    from labkit.lab.lab import Lab
+from labkit.hosts.host import NamedLab, Progress
 
 
 def netns_exec(ns: str, cmd: Sequence[str]) -> list[str]:
@@ -21,7 +23,6 @@ def netns_exec(ns: str, cmd: Sequence[str]) -> list[str]:
 
 class LocalHost:
     name = "local"
-    local = True
 
     def start(self, progress: Progress | None = None) -> None:
         pass
@@ -29,16 +30,18 @@ class LocalHost:
     def stop(self) -> None:
         pass
 
-    def call(self, lab: Lab | str | None, fn: str, *args: Any, timeout: float = 600,
-             **kwargs: Any) -> Any:
-        func = rpc.resolve(fn)
-        if rpc.takes_lab(func):
-            if isinstance(lab, str):
-                from labkit.lab.lab import Lab
+    def release(self, lab: str) -> bool:
+        return False  # this machine's kernel stays
 
-                lab = Lab.attach(lab)
-            return func(lab, *args, **kwargs)
-        return func(*args, **kwargs)
+    def status(self) -> str | None:
+        return "running"
+
+    def peer_address(self) -> str:
+        return ""
+
+    def call(self, lab: NamedLab | str | None, fn: str, *args: Any, timeout: float = 600,
+             **kwargs: Any) -> Any:
+        return rpc.call_here(fn, lab, list(args), kwargs)
 
     def run(self, ns: str, cmd: Sequence[str], *, timeout: float | None = 60,
             input: str | None = None, capture: bool = True,
@@ -50,8 +53,27 @@ class LocalHost:
         kwargs.setdefault("start_new_session", True)
         return subprocess.Popen(netns_exec(ns, cmd), **kwargs)
 
-    def shell(self, ns: str, cmd: Sequence[str], env: dict[str, str]) -> int:
+    def own_pid(self, proc: subprocess.Popen[Any]) -> int | None:
+        return proc.pid
+
+    def interrupt(self, proc: subprocess.Popen[Any]) -> None:
+        proc.send_signal(signal.SIGINT)
+
+    def exec(self, ns: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+             tty: bool = False) -> int:
         argv = netns_exec(ns, cmd)
-        os.environ.update(env)
-        os.execvp(argv[0], argv)  # the terminal is ours already: become the shell
+        os.environ.update(env or {})
+        try:
+            os.execvp(argv[0], argv)  # the terminal is ours already: become the command
+        except OSError as exc:
+            raise UsageError(f"cannot run {argv[0]}: {exc.strerror}.") from None
         return 0  # not reached
+
+    def command(self, ns: str, cmd: Sequence[str]) -> list[str]:
+        return netns_exec(ns, cmd)
+
+    def socket(self, ns: str, family: int, type: int, proto: int) -> socket.socket:
+        return netns.socket_in(ns, family, type, proto)
+
+    def entered(self, ns: str) -> AbstractContextManager[Any]:
+        return netns.entered(ns)

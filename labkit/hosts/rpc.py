@@ -21,6 +21,9 @@ from labkit.errors import LabkitError, Loc
 F = TypeVar("F", bound=Callable[..., Any])
 
 REMOTE: set[str] = set()
+# How a call that names a lab gets the lab as seen from this kernel: registered by the lab
+# layer when it is imported (labkit.lab.dispatch), since this layer never imports it.
+_LAB_OF: Callable[[str], Any] | None = None
 # The longest request or reply line: a call's arguments and result are small JSON values
 # (the largest, a lab's state with its topology source, stays below 4 MiB). A peer that
 # sends more, or never a newline, is refused before it can fill this side's memory.
@@ -57,6 +60,26 @@ def resolve(path: str) -> Callable[..., Any]:
 def takes_lab(fn: Callable[..., Any]) -> bool:
     code = getattr(fn, "__code__", None)
     return bool(code and code.co_argcount and code.co_varnames[0] == "lab")
+
+
+def serve_labs_with(lab_of: Callable[[str], Any]) -> None:
+    """Register how a lab name becomes the lab object a @remote function takes."""
+    global _LAB_OF
+    _LAB_OF = lab_of
+
+
+def call_here(path: str, lab: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run the @remote function `path` in this process: with the lab first if it takes
+    one (a lab object is passed as it is, a name is rebuilt by the registered lab layer)."""
+    fn = resolve(path)
+    if not takes_lab(fn):
+        return fn(*args, **kwargs)
+    if lab is None or isinstance(lab, str):
+        if _LAB_OF is None:
+            raise LabkitError(f"{path} needs a lab, and no lab layer is loaded here.",
+                              hint="Import labkit.lab (the guest daemon does so at start).")
+        lab = _LAB_OF(str(lab))
+    return fn(lab, *args, **kwargs)
 
 
 def request(fn: str, lab: str | None, args: list[Any], kwargs: dict[str, Any]) -> bytes:

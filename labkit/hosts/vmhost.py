@@ -9,21 +9,25 @@ imported labkit once at boot, through a relayed channel: one JSON line each way.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, NoReturn
 
 from labkit.base import trace
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, UsageError
 from labkit.hosts import rpc
-from labkit.hosts.host import Progress
+from labkit.hosts.host import NamedLab, Progress
 from labkit.hosts.local import netns_exec
 
-if TYPE_CHECKING:
-    from labkit.lab.lab import Lab
+# Which labs (other than the one named) use this boot of a VM: (vm, exclude, booted at)
+# -> lab names. The lab layer knows its records and passes this in (labkit.lab.state).
+Users = Callable[[str, str, "float | None"], list[str]]
 
 GUESTD_SOCKET = "/run/labkit/guestd.sock"
 # labkit's own package, served to lab VMs from the cached share: every agent and the
@@ -32,12 +36,16 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MEMORY = "2G"
 
 
-class VmHost:
-    local = False
+def _nobody(vm: str, exclude: str, started: float | None) -> list[str]:
+    return []
 
+
+class VmHost:
     def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
-                 memory: str | None = None, append: Sequence[str] = ()) -> None:
+                 memory: str | None = None, append: Sequence[str] = (),
+                 users: Users = _nobody) -> None:
         self.name, self.vm, self.kernel = vm, vm, kernel
+        self.users = users
         self.modules = list(modules)
         self.append = list(append)  # kernel command-line options (a lab's own VM only)
         self.memory = memory or DEFAULT_MEMORY
@@ -135,19 +143,9 @@ class VmHost:
     def _users(self, exclude: str) -> list[str]:
         """Labs (other than `exclude`) that use this boot of the VM."""
         from labkit.hosts.vm import persistent
-        from labkit.lab import state
 
         info = persistent.info(self.vm)
-        started = info.started_at if info is not None else None
-        out = []
-        for other in state.names():
-            if other == exclude:
-                continue
-            st = state.load(other)
-            if st is not None and any(p.vm == self.vm for p in st.placement.vms) \
-                    and not _from_an_earlier_boot(other, st.status, started, st.builder_alive):
-                out.append(other)
-        return out
+        return self.users(self.vm, exclude, info.started_at if info is not None else None)
 
     def _load_modules(self) -> None:
         """A VM booted for another lab loaded that lab's modules at boot: load this lab's
@@ -199,6 +197,18 @@ class VmHost:
         except UsageError:  # already gone
             pass
 
+    def status(self) -> str | None:
+        from labkit.hosts.vm import persistent
+
+        info = persistent.info(self.vm)
+        return info.status if info is not None else None
+
+    def peer_address(self) -> str:
+        from labkit.hosts.vm import persistent
+
+        info = persistent.info(self.vm)
+        return info.backplane_address if info is not None else ""
+
     def close(self) -> None:
         with self._lock:
             if self._relay is not None:
@@ -206,7 +216,7 @@ class VmHost:
                 self._relay = None
 
     # -- calls ------------------------------------------------------------------------
-    def call(self, lab: Lab | str | None, fn: str, *args: Any, timeout: float = 600,
+    def call(self, lab: NamedLab | str | None, fn: str, *args: Any, timeout: float = 600,
              **kwargs: Any) -> Any:
         from labkit.hosts.vm import persistent
 
@@ -260,10 +270,36 @@ class VmHost:
                 *netns_exec(ns, cmd)]
         return subprocess.Popen(argv, **kwargs)
 
-    def shell(self, ns: str, cmd: Sequence[str], env: dict[str, str]) -> int:
+    def own_pid(self, proc: subprocess.Popen[Any]) -> int | None:
+        return None  # proc is the local relay; the command runs in the VM
+
+    def interrupt(self, proc: subprocess.Popen[Any]) -> None:
+        proc.send_signal(signal.SIGTERM)  # the relay passes SIGINT on to the command
+
+    def exec(self, ns: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+             tty: bool = False) -> int:
         from labkit.hosts.vm import persistent
 
-        return persistent.exec_pty(self.vm, netns_exec(ns, cmd), env=env)
+        if tty:
+            return persistent.exec_pty(self.vm, netns_exec(ns, cmd), env=env or {})
+        return persistent.exec_(self.vm, netns_exec(ns, cmd), cwd="/", env=env or None,
+                                forward_stdin=not sys.stdin.isatty())
+
+    def command(self, ns: str, cmd: Sequence[str]) -> list[str]:
+        self._cannot_cross(ns, "a command line for this machine")
+
+    def socket(self, ns: str, family: int, type: int, proto: int) -> socket.socket:
+        self._cannot_cross(ns, "a socket")
+
+    def entered(self, ns: str) -> AbstractContextManager[Any]:
+        self._cannot_cross(ns, "entering its namespace")
+
+    def _cannot_cross(self, ns: str, what: str) -> NoReturn:
+        raise UsageError(
+            f"namespace {ns} is in VM {self.vm}: {what} cannot cross into it from this "
+            "process.",
+            hint="Use node.run(), node.popen() or node.call() (a @remote function run "
+                 "next to the VM's kernel), or the labkit verbs, which do.")
 
 
 def _guest(info: Any) -> dict[str, Any]:
@@ -296,21 +332,3 @@ def _trace_boot(info: Any) -> None:
     if ready:
         trace.mark("agent HELLO", at=float(ready))
 
-
-def _from_an_earlier_boot(lab: str, status: str, vm_started: float | None,
-                          builder_alive: bool = False) -> bool:
-    """A lab whose record was last written before this boot of the VM began (its
-    namespaces died with that VM) does not hold this one up: such a stale record once kept
-    a test session's VM running for hours. A lab still building counts while its `up`
-    process lives (it may be the one booting the VM); one whose `up` was killed before
-    this boot (a CI run cut off mid-test) held the next run's VM up, so it does not."""
-    from labkit.lab import state
-
-    if vm_started is None or status not in ("up", "building"):
-        return False
-    if status == "building" and builder_alive:
-        return False
-    try:
-        return os.stat(state.state_path(lab)).st_mtime < vm_started
-    except OSError:
-        return False

@@ -29,7 +29,7 @@ from labkit.base.names import check_lab
 from labkit.errors import Interrupted, LabkitError, UsageError, require_root
 from labkit.hosts.host import LabHost, Progress
 from labkit.hosts.local import LocalHost
-from labkit.lab import names, state, teardown
+from labkit.lab import names, removal, state
 from labkit.lab.placement import Placement, VmPart
 from labkit.lab.teardown import Removed
 from labkit.topology import loader
@@ -71,8 +71,9 @@ class Node:
         are the remote command's.
         """
         proc = self.host.popen(self.ns, cmd, **kwargs)
-        if self.host.local:
-            self.lab._track(proc.pid, self.name, cmd)
+        pid = self.host.own_pid(proc)
+        if pid is not None:
+            self.lab._track(pid, self.name, cmd)
         return proc
 
     def call(self, fn: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -84,46 +85,30 @@ class Node:
 
     def command(self, cmd: Sequence[str]) -> list[str]:
         """The argv that runs cmd inside a local node (like `ip netns exec`)."""
-        self._local_only("a command line for this machine")
-        from labkit.hosts.local import netns_exec
-
-        return netns_exec(self.ns, cmd)
+        return self.host.command(self.ns, cmd)
 
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
                proto: int = 0) -> socket.socket:
         """A socket that lives in the node's namespace, usable from this process."""
-        self._local_only("a socket")
-        return netns.socket_in(self.ns, family, type, proto)
+        return self.host.socket(self.ns, family, type, proto)
 
     def entered(self) -> Any:
         """Context manager moving the current thread into the node (for raw kernel APIs)."""
-        self._local_only("entering its namespace")
-        return netns.entered(self.ns)
+        return self.host.entered(self.ns)
 
     def shell(self, cmd: Sequence[str] | None = None) -> int:
         """An interactive shell (or cmd) in the node, on this terminal."""
         sh = os.environ.get("SHELL", "/bin/bash")
         argv = list(cmd) if cmd else ([sh, "--norc", "-i"] if sh.endswith("bash") else [sh, "-i"])
-        return self.host.shell(self.ns, argv, {"PS1": f"[{self.lab.name}:{self.name}] \\w# "})
+        return self.host.exec(self.ns, argv, {"PS1": f"[{self.lab.name}:{self.name}] \\w# "},
+                              tty=True)
 
     def addresses(self, family: int | None = None) -> list[str]:
         return [str(a) for a in self.spec.addresses(family)]
 
     def links(self) -> list[dict[str, Any]]:
         """Interfaces and addresses as the kernel reports them now."""
-        if self.host.local:
-            from labkit.lab.inspect import node_links
-
-            return node_links(self.ns)
         return self.call("labkit.lab.ops:node_links")  # type: ignore[no-any-return]
-
-    def _local_only(self, what: str) -> None:
-        if not self.host.local:
-            raise UsageError(
-                f"node {self.name} of lab '{self.lab.name}' runs in VM {self.host.name}: "
-                f"{what} cannot cross into it from this process.",
-                hint="Use node.run(), node.popen() or node.call() (a @remote function run "
-                     "next to the VM's kernel), or the labkit verbs, which do.")
 
 
 class Lab:
@@ -206,13 +191,17 @@ class Lab:
             return [_LOCAL]
         return [self._vm_host(p) for p in self.placement.vms]
 
+    def host_for(self, part: VmPart) -> LabHost:
+        """The host of one VM part of the lab's placement (made once, then reused)."""
+        return self._vm_host(part)
+
     def _vm_host(self, part: VmPart) -> LabHost:
         host = self._hosts.get(part.vm)
         if host is None:
             from labkit.hosts.vmhost import VmHost
 
             host = VmHost(part.vm, part.kernel, features.modules(sorted(self.topo.features)),
-                          append=getattr(self, "_kernel_options", ()))
+                          append=getattr(self, "_kernel_options", ()), users=state.labs_using)
             self._hosts[part.vm] = host
         return host
 
@@ -298,11 +287,8 @@ class Lab:
         _each(hosts, lambda host: host.start(progress))
         peers: dict[str, str] = {}
         if several:
-            from labkit.hosts.vm import persistent
-
-            for part in self.placement.vms:
-                info = persistent.info(part.vm)
-                peers[part.vm] = info.backplane_address if info else ""
+            for part, host in zip(self.placement.vms, hosts, strict=True):
+                peers[part.vm] = host.peer_address()
                 if not peers[part.vm]:
                     raise LabkitError(f"VM {part.vm} has no backplane address, so lab "
                                       f"'{self.name}' cannot span it.",
@@ -311,14 +297,14 @@ class Lab:
         for part, host in zip(self.placement.vms, hosts, strict=True):
             if progress:
                 progress(2, 3, f"building the lab in VM {part.vm}")
-            host.call(None, "labkit.lab.deploy:guest_up", self.topo.source,
+            host.call(None, "labkit.lab.guest:guest_up", self.topo.source,
                       os.path.abspath(self.topo.path), list(part.nodes) if several else None,
                       self.placement.to_json(), part.vm if several else None, peers,
                       self.prepared)
         for host in hosts:
             if progress:
                 progress(3, 3, f"waiting for features in VM {host.name}")
-            host.call(self.name, "labkit.lab.deploy:guest_wait")
+            host.call(self.name, "labkit.lab.guest:guest_wait")
 
     def _rolled_back(self, exc: BaseException) -> BaseException:
         """Remove everything the failed `up` made; the error to raise, saying so."""
@@ -350,7 +336,7 @@ class Lab:
         return removed
 
     def _remove(self) -> Removed:
-        return remove(self.name, self)
+        return removal.remove(self.name, self)
 
     def __enter__(self) -> Lab:
         """Build the lab (refused if one of that name is up); an attached lab is only used."""
@@ -481,7 +467,7 @@ def _local_namespaces(name: str) -> list[str]:
 def _fetcher(say: Callable[[str], None],
              progress: Progress | None) -> Callable[[str], None]:
     def fetch(kernel: str) -> None:
-        from labkit.hosts.vm import kernels
+        from labkit.hosts import kernels
 
         if not kernels.fetchable(kernel):
             return
@@ -494,54 +480,6 @@ def _fetcher(say: Callable[[str], None],
         kernels.fetch(kernel, progress=lambda text: say(f"{kernel}: {text}"), on_bytes=moved)
 
     return fetch
-
-
-def remove(name: str, lab: Lab | None = None) -> Removed:
-    """Remove a lab by name wherever it ran (the caller holds its lock): its VMs with what
-    they held, its local namespaces and processes, its keys and record. Says what was true
-    (a VM that had crashed, a lab that was only partly built)."""
-    from labkit.lab import deploy
-
-    st = state.load(name)
-    placement = lab.placement if lab is not None and st is None else (
-        st.placement if st else Placement())
-    out = Removed(name)
-    if st is not None and st.status == "building" and not st.builder_alive:
-        out.notes.append("it was only partly built (its `up` had been interrupted)")
-    if not placement.local:
-        from labkit.hosts.vm import persistent
-        from labkit.hosts.vmhost import VmHost
-
-        vms = {v.name: v for v in persistent.list_vms()}
-        for part in placement.vms:
-            info = vms.get(part.vm)
-            host = lab._vm_host(part) if lab is not None else None
-            if info is None:
-                continue
-            if info.status == "running" and host is not None:
-                try:
-                    out.merge(Removed(**host.call(None, "labkit.lab.deploy:guest_down",
-                                                  name, timeout=120)))
-                except LabkitError as exc:
-                    out.notes.append(f"the lab inside VM {part.vm} could not be taken down "
-                                     f"cleanly ({exc.message}); the VM is stopped anyway")
-            elif info.status != "running":
-                out.notes.append(f"its VM {part.vm} {_VM_WORDS.get(info.status, info.status)}")
-            if (host or VmHost(part.vm, part.kernel)).release(name):
-                out.vms.append(part.vm)
-            else:
-                out.notes.append(f"VM {part.vm} stays up for other labs")
-    # A local lab's features undo what outlives namespaces; anything named like the lab in
-    # this kernel goes either way (a VM lab has nothing here unless something went wrong).
-    local = deploy.remove_here(name) if placement.local else teardown.remove(name)
-    out.merge(local)
-    out.record = out.record or local.record or st is not None
-    state.remove(name)
-    return out
-
-
-_VM_WORDS = {"crashed": "had crashed", "stopped": "had been stopped",
-             "failed": "had failed to start", "booting": "was still booting"}
 
 
 def down(name: str) -> Removed:
@@ -559,7 +497,7 @@ def down(name: str) -> Removed:
     with state.locked(name):
         if lab is None:
             lab = _record_less(name, st)
-        return remove(name, lab)
+        return removal.remove(name, lab)
 
 
 def _record_less(name: str, st: state.LabState | None) -> Lab:

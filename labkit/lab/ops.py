@@ -44,3 +44,15 @@ def run_checks(lab: Lab) -> list[dict[str, Any]]:
     from labkit.verify.checks import run_checks as run
 
     return [v.as_dict() for v in run(lab)]
+
+
+@remote
+def exchange(lab: Lab, src: str, dst: str, address: str, port: int, proto: str,
+             timeout: float) -> dict[str, Any]:
+    """The reach check between two nodes of one kernel, both ends in one process next to
+    it (labkit.traffic.exchange.exchange_nodes asks the nodes' host to run it)."""
+    from dataclasses import asdict
+
+    from labkit.traffic.exchange import exchange as run
+
+    return asdict(run(lab.node(src).ns, lab.node(dst).ns, address, port, proto, timeout))

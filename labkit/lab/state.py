@@ -193,15 +193,44 @@ def condition(name: str, namespaces: list[str] | None = None) -> Condition:
                          "built it was interrupted. Remove it with `labkit down "
                          f"{name}`.", st)
     if not st.placement.local:
-        from labkit.hosts.vm import persistent
+        from labkit.hosts.vmhost import VmHost
 
-        vms = {v.name: v for v in persistent.list_vms()}
-        gone = [p.vm for p in st.placement.vms
-                if p.vm not in vms or vms[p.vm].status != "running"]
+        seen = {p.vm: VmHost(p.vm, p.kernel).status() for p in st.placement.vms}
+        gone = [vm for vm, status in seen.items() if status != "running"]
         if gone:
-            what = ", ".join(f"{vm} ({vms[vm].status if vm in vms else 'gone'})"
-                             for vm in gone)
+            what = ", ".join(f"{vm} ({seen[vm] or 'gone'})" for vm in gone)
             return Condition(name, "broken", f"lab '{name}' is broken: its VM {what} is not "
                              f"running, and the lab went with it. `labkit down {name}` "
                              "removes what is left.", st)
     return Condition(name, "up", f"lab '{name}' is up on {st.placement.describe()}.", st)
+
+
+def labs_using(vm: str, exclude: str, vm_started: float | None) -> list[str]:
+    """Labs (other than `exclude`) that use this boot of VM `vm`: a VmHost asks before it
+    stops its VM (labkit.hosts.vmhost.Users)."""
+    out = []
+    for other in names():
+        if other == exclude:
+            continue
+        st = load(other)
+        if st is not None and any(p.vm == vm for p in st.placement.vms) \
+                and not from_an_earlier_boot(other, st.status, vm_started, st.builder_alive):
+            out.append(other)
+    return out
+
+
+def from_an_earlier_boot(lab: str, status: str, vm_started: float | None,
+                         builder_alive: bool = False) -> bool:
+    """A lab whose record was last written before this boot of the VM began (its
+    namespaces died with that VM) does not hold this one up: such a stale record once kept
+    a test session's VM running for hours. A lab still building counts while its `up`
+    process lives (it may be the one booting the VM); one whose `up` was killed before
+    this boot (a CI run cut off mid-test) held the next run's VM up, so it does not."""
+    if vm_started is None or status not in ("up", "building"):
+        return False
+    if status == "building" and builder_alive:
+        return False
+    try:
+        return os.stat(state_path(lab)).st_mtime < vm_started
+    except OSError:
+        return False

@@ -60,13 +60,6 @@ def remove(lab: str) -> Removed:
     return out
 
 
-def down(lab: str) -> Removed:
-    """Remove a lab wherever it runs (VMs included): labkit.lab.lab.down."""
-    from labkit.lab.lab import down as remove_lab
-
-    return remove_lab(lab)
-
-
 def all_labs() -> list[str]:
     """Every lab with a state file or a namespace named like one of ours."""
     found = set(state.names())

@@ -125,7 +125,7 @@ def kernel_config(kernel: str, version: str) -> str | None:
         path = f"/boot/config-{os.uname().release}"
         return path if os.path.isfile(path) else None
     from labkit.errors import LabkitError
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     try:
         k = kernels.resolve(kernel)

@@ -24,16 +24,16 @@ def _quiet(_: str) -> None:
 def between(first: str, last: str, say: Say = _quiet) -> list[str]:
     """Every available build from first to last inclusive, oldest first (one per release:
     its preferred build), as names `ensure` and `--kernel` take."""
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     return [a.name for a in kernels.between(first, last, progress=say)]
 
 
 def ensure(name: str, say: Say = _quiet) -> str:
     """The kernel, fetched into the cache if it is not there yet; the name to boot it by."""
-    from labkit.hosts.vm import kernelnames, kernels
+    from labkit.hosts import kernels
 
-    if "/" in name or not kernelnames.is_debian(name):
+    if "/" in name or not kernels.is_debian(name):
         kernels.resolve(name)  # a path, a cache entry or built:NAME: there, or a clear error
         return name
     have = kernels.cached(name)  # a series: its newest cached build (no look-up)
@@ -46,7 +46,7 @@ def ensure(name: str, say: Say = _quiet) -> str:
 def record(name: str) -> dict[str, Any]:
     """What a bundle keeps so that `repro rerun` gets this very kernel again: the Debian
     package and its exact version, or a built kernel's recipe (build.json)."""
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     try:
         k = kernels.resolve(name)
@@ -72,7 +72,7 @@ def from_record(rec: dict[str, Any], say: Say = _quiet, base: str = "") -> str:
     bundled patches are relative to).
 
     Raises LabkitError when that exact build cannot be had here."""
-    from labkit.hosts.vm import catalogue, kernels
+    from labkit.hosts import kernels
 
     name = str(rec.get("name", ""))
     if not name:
@@ -93,7 +93,7 @@ def from_record(rec: dict[str, Any], say: Say = _quiet, base: str = "") -> str:
     if have is not None:
         return have.name
     say(f"{name}: looking up {pkg} {version}")
-    exact = next((a for a in catalogue.available(progress=say)
+    exact = next((a for a in kernels.available(progress=say)
                   if a.package == pkg and a.package_version == version), None)
     if exact is None:
         raise LabkitError(
@@ -132,7 +132,7 @@ PATCH_MAX = 8 << 20
 
 
 def _built_again(rec: dict[str, Any], base: str, say: Say) -> str:
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     build = rec.get("build") if isinstance(rec.get("build"), dict) else {}
     key = str(build.get("key", ""))
@@ -149,10 +149,9 @@ def _built_again(rec: dict[str, Any], base: str, say: Say) -> str:
             "and is not in this cache; the bundle lacks what rebuilding it needs.",
             hint="Build it with `labkit kernel build --source SERIES --patch ...` as its "
                  "build.json says, then run the bundle's scenario.yaml on it.")
-    from labkit.hosts.vm import build as kbuild
 
     say(f"{rec.get('name')}: not cached; building {source} with {len(patches)} patch(es)")
-    res = kbuild.build(series, patches=patches, progress=say)
+    res = kernels.build(series, patches=patches, progress=say)
     if key and res.key != key:
         say(f"{res.kernel.name}: built from the recorded recipe, but its inputs differ from "
             f"the bundle's (key {res.key[:12]} vs {key[:12]}: another source package "

@@ -234,7 +234,7 @@ def _kernels(doc: LMap, path: str, p: Problems) -> list[KernelPlan]:
 
 def kernel_name(raw: Any, loc: Loc, path: str, p: Problems) -> str | None:
     """A kernel as the runner takes it: `host`, a known name, or an absolute path."""
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     text = as_str(raw, loc, "kernel", p)
     if text is None:
@@ -258,12 +258,12 @@ def kernel_name(raw: Any, loc: Loc, path: str, p: Problems) -> str | None:
 def _acceptable(text: str) -> bool:
     """A name the kernel catalogue takes, checked offline: built:NAME, a cache entry, or a
     Debian name of a series labkit knows (whether that build exists is known at fetch)."""
-    from labkit.hosts.vm import kernelnames, kernels
+    from labkit.hosts import kernels
 
     if "/" in text or text.startswith(".") or not kernels.accepts(text):
         return False
-    spec = kernelnames.parse(text)
-    return not kernelnames.is_debian(text) or spec.series in kernels.SERIES
+    spec = kernels.parse(text)
+    return not kernels.is_debian(text) or spec.series in kernels.SERIES
 
 
 def _options(value: Any, loc: Loc, where: str, p: Problems) -> tuple[str, ...]:

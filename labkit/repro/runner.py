@@ -187,10 +187,10 @@ def _up(lab: Lab, plan: KernelPlan, timeout: float, res: StepResult,
 
 
 def _stop_vm(vm: str) -> None:
-    from labkit.hosts.vm import persistent
+    from labkit.hosts import vms
 
     try:
-        persistent.stop(vm)
+        vms.stop(vm)
     except LabkitError:
         pass
 

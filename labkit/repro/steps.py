@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
 from labkit.errors import LabkitError
+from labkit.hosts.host import LabHost
 from labkit.lab.lab import Lab, Node
 from labkit.repro import checks
 from labkit.repro.model import (
@@ -54,7 +54,7 @@ class Background:
     """A command or capture started by a step and still running."""
 
     proc: subprocess.Popen[Any]
-    local: bool
+    host: LabHost  # where the command runs: it knows how to interrupt it
     result: StepResult
     out: str  # file holding its stdout
     err: str
@@ -62,10 +62,10 @@ class Background:
     files: list[IO[Any]] = field(default_factory=list)
 
     def stop(self, grace: float = 15.0) -> None:
-        """Ask it to end (SIGINT here; SIGTERM to a VM relay, which passes SIGINT on)."""
+        """Ask it to end as Ctrl-C would (the host knows how to reach the command)."""
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(signal.SIGINT if self.local else signal.SIGTERM)
+                self.host.interrupt(self.proc)
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
@@ -203,7 +203,7 @@ def _start_background(ctx: Context, step: ExecStep, result: StepResult) -> None:
     fo, fe = open(out, "wb"), open(err, "wb")
     node = ctx.node(step.node)
     proc = node.popen(bounded(_words(ctx, step), step.timeout), stdout=fo, stderr=fe)
-    ctx.background[step.name] = Background(proc, node.host.local, result, out, err,
+    ctx.background[step.name] = Background(proc, node.host, result, out, err,
                                            time.monotonic() + step.timeout + SLACK, [fo, fe])
     result.outcome, result.detail = OK, f"started `{step.command.describe()}` in {step.node}"
     result.files += [os.path.relpath(out, ctx.directory), os.path.relpath(err, ctx.directory)]
@@ -355,7 +355,7 @@ def _capture(ctx: Context, step: CaptureStep, result: StepResult) -> None:
     proc = node.popen([sys.executable, "-m", "labkit.packets.capture", step.iface,
                        "--count", str(step.count), "--duration", f"{step.duration:g}"],
                       stdout=fh, stderr=subprocess.PIPE)
-    bg = Background(proc, node.host.local, result, pcap, "", time.monotonic()
+    bg = Background(proc, node.host, result, pcap, "", time.monotonic()
                     + step.duration + SLACK, [fh])
     ctx.captures[step.name] = bg
     result.files.append(os.path.relpath(pcap, ctx.directory))

@@ -200,7 +200,7 @@ def _parse_kernels(value: Any, loc: Loc, path: str, p: Problems,
                    single: bool = False) -> list[str]:
     """`kernel: debian-6.12`, `kernel: [debian-6.12, debian-6.1]`, `host`, `any`, or a path
     to a bzImage or kernel build tree (relative to the topology file)."""
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     items = [value] if not isinstance(value, list) else list(value)
     if single and len(items) != 1:

@@ -52,8 +52,6 @@ def choose_address(node: str, routes: dict[str, Route | None], sender: str) -> C
 
 def node_routes(node: Node, addresses: list[str]) -> dict[str, Route | None]:
     """kernel_routes for a node wherever it runs (next to its kernel)."""
-    if node.host.local:
-        return kernel_routes(node.ns, addresses)
     found = node.call(routes_json, addresses)
     return {a: Route(*r) if r else None for a, r in found.items()}
 

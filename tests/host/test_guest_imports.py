@@ -46,7 +46,7 @@ def test_the_probe_sees_a_heavy_import() -> None:
 
 def test_remote_modules_are_found() -> None:
     mods = remote_modules()
-    assert "labkit.lab.deploy" in mods and "labkit.lab.ops" in mods
+    assert "labkit.lab.guest" in mods and "labkit.lab.ops" in mods
     assert "labkit.hosts.guestd" in mods
 
 

@@ -291,8 +291,8 @@ def test_a_lab_up_in_an_earlier_boot_does_not_hold_the_vm() -> None:
     the next run's VM up."""
     import secrets
 
-    from labkit.hosts.vmhost import _from_an_earlier_boot
     from labkit.lab import state
+    from labkit.lab.state import from_an_earlier_boot as _from_an_earlier_boot
 
     name = f"lkt-boot{secrets.token_hex(3)}"
     path = state.state_path(name)

@@ -23,14 +23,12 @@ from labkit.features.handshake import certs, nfs, nvme, paths
 from labkit.features.handshake.config import HandshakeConfig
 from labkit.features.handshake.events import read_status
 from labkit.features.handshake.handshaker import NodeConfig
-from labkit.hosts.local import LocalHost
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
 
 DAEMON_START = 300.0  # s: imports and a warm-up handshake, under emulation on a busy host
 CONSUMER_TIMEOUT = 120.0  # s: a connect or mount, several handshakes under emulation
-_LOCAL = LocalHost()  # setup runs next to the kernel: processes start here, in the node
 
 
 def node_config(lab: Lab, cfg: HandshakeConfig, node: str) -> NodeConfig:
@@ -88,7 +86,8 @@ def start_daemon(lab: Lab, cfg: HandshakeConfig, node: str) -> int:
     write_private(paths.log(lab.name, node), b"")
     log = os.open(paths.log(lab.name, node), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
-        proc = _LOCAL.popen(lab.node(node).ns, [
+        n = lab.node(node)
+        proc = n.host.popen(n.ns, [
             sys.executable, "-m", "labkit.features.handshake.daemon",
             "--config", paths.daemon_config(lab.name, node)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -203,8 +202,9 @@ def setup_nfs(lab: Lab, cfg: HandshakeConfig) -> dict[str, Any]:
     log = os.open(paths.log(lab.name, f"nfsd-{f.server}"),
                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        proc = _LOCAL.popen(lab.node(f.server).ns, ["sh", "-c", script],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        server = lab.node(f.server)
+        proc = server.host.popen(server.ns, ["sh", "-c", script],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     finally:
         os.close(log)
     nfs.wait_server(lab.node(f.server).ns, CONSUMER_TIMEOUT)
