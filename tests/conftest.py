@@ -4,7 +4,8 @@ Every lab a test makes is removed when the test ends, pass or fail; a test that 
 namespace behind fails (the check runs after the fixture teardown). Tests that make kernel
 objects are marked `needs_root` (tests using `lab_up`, and the kernel tier, are marked
 automatically): without root they are skipped with the reason, so pure byte and packet
-tests still run; under CI (CI or LABKIT_REQUIRE_ROOT set) they fail instead.
+tests still run; under CI (CI or LABKIT_REQUIRE_ROOT set) they fail instead, as does every
+skip that is not one of the skips by design listed in tests/skips.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import skips
 
 ROOT = Path(__file__).resolve().parent.parent
 LABKIT = [sys.executable, "-m", "labkit.cli.main"]
@@ -101,31 +104,39 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(ROOT_REASON)
 
 
-# A skip that only says the set-up was incomplete (a package or tool scripts/setup.sh
-# installs) is a CI defect, not a reason: under CI it fails, so a missing dependency
-# cannot turn a tier green by skipping it.
-SETUP_SKIP = re.compile(r"scripts/setup\.sh|is not installed", re.I)
+def require_root() -> None:
+    """For a fixture that makes namespaces itself: the same rule as the needs_root marker."""
+    if os.geteuid() == 0:
+        return
+    if must_be_root():
+        pytest.fail(f"{ROOT_REASON}; CI must run them as root", pytrace=False)
+    pytest.skip(ROOT_REASON)
 
 
-def _fail_setup_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
-    if not (report.skipped and must_be_root()):
+def _fail_undesigned_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under CI, a skip of either tier that is not in tests/skips.py's list is a failure:
+    a missing tool or kernel, a missing root, or a probe that says no is a set-up or labkit
+    defect, not a reason for CI to stay green."""
+    if not (report.skipped and must_be_root()) or hasattr(report, "wasxfail"):
         return
     reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
-    if SETUP_SKIP.search(reason):
-        report.outcome = "failed"
-        report.longrepr = f"skipped for an incomplete set-up, which CI does not accept: {reason}"
+    if skips.by_design(reason):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped under CI, where only the skips by design of tests/skips.py "
+                       f"are allowed: {reason}")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
-    _fail_setup_skip(outcome.get_result())
+    _fail_undesigned_skip(outcome.get_result())
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
     outcome = yield
-    _fail_setup_skip(outcome.get_result())
+    _fail_undesigned_skip(outcome.get_result())
 
 
 OURS: set[str] = set()  # lab names this test process made: leaks are judged only on them
