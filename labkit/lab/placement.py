@@ -105,7 +105,7 @@ def kernel_probes(kernel: str) -> tuple[dict[str, Any], str] | None:
     """A cached kernel's abilities (and where that knowledge comes from); None if the
     kernel is not cached (it may still be fetchable)."""
     from labkit.capabilities import kernel_capabilities
-    from labkit.hosts.vm import kernels
+    from labkit.hosts import kernels
 
     if kernels.fetchable(kernel) and kernels.cached(kernel) is None:
         return None  # fetchable, not fetched yet
