@@ -68,10 +68,22 @@ def status_of(lab: Lab, pair: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", list(ALL_MODES))
 def test_64_mib_arrive_intact_both_ways(lab: Lab, mode: str) -> None:
-    path = measure.path_of(lab, ALL_MODES[mode], None)
+    """Intact both ways; through the sockmap pair the kernel moved them: the verdict
+    program's own per-socket byte counters (a BPF map) judged all of them, and no
+    connection fell back to the user-space relay (the control for both:
+    test_a_sockmap_connection_the_kernel_refuses_is_relayed_in_user_space)."""
+    pair = ALL_MODES[mode]
+    before = status_of(lab, pair) if mode == "sockmap" else {}
+    path = measure.path_of(lab, pair, None)
     got = measure.integrity(lab, path, 64 * MiB)
     assert got.get("error") is None, got
     assert got["up"] and got["down"], got
+    if mode == "sockmap":
+        after = status_of(lab, pair)
+        assert after["user_space_fallbacks"] - before["user_space_fallbacks"] == 0, after
+        for way in ("upstream", "downstream"):
+            judged = after[way]["bytes"] - before[way]["bytes"]
+            assert judged >= 64 * MiB, (way, judged, after)
 
 
 # -- closes ---------------------------------------------------------------------------
@@ -188,6 +200,50 @@ def test_a_request_and_fin_sent_before_the_proxy_joins_still_arrive(lab: Lab,
     finally:
         client.close()
         listener.close()
+
+
+def test_a_sockmap_connection_the_kernel_refuses_is_relayed_in_user_space(lab: Lab) -> None:
+    """The positive control of the sockmap mechanism checks above. The server's accept
+    queue is held full, so it drops the proxy's SYN (TCP resends it a second later): the
+    client's request and FIN are in before the upstream connection exists, sockmap
+    refuses the half-closed socket, and the proxy relays that connection in user space.
+    Then, and only then, the fallback counter moves, while the verdict program's byte
+    counters do not."""
+    pair = config_of(lab).pairs["km"]
+    assert pair.entry is not None
+    upstream = (pair.upstream.address, pair.upstream.port)
+    listener = lab.node("server").socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(upstream)
+    listener.listen(0)  # room for one queued connection: the filler's
+    listener.settimeout(20)
+    filler = lab.node("server").socket()
+    client = lab.node("client").socket()
+    client.settimeout(20)
+    before = status_of(lab, "km")
+    try:
+        filler.connect(upstream)
+        client.connect((pair.entry.address, pair.entry.port))
+        client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        wait_until(lambda: lab.node("proxy").run(
+            ["ss", "-Htn", "state", "close-wait", f"( sport = :{pair.entry.port} )"]
+        ).stdout.strip() != "", 20, "the proxy's client socket to have the client's FIN")
+        held, _ = listener.accept()  # the filler: the proxy's resent SYN now fits
+        held.close()
+        server, _ = listener.accept()
+        with server:
+            server.settimeout(20)
+            assert read_to_end(server) == (b"GET / HTTP/1.0\r\n\r\n", "eof")
+            server.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello")
+            server.shutdown(socket.SHUT_WR)
+            assert read_to_end(client) == (b"HTTP/1.0 200 OK\r\n\r\nhello", "eof")
+    finally:
+        for s in (client, filler, listener):
+            s.close()
+    after = status_of(lab, "km")
+    assert after["user_space_fallbacks"] - before["user_space_fallbacks"] == 1, after
+    assert after["upstream"]["bytes"] == before["upstream"]["bytes"], after
 
 
 def reset_after(sender: socket.socket, receiver: socket.socket,
