@@ -19,80 +19,45 @@ import argparse
 import errno
 import hashlib
 import json
-import os
 import socket
 import ssl
 import sys
-import tempfile
 import time
 from typing import Any
 
 from labkit.features.offload import tlskeys
-from labkit.features.offload.tlskeys import SOL_TLS, TCP_ULP, TLS_1_2, TLS_1_3, TLS_RX
+from labkit.ktls.handshake import HandshakeError, install_ktls, run
+from labkit.ktls.records import RecordSocket
+from labkit.ktls.sockopt import recv_record
+from labkit.ktls.uapi import CT_ALERT, CT_APPLICATION_DATA
+from labkit.ktls.uapi import TLS_1_2_VERSION as TLS_1_2
+from labkit.ktls.uapi import TLS_1_3_VERSION as TLS_1_3
 
 READ = 1 << 18
-CT_APPLICATION_DATA, CT_ALERT = 23, 21
 
 
-def _server_context(version: int, cert: str, key: str, keylog: str) -> ssl.SSLContext:
+def _server_context(version: int, cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     v = ssl.TLSVersion.TLSv1_2 if version == TLS_1_2 else ssl.TLSVersion.TLSv1_3
     ctx.minimum_version = ctx.maximum_version = v
     ctx.load_cert_chain(cert, key)
     ctx.num_tickets = 0  # nothing after the handshake but the client's data
-    if keylog:
-        ctx.keylog_filename = keylog
     return ctx
 
 
-def _read_record(sock: socket.socket) -> bytes:
-    head = sock.recv(5, socket.MSG_WAITALL)
-    if len(head) < 5:
-        raise ConnectionError("the client closed the connection during the handshake")
-    body = sock.recv(int.from_bytes(head[3:5], "big"), socket.MSG_WAITALL)
-    return head + body
-
-
-def _ktls_rx(conn: socket.socket, version: int, cert: str, key: str) -> str:
-    """Handshake over memory BIOs, one record at a time, then the client's keys to kTLS
-    RX; the negotiated suite."""
-    with tempfile.TemporaryDirectory(prefix="labkit-sink-") as tmp:
-        os.chmod(tmp, 0o700)
-        path = os.path.join(tmp, "keys.log")
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = _server_context(version, cert, key, path).wrap_bio(inc, out, server_side=True)
-        sent = b""
-        while True:
-            try:
-                obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if out.pending:
-                    data = out.read()
-                    sent += data
-                    conn.sendall(data)
-                inc.write(_read_record(conn))
-        if out.pending:
-            data = out.read()
-            sent += data
-            conn.sendall(data)
-        suite = (obj.cipher() or ("?",))[0]
-        with open(path) as fh:
-            keylog = fh.read()
-    cipher = tlskeys.cipher_of(suite)
-    rand = tlskeys.server_random(sent) if version == TLS_1_2 else None
-    keys = tlskeys.session_keys(keylog, version, cipher, rand, client=True)
-    conn.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-    conn.setsockopt(SOL_TLS, TLS_RX, keys.crypto_info(1 if version == TLS_1_2 else 0))
-    return suite
+def _ktls_rx(conn: socket.socket, version: int, cert: str, key: str, timeout: float) -> str:
+    """The handshake (labkit.ktls.handshake: one record at a time, the key log in a pipe),
+    then the client's keys to kTLS RX; the negotiated suite."""
+    hs = run(_server_context(version, cert, key),
+             RecordSocket(conn, time.monotonic() + timeout), server_side=True)
+    tlskeys.cipher_of(hs.cipher)  # AES-GCM, as the emulated NIC does
+    install_ktls(conn, hs, tx=False)
+    return hs.cipher
 
 
 def _read_ktls(conn: socket.socket, h: Any, result: dict[str, Any]) -> None:
     while True:
-        data, anc, _flags, _ = conn.recvmsg(READ, socket.CMSG_SPACE(1))
-        kind = next((v[0] for lvl, t, v in anc if lvl == SOL_TLS and t == 2 and v),
-                    CT_APPLICATION_DATA)
+        kind, data = recv_record(conn, READ)
         if kind == CT_ALERT:
             result["ended"] = "close_notify" if data[1:2] == b"\x00" else f"alert {data.hex()}"
             return
@@ -146,14 +111,16 @@ def serve(mode: str, port: int, version: int, cert: str, key: str, timeout: floa
         if mode == "tcp":
             _read_plain(conn, h, result)
         elif mode == "ktls":
-            result["suite"] = _ktls_rx(conn, version, cert, key)
+            result["suite"] = _ktls_rx(conn, version, cert, key, timeout)
             _read_ktls(conn, h, result)
         else:
-            tls = _server_context(version, cert, key, "").wrap_socket(conn, server_side=True)
+            tls = _server_context(version, cert, key).wrap_socket(conn, server_side=True)
             result["suite"] = (tls.cipher() or ("",))[0]
             _read_ssl(tls, h, result)
     except ssl.SSLError as exc:
         result["error"] = f"{exc.reason or exc}".lower().replace("_", " ")
+    except HandshakeError as exc:
+        result["error"] = (exc.strerror or str(exc)).lower().replace("_", " ")
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, "")
         result["error"] = (f"{name}: the kernel rejected a record (bad tag)"
