@@ -72,6 +72,22 @@ def _agent(*args: str) -> list[str]:
     return [sys.executable, "-m", "labkit.traffic.agent", *args]
 
 
+def agent_args(lab: Lab, dst: str, proto: str, socket: str, port: int, family: int,
+               module: str) -> list[str]:
+    """The arguments both agents (server and sender) share: protocol, socket kind, port,
+    the feature's endpoint module, and for TCP the receiver's address."""
+    common = ["--proto", proto, "--socket", socket, "--port", str(port)]
+    if module:
+        common += ["--endpoint", module]
+    if proto == "tcp":
+        addrs = lab.node(dst).addresses(family)
+        if not addrs:
+            raise UsageError(f"node {dst} has no IPv{family} address for TCP traffic.",
+                             hint="Choose a receiver with an address on a link or LAN.")
+        common += ["--address", addrs[0]]
+    return common
+
+
 def measure(lab: Lab, src: str, dst: str, *, proto: str = "tcp", socket: str = "stream",
             size: int = 65536, duration: float = 5.0, max_messages: int = 10_000_000,
             port: int = 5201, marker: str = "", family: int = 4) -> Throughput:
@@ -82,14 +98,7 @@ def measure(lab: Lab, src: str, dst: str, *, proto: str = "tcp", socket: str = "
         raise UsageError("--duration must be between 0 and 600 seconds.")
     if module:
         importlib.import_module(module).check(socket, size)
-    common = ["--proto", proto, "--socket", socket, "--port", str(port)]
-    if module:
-        common += ["--endpoint", module]
-    if proto == "tcp":
-        addrs = lab.node(dst).addresses(family)
-        if not addrs:
-            raise UsageError(f"node {dst} has no IPv{family} address for TCP traffic.")
-        common += ["--address", addrs[0]]
+    common = agent_args(lab, dst, proto, socket, port, family, module)
     if marker:
         common += ["--marker", marker]
     with helper.start(lab.node(dst), _agent("serve", *common, "--timeout", str(duration + 30)),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.base import helper
 from labkit.errors import LabkitError, UsageError
-from labkit.traffic.meter import READY_TIMEOUT, Throughput, endpoint_module
+from labkit.traffic.meter import READY_TIMEOUT, Throughput, agent_args, endpoint_module
 
 if TYPE_CHECKING:
     from labkit.lab.lab import Lab
@@ -97,15 +97,7 @@ def measure_over_time(lab: Lab, src: str, dst: str, *, proto: str = "tcp",
     if module:
         importlib.import_module(module).check(socket, size)
     port = 20000 + secrets.randbelow(20000)  # two panels never collide on one port
-    common = ["--proto", proto, "--socket", socket, "--port", str(port)]
-    if module:
-        common += ["--endpoint", module]
-    if proto == "tcp":
-        addrs = lab.node(dst).addresses(family)
-        if not addrs:
-            raise UsageError(f"node {dst} has no IPv{family} address for TCP traffic.",
-                             hint="Choose a receiver with an address on a link or LAN.")
-        common += ["--address", addrs[0]]
+    common = agent_args(lab, dst, proto, socket, port, family, module)
     sender: subprocess.Popen[bytes] | None = None
     samples: list[Sample] = []
     final: dict[str, Any] | None = None
