@@ -15,7 +15,6 @@ The module must have been built for the VM kernel first: bash scripts/build_kmod
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import hmac
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit.base import netns
 from tests import skips
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("ktls", "tlsnic")]
@@ -50,15 +50,12 @@ full_only = pytest.mark.skipif(not FULL, reason=skips.reason(
 PORT = 4433
 TRANSFER_TIMEOUT = 120.0  # s, for one transfer under TCG with 5% loss
 SOL_TLS, TLS_TX, TLS_RX, TCP_ULP, TLS_SET_RECORD_TYPE = 282, 1, 2, 31, 1
-CLONE_NEWNET = 0x40000000
 
 # (cipher suite, kTLS cipher type, key length, PRF hash): ECDSA certificates keygen fast
 SUITES = {
     "aes-gcm-128": ("ECDHE-ECDSA-AES128-GCM-SHA256", 51, 16, "sha256"),
     "aes-gcm-256": ("ECDHE-ECDSA-AES256-GCM-SHA384", 52, 32, "sha384"),
 }
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # -- processes and namespaces ---------------------------------------------------------
@@ -74,19 +71,9 @@ def nsexec(ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProce
     return run("ip", "netns", "exec", ns, *argv, check=check)
 
 
-@contextlib.contextmanager
-def in_netns(ns: str) -> Iterator[None]:
+def in_netns(ns: str) -> contextlib.AbstractContextManager[None]:
     """Run this thread inside ns: sockets made here stay there after we return."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {ns}")
-        yield
-    finally:
-        _libc.setns(own, CLONE_NEWNET)
-        os.close(own)
-        os.close(target)
+    return netns.entered(ns)
 
 
 def wait_for(what: str, fn, timeout: float = 30.0, every: float = 0.1):
