@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,10 +192,36 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "kernels"
 
 
+# Entries a test below fetched (name -> its directory, in that test's tmp_path): a later
+# test that needs the same entry in a cache of its own copies it rather than unpacking
+# ~100 MB and running depmod again (tens of seconds under load, and nothing more proved).
+FETCHED: dict[str, Path] = {}
+
+
+def fetched_into(name: str, cache: Path) -> kernelcache.Kernel:
+    """`kernels.fetch(name)` into `cache` (LABKIT_KERNELS_DIR), or, when a test of this run
+    fetched it already, its entry hard-linked in (kernel.json copied, its paths moved)."""
+    src = FETCHED.get(name)
+    if src is None or not (src / kernelcache.META).is_file():
+        return kernels.fetch(name)
+    dst = cache / src.name
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst, symlinks=True, copy_function=os.link,
+                    ignore=lambda d, names: [kernelcache.META] if Path(d) == src else [])
+    meta = json.loads((src / kernelcache.META).read_text())
+    moved = {k: v.replace(str(src), str(dst)) if isinstance(v, str) else v
+             for k, v in meta.items()}
+    (dst / kernelcache.META).write_text(json.dumps(moved))
+    have = kernelcache.read(dst.name)
+    assert have is not None and Path(have.image).is_file()
+    return have
+
+
 @needs_root
 def test_point_release_cached_beside_the_series(private_cache: Path) -> None:
     k43 = kernels.fetch("6.12.43")
     k = kernels.fetch("debian-6.12")
+    FETCHED["debian-6.12"] = Path(k.image).parent.parent
     assert k43.name == "debian-6.12.43" and k.name.startswith("debian-6.12.1")
     entries = sorted(p.name for p in private_cache.iterdir() if not p.name.startswith("."))
     assert entries == sorted([k43.name, k.name])
@@ -211,7 +238,7 @@ def test_point_release_cached_beside_the_series(private_cache: Path) -> None:
 def test_an_entry_from_older_labkit_still_counts(private_cache: Path) -> None:
     """CI machines have debian-6.12/ with a kernel.json of today's format: the series and
     its exact release both resolve to it, and fetching the series reuses it."""
-    new = kernels.fetch("debian-6.12")
+    new = fetched_into("debian-6.12", private_cache)
     legacy = private_cache / "debian-6.12"
     os.rename(Path(new.image).parent.parent, legacy)
     meta = json.loads((legacy / "kernel.json").read_text())
