@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labkit.ktls import keylog as nss
 from labkit.ktls import keyschedule
 from labkit.ktls.ciphers import BY_SHORT, Suite, of_negotiated
 from labkit.ktls.sockopt import crypto_info
@@ -61,14 +62,8 @@ class Keys:
 
 
 def read_keylog(text: str) -> dict[str, dict[str, bytes]]:
-    """{client_random hex: {label: secret}} from NSS key log lines."""
-    out: dict[str, dict[str, bytes]] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and not line.startswith("#"):
-            label, crandom, secret = parts
-            out.setdefault(crandom.lower(), {})[label] = bytes.fromhex(secret)
-    return out
+    """{client_random hex: {label: secret}} from NSS key log lines (labkit.ktls.keylog)."""
+    return {rnd.hex(): secrets_ for rnd, secrets_ in nss.parse(text).items()}
 
 
 prf = keyschedule.prf  # TLS 1.2 PRF (RFC 5246 section 5)
