@@ -27,22 +27,63 @@ PY
 }
 trap boots_summary EXIT
 
-kernel_tier() {
-  # The kernel tier, once per kernel, in a VM each; exit status 0 only if all passed.
-  local status=0 second=0 kernel start rc
-  for kernel in ${LABKIT_TEST_KERNELS:-debian-6.12 debian-7.2 debian-6.1}; do
+# The kernel tier's pytest loads none of the plugins it does not use: hypothesis's and
+# anyio's import ~5 s of Python on a loaded host, which a TCG guest pays ~35 times over.
+KERNEL_PYTEST=(-m kernel -p no:cacheprovider -p no:hypothesispytest -p no:anyio
+               -p no:platformdirs)
+
+kill_tree() {
+  # TERM to a process and all its descendants, deepest first (`labkit vm run` stops its VM).
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null
+}
+
+kernel_one() {
+  # One kernel's tier in a VM of its own, output to $3; exit status its pytest's.
+  local kernel=$1 second=$2 log=$3 start rc
+  start=$(date +%s)
+  {
     echo "== kernel tier (in a $kernel VM)"
-    start=$(date +%s)
     .venv/bin/labkit vm run --kernel "$kernel" --memory 2G -- \
-      env LABKIT_SECOND_KERNEL=$second LABKIT_ALL_KERNELS="${LABKIT_ALL_KERNELS:-0}" \
-      .venv/bin/python -m pytest -m kernel --durations=15 tests/kernel -p no:cacheprovider "$@"
+      env LABKIT_SECOND_KERNEL="$second" LABKIT_ALL_KERNELS="${LABKIT_ALL_KERNELS:-0}" \
+      .venv/bin/python -m pytest "${KERNEL_PYTEST[@]}" --durations=15 tests/kernel "${@:4}"
     rc=$?
     echo "== kernel tier on $kernel took $(( $(date +%s) - start )) s (exit $rc)"
     if [ $rc = 5 ]; then
       echo "kernel tier collected no tests on $kernel: that is a failure, not a pass" >&2
     fi
-    [ $rc = 0 ] || status=1
-    second=1  # after the first kernel, modules that are the same on every kernel skip
+  } > "$log" 2>&1
+  return $rc
+}
+
+kernel_tier() {
+  # The kernel tier, once per kernel, in a VM each; exit status 0 only if all passed.
+  # The first kernel runs everything; after it, modules that are the same on every kernel
+  # skip by design (LABKIT_SECOND_KERNEL=1). The kernels run in LABKIT_KERNEL_LANES lanes
+  # side by side (default 2: the first kernel in one, the others one after the other in
+  # the second), so both cores work to the end of the run; each kernel writes its own log
+  # (live: test-artifacts/kernel-tier-KERNEL.log), printed here in order when all are done.
+  local kernels=(${LABKIT_TEST_KERNELS:-debian-6.12 debian-7.2 debian-6.1})
+  local lanes=${LABKIT_KERNEL_LANES:-2} lane i pids=() status=0 kernel
+  mkdir -p test-artifacts
+  rm -f test-artifacts/kernel-tier-*.log test-artifacts/kernel-tier-*.rc
+  for (( lane = 0; lane < lanes; lane++ )); do
+    (
+      for i in "${!kernels[@]}"; do
+        if (( lanes == 1 || (i == 0 ? 0 : 1 + (i - 1) % (lanes - 1)) == lane )); then
+          kernel_one "${kernels[$i]}" $(( i > 0 )) "test-artifacts/kernel-tier-${kernels[$i]}.log" "$@"
+          echo $? > "test-artifacts/kernel-tier-${kernels[$i]}.rc"
+        fi
+      done
+    ) &
+    pids+=($!)
+  done
+  echo "== kernel tier: ${kernels[*]} in $lanes lane(s) side by side"
+  wait "${pids[@]}"
+  for kernel in "${kernels[@]}"; do
+    cat "test-artifacts/kernel-tier-$kernel.log"
+    [ "$(cat "test-artifacts/kernel-tier-$kernel.rc" 2>/dev/null)" = 0 ] || status=1
   done
   return $status
 }
@@ -52,7 +93,7 @@ if [ "${LABKIT_NATIVE_KERNEL:-0}" = 1 ]; then
   .venv/bin/python -m pytest -m "not kernel" --durations=25 tests "$@"
   host=$?
   echo "== kernel tier (natively, on $(uname -r))"
-  .venv/bin/python -m pytest -m kernel --durations=15 tests/kernel -p no:cacheprovider "$@"
+  .venv/bin/python -m pytest "${KERNEL_PYTEST[@]}" --durations=15 tests/kernel "$@"
   kernel=$?
   [ $host = 0 ] && [ $kernel = 0 ]
   exit
@@ -65,17 +106,43 @@ kernel_log=""
 if [ "${LABKIT_NO_VM:-0}" != 1 ] && [ "${LABKIT_SERIAL_TIERS:-0}" != 1 ]; then
   mkdir -p test-artifacts
   kernel_log=test-artifacts/kernel-tier.log
-  echo "== kernel tier started in the background (its output follows the host tier's; live: $kernel_log)"
+  echo "== kernel tier started in the background (its output follows the host tier's; live: test-artifacts/kernel-tier-*.log)"
   ( kernel_tier "$@" > "$kernel_log" 2>&1; echo $? > "$kernel_log.rc" ) &
   kernel_pid=$!
-  # on Ctrl-C or TERM: `labkit vm run` under the subshell stops its VM on TERM
-  trap 'pkill -TERM -P "$kernel_pid" 2>/dev/null; kill "$kernel_pid" 2>/dev/null; exit 130' INT TERM
+  # on Ctrl-C or TERM: every `labkit vm run` under the subshell stops its VM on TERM
+  trap 'kill_tree "$kernel_pid"; exit 130' INT TERM
 fi
 
+# The host tier runs as two pytest processes side by side: the modules that mostly wait
+# (real kernel downloads, repro runs that boot fresh VMs, a real browser) in the second, so
+# their waits overlap the rest instead of adding to it (~9 of the host tier's ~29 min).
+# Its output follows the first's (live: test-artifacts/host-side.log).
+# LABKIT_HOST_SPLIT=0 runs the whole host tier in one process.
+HOST_SIDE=(tests/host/test_kernel_catalogue.py tests/host/test_repro_vm.py
+           tests/host/test_repro_rerun.py tests/host/test_browser.py)
 start=$(date +%s)
+side_pid=""
+if [ "${LABKIT_HOST_SPLIT:-1}" != 0 ]; then
+  mkdir -p test-artifacts
+  echo "== host tier, waiting modules (in the background; live: test-artifacts/host-side.log)"
+  ( .venv/bin/python -m pytest -m "not kernel" --durations=10 "${HOST_SIDE[@]}" "$@" \
+      > test-artifacts/host-side.log 2>&1; echo $? > test-artifacts/host-side.rc ) &
+  side_pid=$!
+  trap 'kill_tree "$side_pid"; [ -z "$kernel_log" ] || kill_tree "$kernel_pid"; exit 130' INT TERM
+fi
 echo "== host tier (kernel $(uname -r))"
-.venv/bin/python -m pytest -m "not kernel" --durations=25 tests "$@"
+.venv/bin/python -m pytest -m "not kernel" --durations=25 tests "$@" \
+  $([ -z "$side_pid" ] || printf -- '--ignore=%s ' "${HOST_SIDE[@]}")
 host=$?
+if [ -n "$side_pid" ]; then
+  wait "$side_pid"
+  echo "== host tier, waiting modules (${HOST_SIDE[*]##*/})"
+  cat test-artifacts/host-side.log
+  side=$(cat test-artifacts/host-side.rc 2>/dev/null || echo 1)
+  # a -k or -m of the caller's may leave this half nothing to run: that is not a failure
+  [ "$side" = 5 ] && [ $# -gt 0 ] && side=0
+  [ "$side" = 0 ] || host=1
+fi
 echo "== host tier took $(( $(date +%s) - start )) s (exit $host)"
 
 if [ "${LABKIT_NO_VM:-0}" = 1 ]; then
