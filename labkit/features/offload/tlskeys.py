@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from labkit.ktls import keylog as nss
 from labkit.ktls import keyschedule
 from labkit.ktls.ciphers import BY_SHORT, Suite, of_negotiated
+from labkit.ktls.records import HS_SERVER_HELLO, hello_random, split
 from labkit.ktls.sockopt import crypto_info
 from labkit.ktls.uapi import (  # noqa: F401  (re-exported for the sender and receivers)
     SOL_TLS,
@@ -85,14 +86,10 @@ def tls13_keys(traffic_secret: bytes, cipher: Cipher) -> Keys:
 
 def server_random(records: bytes) -> bytes:
     """ServerHello.random, from the plaintext records a server sent first."""
-    off = 0
-    while off + 5 <= len(records):
-        rtype, length = records[off], int.from_bytes(records[off + 3:off + 5], "big")
-        body = records[off + 5:off + 5 + length]
-        if rtype == 22 and body[:1] == b"\x02":
-            return body[6:38]  # msg type, 3-byte length, version, then the random
-        off += 5 + length
-    raise ValueError("no ServerHello in the server's first records")
+    found = hello_random(split(records), HS_SERVER_HELLO)
+    if found is None:
+        raise ValueError("no ServerHello in the server's first records")
+    return found
 
 
 def session_keys(keylog: str, version: int, cipher: Cipher, server_rand: bytes | None,
