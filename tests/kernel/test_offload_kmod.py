@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import os
 import re
 import secrets
@@ -34,6 +33,8 @@ from pathlib import Path
 import pytest
 
 from labkit.base import netns
+from labkit.ktls import ciphers, handshake, sockopt, uapi
+from labkit.ktls.records import RecordSocket
 from tests import skips
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("ktls", "tlsnic")]
@@ -49,13 +50,9 @@ full_only = pytest.mark.skipif(not FULL, reason=skips.reason(
     "LABKIT_OFFLOAD_FULL=1 runs it on the bare module too"))
 PORT = 4433
 TRANSFER_TIMEOUT = 120.0  # s, for one transfer under TCG with 5% loss
-SOL_TLS, TLS_TX, TLS_RX, TCP_ULP, TLS_SET_RECORD_TYPE = 282, 1, 2, 31, 1
-
-# (cipher suite, kTLS cipher type, key length, PRF hash): ECDSA certificates keygen fast
-SUITES = {
-    "aes-gcm-128": ("ECDHE-ECDSA-AES128-GCM-SHA256", 51, 16, "sha256"),
-    "aes-gcm-256": ("ECDHE-ECDSA-AES256-GCM-SHA384", 52, 32, "sha384"),
-}
+# kTLS suites the NIC offloads, by labkit's name; `.tls12` is the TLS 1.2 suite (ECDSA
+# certificates keygen fast)
+SUITES = {name: ciphers.BY_SHORT[name] for name in ("aes-gcm-128", "aes-gcm-256")}
 
 
 # -- processes and namespaces ---------------------------------------------------------
@@ -223,54 +220,20 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return key, crt
 
 
-def prf(secret: bytes, label: bytes, seed: bytes, length: int, digest: str) -> bytes:
-    """TLS 1.2 PRF (RFC 5246 section 5): P_hash(secret, label + seed)."""
-    seed = label + seed
-    out, a = b"", seed
-    while len(out) < length:
-        a = hmac.new(secret, a, digest).digest()
-        out += hmac.new(secret, a + seed, digest).digest()
-    return out[:length]
-
-
-def server_random(handshake_bytes: bytes) -> bytes:
-    """ServerHello.random, from the plaintext records the server sent."""
-    off = 0
-    while off + 5 <= len(handshake_bytes):
-        rtype, length = handshake_bytes[off], int.from_bytes(handshake_bytes[off + 3:off + 5])
-        body = handshake_bytes[off + 5:off + 5 + length]
-        if rtype == 22 and body[:1] == b"\x02":
-            return body[6:38]  # msg type, 3-byte length, version, then the random
-        off += 5 + length
-    raise AssertionError("no ServerHello in the server's first records")
-
-
 @dataclass
 class Sender:
     sock: socket.socket
     suite: str
-    keylog: Path
-
-    def ktls_tx(self, client_random: bytes, master: bytes, srv_random: bytes) -> None:
-        _, cipher, key_len, digest = SUITES[self.suite]
-        block = prf(master, b"key expansion", srv_random + client_random,
-                    2 * key_len + 8, digest)
-        key, salt = block[:key_len], block[2 * key_len:2 * key_len + 4]
-        seq = (1).to_bytes(8)  # the client's Finished was record 0
-        info = struct.pack(f"=HH8s{key_len}s4s8s", 0x0303, cipher, seq, key, salt, seq)
-        self.sock.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-        self.sock.setsockopt(SOL_TLS, TLS_TX, info)
 
 
-def tls12_connect(p: Pair, suite: str, keylog: Path) -> Sender:
-    """Handshake over memory BIOs (nothing read ahead), then hand the keys to the kernel."""
+def tls12_connect(p: Pair, suite: str) -> Sender:
+    """labkit.ktls.handshake (memory BIOs, nothing read ahead, the key log in a pipe),
+    then the keys to the kernel's TX."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(SUITES[suite][0])
-    keylog.touch(mode=0o600)  # secrets: created 0600 before ssl appends to it
-    ctx.keylog_filename = str(keylog)
+    ctx.set_ciphers(SUITES[suite].tls12)
 
     def connect() -> socket.socket | None:
         with in_netns(p.tx):
@@ -283,33 +246,15 @@ def tls12_connect(p: Pair, suite: str, keylog: Path) -> Sender:
             return None
 
     sock = wait_for("s_server to listen", connect, timeout=30, every=0.2)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out)
-    received = b""
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            if out.pending:
-                sock.sendall(out.read())
-            chunk = sock.recv(65536)
-            assert chunk, "s_server closed the connection during the handshake"
-            received += chunk
-            inc.write(chunk)
-    if out.pending:
-        sock.sendall(out.read())
-    assert not inc.pending, "bytes after the handshake would be lost to kTLS"
-    line = [ln for ln in keylog.read_text().splitlines() if ln.startswith("CLIENT_RANDOM ")][-1]
-    _, crandom, master = line.split()
-    sender = Sender(sock, suite, keylog)
-    sender.ktls_tx(bytes.fromhex(crandom), bytes.fromhex(master), server_random(received))
-    return sender
+    hs = handshake.run(ctx, RecordSocket(sock, time.monotonic() + 60), server_side=False)
+    assert hs.version_name == "TLSv1.2" and hs.tx_seq == 1, hs  # Finished was record 0
+    handshake.install_ktls(sock, hs, rx=False)
+    return Sender(sock, suite)
 
 
 def close_notify(sock: socket.socket) -> None:
     """An alert record (type 21) through kTLS, so s_server ends cleanly."""
-    sock.sendmsg([b"\x01\x00"], [(SOL_TLS, TLS_SET_RECORD_TYPE, b"\x15")])
+    sockopt.send_record(sock, b"\x01\x00", uapi.CT_ALERT)
 
 
 def tcp_total_retrans(sock: socket.socket) -> int:
@@ -359,12 +304,12 @@ def transfer(p: Pair, cert: tuple[Path, Path], tmp_path: Path, suite: str = "aes
         # stdin stays open: s_server ends a connection when its stdin reaches EOF
         server = subprocess.Popen(
             ["ip", "netns", "exec", p.rx, "openssl", "s_server", "-accept", str(PORT),
-             "-cert", str(crt), "-key", str(key), "-tls1_2", "-cipher", SUITES[suite][0],
+             "-cert", str(crt), "-key", str(key), "-tls1_2", "-cipher", SUITES[suite].tls12,
              "-naccept", "1", "-quiet"], stdin=subprocess.PIPE, stdout=out, stderr=err)
     data = os.urandom(size)
     sender = None
     try:
-        sender = tls12_connect(p, suite, tmp_path / "keys.log")
+        sender = tls12_connect(p, suite)
         sender.sock.settimeout(timeout)
         completed = True
         try:
@@ -390,7 +335,6 @@ def transfer(p: Pair, cert: tuple[Path, Path], tmp_path: Path, suite: str = "aes
     finally:
         if sender:
             sender.sock.close()
-            sender.keylog.unlink(missing_ok=True)
         server.kill()
         server.wait()
     received = out_file.read_bytes()
@@ -530,7 +474,8 @@ def test_corrupted_tag_is_caught_by_the_receiver(pair: Pair, cert, tmp_path: Pat
 # -- kTLS with fixed keys (no handshake): limits, TLS 1.3, the decrypting kTLS RX peer ---
 
 def ktls_info(version: int, key: bytes, seq: int = 0) -> bytes:
-    return struct.pack("=HH8s16s4s8s", version, 51, seq.to_bytes(8), key, b"salt", seq.to_bytes(8))
+    return sockopt.crypto_info(version, SUITES["aes-gcm-128"], key, b"salt", seq.to_bytes(8),
+                               seq)
 
 
 @contextlib.contextmanager
@@ -544,9 +489,8 @@ def ktls_pair(p: Pair, version: int = 0x0303, port: int = PORT) -> Iterator[tupl
     try:
         tx.connect((p.rx_ip, port))
         rx, _ = lsock.accept()
-        for s, direction in ((tx, TLS_TX), (rx, TLS_RX)):
-            s.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-            s.setsockopt(SOL_TLS, direction, ktls_info(version, key))
+        sockopt.install(tx, ktls_info(version, key))
+        sockopt.install(rx, None, ktls_info(version, key))
         yield tx, rx
     finally:
         tx.close()
