@@ -36,14 +36,14 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MEMORY = "2G"
 
 
-def _nobody(vm: str, exclude: str, started: float | None) -> list[str]:
+def nobody(vm: str, exclude: str, started: float | None) -> list[str]:
     return []
 
 
 class VmHost:
     def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
                  memory: str | None = None, append: Sequence[str] = (),
-                 users: Users = _nobody) -> None:
+                 users: Users = nobody) -> None:
         self.name, self.vm, self.kernel = vm, vm, kernel
         self.users = users
         self.modules = list(modules)
@@ -296,8 +296,8 @@ class VmHost:
 
     def _cannot_cross(self, ns: str, what: str) -> NoReturn:
         raise UsageError(
-            f"namespace {ns} is in VM {self.vm}: {what} cannot cross into it from this "
-            "process.",
+            f"namespace {ns} runs in VM {self.vm}: {what} cannot cross into it from "
+            "this process.",
             hint="Use node.run(), node.popen() or node.call() (a @remote function run "
                  "next to the VM's kernel), or the labkit verbs, which do.")
 

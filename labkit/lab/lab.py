@@ -27,6 +27,7 @@ from labkit import features
 from labkit.base import netns, trace
 from labkit.base.names import check_lab
 from labkit.errors import Interrupted, LabkitError, UsageError, require_root
+from labkit.hosts import placed
 from labkit.hosts.host import LabHost, Progress
 from labkit.hosts.local import LocalHost
 from labkit.lab import names, removal, state
@@ -198,10 +199,10 @@ class Lab:
     def _vm_host(self, part: VmPart) -> LabHost:
         host = self._hosts.get(part.vm)
         if host is None:
-            from labkit.hosts.vmhost import VmHost
-
-            host = VmHost(part.vm, part.kernel, features.modules(sorted(self.topo.features)),
-                          append=getattr(self, "_kernel_options", ()), users=state.labs_using)
+            host = placed.host_for(part.vm, part.kernel,
+                                   features.modules(sorted(self.topo.features)),
+                                   append=getattr(self, "_kernel_options", ()),
+                                   users=state.labs_using)
             self._hosts[part.vm] = host
         return host
 

@@ -193,9 +193,9 @@ def condition(name: str, namespaces: list[str] | None = None) -> Condition:
                          "built it was interrupted. Remove it with `labkit down "
                          f"{name}`.", st)
     if not st.placement.local:
-        from labkit.hosts.vmhost import VmHost
+        from labkit.hosts import placed
 
-        seen = {p.vm: VmHost(p.vm, p.kernel).status() for p in st.placement.vms}
+        seen = {p.vm: placed.host_for(p.vm, p.kernel).status() for p in st.placement.vms}
         gone = [vm for vm, status in seen.items() if status != "running"]
         if gone:
             what = ", ".join(f"{vm} ({seen[vm] or 'gone'})" for vm in gone)
