@@ -53,55 +53,81 @@ def read_record(recv_exact: Callable[[int], bytes]) -> bytes:
 
 
 class RecordSocket:
-    """A connected socket read a record at a time, every wait bounded by one deadline
-    (time.monotonic(); None waits as long as it takes)."""
+    """recv/send/sendall and whole records over a connected socket, each wait bounded by
+    one deadline (time.monotonic(); None waits as long as it takes): the interface the
+    TLS libraries expect from a socket. Failures raise `error(errno, text)`: RecordError
+    here, a caller's own type in a subclass (the handshake daemon's HandshakeFailed)."""
+
+    error: type[Exception] = RecordError
 
     def __init__(self, sock: socket.socket, deadline: float | None = None) -> None:
         self.sock = sock
         self.deadline = deadline
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
     def _wait(self, events: int) -> None:
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if left is not None and left <= 0:
-            raise RecordError(errno.ETIMEDOUT, "the handshake did not finish in time")
+            raise self.error(errno.ETIMEDOUT, "the handshake did not finish in time")
         poller = select.poll()
         poller.register(self.sock.fileno(), events)
         if not poller.poll(None if left is None else left * 1000):
-            raise RecordError(errno.ETIMEDOUT, "the peer stalled past the handshake's "
-                                               "deadline")
+            raise self.error(errno.ETIMEDOUT, "the peer stalled past the handshake's deadline")
+
+    def recv(self, size: int) -> bytes:
+        """Up to size bytes as soon as some arrive; b"" at the peer's end of stream."""
+        while True:
+            self._wait(select.POLLIN)
+            try:
+                data = self.sock.recv(size, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except ConnectionResetError:
+                raise self.error(errno.ECONNRESET, "the peer reset the connection during the "
+                                                   "handshake") from None
+            self.bytes_in += len(data)
+            return data
 
     def recv_exact(self, size: int) -> bytes:
         out = b""
         while len(out) < size:
-            self._wait(select.POLLIN)
-            try:
-                chunk = self.sock.recv(size - len(out), socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError, TimeoutError):
-                continue
-            except ConnectionResetError:
-                raise RecordError(errno.ECONNRESET, "the peer reset the connection during "
-                                                    "the handshake") from None
+            chunk = self.recv(size - len(out))
             if not chunk:
-                raise RecordError(errno.ECONNRESET, "the peer closed the connection during "
-                                                    "the handshake")
+                raise self.error(errno.ECONNRESET, "the peer closed the connection during the "
+                                                   "handshake")
             out += chunk
         return out
 
     def read_record(self) -> bytes:
-        return read_record(self.recv_exact)
+        """One whole record (header and body), validated as far as a header can be."""
+        try:
+            return read_record(self.recv_exact)
+        except RecordError as exc:
+            if self.error is RecordError:
+                raise
+            raise self.error(exc.errno or errno.EPROTO, exc.strerror or "") from None
+
+    def send(self, data: bytes) -> int:
+        while True:
+            self._wait(select.POLLOUT)
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise self.error(errno.ECONNRESET, "the peer closed the connection during the "
+                                                   "handshake") from None
+            self.bytes_out += sent
+            return sent
 
     def sendall(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            self._wait(select.POLLOUT)
-            try:
-                sent = self.sock.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-            except (BlockingIOError, InterruptedError, TimeoutError):
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                raise RecordError(errno.ECONNRESET, "the peer closed the connection during "
-                                                    "the handshake") from None
-            view = view[sent:]
+            view = view[self.send(view):]
 
 
 def split(data: bytes) -> list[tuple[bytes, bytes]]:

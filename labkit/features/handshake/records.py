@@ -12,9 +12,7 @@ record, closes early, or stalls past the deadline ends the handshake with an err
 from __future__ import annotations
 
 import errno
-import select
 import socket
-import time
 
 from labkit.ktls import records
 
@@ -32,80 +30,17 @@ class HandshakeFailed(Exception):
         return f"{errno.errorcode.get(self.errno, self.errno)}: {self.reason}"
 
 
-class DeadlineSocket:
-    """recv/send/sendall over a borrowed fd, each bounded by one overall deadline; the
-    interface the TLS libraries expect from a socket."""
+class DeadlineSocket(records.RecordSocket):
+    """labkit.ktls's RecordSocket over a borrowed fd (the socket the kernel handed over),
+    failing with HandshakeFailed, the errno DONE reports."""
+
+    error = HandshakeFailed
 
     def __init__(self, fd: int, deadline: float) -> None:
-        self.sock = socket.socket(fileno=fd)  # detached again by release(); never closed
-        self.deadline = deadline
-        self.bytes_in = 0
-        self.bytes_out = 0
+        super().__init__(socket.socket(fileno=fd), deadline)  # detached by release()
 
     def release(self) -> None:
         self.sock.detach()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def _wait(self, events: int) -> None:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise HandshakeFailed(errno.ETIMEDOUT, "the handshake did not finish in time")
-        poller = select.poll()
-        poller.register(self.sock.fileno(), events)
-        if not poller.poll(left * 1000):
-            raise HandshakeFailed(errno.ETIMEDOUT, "the peer stalled past the handshake's "
-                                                   "deadline")
-
-    def recv(self, size: int) -> bytes:
-        """Up to size bytes; b"" only at the deadline's end is an error, not EOF."""
-        while True:
-            self._wait(select.POLLIN)
-            try:
-                data = self.sock.recv(size, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except ConnectionResetError:
-                raise HandshakeFailed(errno.ECONNRESET, "the peer reset the connection "
-                                                        "during the handshake") from None
-            self.bytes_in += len(data)
-            return data
-
-    def recv_exact(self, size: int) -> bytes:
-        out = b""
-        while len(out) < size:
-            chunk = self.recv(size - len(out))
-            if not chunk:
-                raise HandshakeFailed(errno.ECONNRESET, "the peer closed the connection "
-                                                        "during the handshake")
-            out += chunk
-        return out
-
-    def read_record(self) -> bytes:
-        """One whole TLS record (header and body), validated as far as a header can be."""
-        try:
-            return records.read_record(self.recv_exact)
-        except records.RecordError as exc:
-            raise HandshakeFailed(exc.errno or errno.EPROTO, exc.strerror or "") from None
-
-    def send(self, data: bytes) -> int:
-        while True:
-            self._wait(select.POLLOUT)
-            try:
-                sent = self.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                raise HandshakeFailed(errno.ECONNRESET, "the peer closed the connection "
-                                                        "during the handshake") from None
-            self.bytes_out += sent
-            return sent
-
-    def sendall(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[self.send(bytes(view)):]
 
 
 class RecordSource:
