@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
+from labkit.base.wait import Timeout, wait_until
 from labkit.errors import LabkitError
 
 MAX_BEFORE_READY = 1 << 16  # bytes a helper may write before its ready line
@@ -120,9 +121,11 @@ class Helper:
 def start(spawner: Spawner, argv: Sequence[str], *, what: str,
           ready: str | Callable[[str], bool] = "ready",
           on: Literal["stdout", "stderr"] = "stdout", timeout: float = 60.0,
-          hint: str = "", **popen: Any) -> Helper:
+          probe: Callable[[], bool] | None = None, hint: str = "", **popen: Any) -> Helper:
     """Start argv through spawner.popen and wait up to `timeout` s for its ready line on
-    `on`: a line containing the word `ready`, or one the callable accepts.
+    `on`: a line containing the word `ready`, or one the callable accepts. For a tool that
+    prints no such line (iperf3), `probe` instead: ready once probe() is true (e.g. its
+    port listens), polled through labkit.base.wait.
 
     HelperFailed (its process already gone) names `what` ("the traffic server on h2") and
     why: its last line of error output when it ended or said something else first, the
@@ -134,23 +137,27 @@ def start(spawner: Spawner, argv: Sequence[str], *, what: str,
     _track(proc, True)
     accept = ready if callable(ready) else (lambda text: ready in text)
     try:
-        stream = proc.stdout if on == "stdout" else proc.stderr
-        if stream is None:
-            raise ValueError(f"start() reads the ready line on {on}: it must be a pipe")
-        line, early, said, why = _await(stream.fileno(), accept, timeout)
+        if probe is not None:
+            line, early, said, why = _await_probe(proc, probe, timeout)
+        else:
+            stream = proc.stdout if on == "stdout" else proc.stderr
+            if stream is None:
+                raise ValueError(f"start() reads the ready line on {on}: it must be a pipe")
+            line, early, said, why = _await(stream.fileno(), accept, timeout)
     except BaseException:
         kill(proc, 1.0)
         raise
     if line is not None:
         return Helper(proc, what, line, early)
     kill(proc, 1.0)
-    tail = _tail(proc, said if on == "stderr" else None)
+    tail = _tail(proc, said if on == "stderr" and probe is None else None)
     if why == "eof" or proc.returncode not in (None, -15, -9):
         reason = f"it exited with status {proc.returncode} before its ready line"
     elif why == "garbage":
         reason = f"it wrote {len(said)} bytes without a ready line"
     elif why == "deadline":
-        reason = f"no ready line within {timeout:g} s"
+        reason = (f"not ready within {timeout:g} s" if probe is not None
+                  else f"no ready line within {timeout:g} s")
     else:
         reason = "its first line was not a ready line"
     last = tail.splitlines()[-1].strip().rstrip(".") if tail.strip() else ""
@@ -193,6 +200,22 @@ def _await(fd: int, accept: Callable[[str], bool], timeout: float
         if last.strip() and accept(last):  # a ready line without its newline, then EOF
             return last, "", said, ""
         return None, "", said, "other" if buf.strip() else "eof"
+
+
+def _await_probe(proc: subprocess.Popen[Any], probe: Callable[[], bool], timeout: float
+                 ) -> tuple[str | None, str, str, str]:
+    """Like _await, with readiness seen from outside: probe() true ("" as the line), the
+    process ending first ("eof") or the deadline ("deadline")."""
+    def state() -> str:
+        if probe():
+            return "ready"
+        return "ended" if proc.poll() is not None else ""
+
+    try:
+        got = wait_until(state, timeout, "the helper to be ready")
+    except Timeout:
+        return None, "", "", "deadline"
+    return ("", "", "", "") if got == "ready" else (None, "", "", "eof")
 
 
 def _tail(proc: subprocess.Popen[Any], said: str | None) -> str:

@@ -166,3 +166,29 @@ def test_through_a_lab_node_gone_after_its_context(lab_up) -> None:
                              text=True).stdout.strip()
         assert helper.line.split()[1] != own  # in the node, not in this namespace
     assert gone(helper.proc)
+
+
+def test_probe_readiness_for_a_tool_without_a_ready_line(tmp_path) -> None:
+    """iperf3 says nothing when it listens: readiness is seen from outside (a probe)."""
+    here = Here()
+    flag = tmp_path / "listening"
+    code = f"import pathlib, time; time.sleep(0.3); pathlib.Path({str(flag)!r}).touch(); " \
+           "time.sleep(60)"
+    with start(here, py(code), what="the tool", probe=flag.exists, timeout=30,
+               stdout=subprocess.DEVNULL) as helper:
+        assert flag.exists() and helper.proc.poll() is None
+    assert gone(helper.proc)
+    # it dies before the probe holds: its stderr's last line, at once
+    t0 = time.monotonic()
+    with pytest.raises(HelperFailed) as exc:
+        start(here, py("import sys; sys.exit('iperf3: error - unable to start listener')"),
+              what="iperf3 on b", probe=lambda: False, timeout=60, stdout=subprocess.DEVNULL)
+    assert exc.value.message == ("iperf3 on b did not start: iperf3: error - unable to start "
+                                 "listener.")
+    assert time.monotonic() - t0 < 60
+    assert gone(here.started[-1])
+    # the probe never holds: the deadline
+    with pytest.raises(HelperFailed, match="not ready within 0.5 s"):
+        start(here, py("import time; time.sleep(60)"), what="the tool", probe=lambda: False,
+              timeout=0.5, stdout=subprocess.DEVNULL)
+    assert gone(here.started[-1])

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.base import helper
 from labkit.base.helper import Helper
-from labkit.base.wait import wait_until
 from labkit.errors import LabkitError, UsageError
 from labkit.features.kproxy import certs, usage
 from labkit.features.kproxy.config import Pair
@@ -239,21 +238,16 @@ def iperf3(lab: Lab, path: Path, seconds: float, reverse: bool,
                            "TLS would refuse"}
     up, entry = path.pair.upstream, path.pair.entry
     assert entry is not None
-    server = lab.node(path.dst).popen(
-        ["iperf3", "-s", "-1", "-B", up.address, "-p", str(up.port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: _listening(lab, path.dst, up.port), 20,
-                   f"iperf3 to listen on {path.dst} port {up.port}", interval=0.05)
+    with helper.start(lab.node(path.dst),
+                      ["iperf3", "-s", "-1", "-B", up.address, "-p", str(up.port)],
+                      what=f"iperf3 on {path.dst} port {up.port}", timeout=20,
+                      probe=lambda: _listening(lab, path.dst, up.port),
+                      stdout=subprocess.DEVNULL, text=True):
         before = usage.sample(pid)
         done = lab.node(path.src).run(
             ["iperf3", "-c", entry.address, "-p", str(entry.port), "-t", str(seconds),
              "-J", *(["-R"] if reverse else [])], timeout=seconds + 60)
         delta = usage.sample(pid) - before
-    finally:
-        if server.poll() is None:
-            server.terminate()
-        server.communicate(timeout=10)
     try:
         data = json.loads(done.stdout)
     except ValueError:
