@@ -77,15 +77,19 @@ class UserKtls:
         return kind, plain
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    d = tmp_path_factory.mktemp("ktls-cert")
-    key, crt = d / "key.pem", d / "cert.pem"
+def self_signed(d: Path, cn: str) -> tuple[str, str]:
+    """(certificate, key): ECDSA P-256 by the openssl command, made in milliseconds."""
+    key, crt = d / f"{cn}.key", d / f"{cn}.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(crt), "-days", "1", "-subj", "/CN=ktls.test"],
+                    str(crt), "-days", "1", "-subj", f"/CN={cn}"],
                    check=True, capture_output=True, timeout=30)
     return str(crt), str(key)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return self_signed(tmp_path_factory.mktemp("ktls-cert"), "ktls.test")
 
 
 def contexts(cert: tuple[str, str], version: ssl.TLSVersion, tls12: str = "",
@@ -198,12 +202,7 @@ def test_failures_carry_an_errno(cert, tmp_path: Path) -> None:
     """A certificate that does not verify: EACCES, OpenSSL's alert reaches the peer.
     Bytes that are not TLS: EPROTO. A silent peer: ETIMEDOUT at the deadline. A peer that
     closes: ECONNRESET."""
-    other_crt, other_key = tmp_path / "o.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(other_key),
-                    "-out", str(other_crt), "-days", "1", "-subj", "/CN=other"],
-                   check=True, capture_output=True, timeout=30)
-    server, _ = contexts((str(other_crt), str(other_key)), V13)
+    server, _ = contexts(self_signed(tmp_path, "other"), V13)
     _, client = contexts(cert, V13)
     a, b = socket.socketpair()
     seen: list[str] = []
