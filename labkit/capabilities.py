@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import features
-from labkit.base import files, netns
+from labkit.base import files, netns, syscalls
 
 
 @dataclass
@@ -74,10 +74,9 @@ def _netem() -> str:
 
 
 def _sockmap() -> str:
-    libc = ctypes.CDLL(None, use_errno=True)
     attr = struct.pack("=IIIII", 15, 4, 4, 1, 0).ljust(72, b"\0")  # SOCKMAP, key 4, val 4
     buf = ctypes.create_string_buffer(attr, len(attr))
-    fd = libc.syscall(321, 0, buf, len(attr))  # bpf(BPF_MAP_CREATE)
+    fd = syscalls.syscall("bpf", 0, buf, len(attr))  # bpf(BPF_MAP_CREATE), this machine's number
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
