@@ -113,13 +113,15 @@ if [ "${LABKIT_NO_VM:-0}" != 1 ] && [ "${LABKIT_SERIAL_TIERS:-0}" != 1 ]; then
   trap 'kill_tree "$kernel_pid"; exit 130' INT TERM
 fi
 
-# The host tier runs as two pytest processes side by side: the modules that mostly wait
-# (real kernel downloads, repro runs that boot fresh VMs, a real browser) in the second, so
-# their waits overlap the rest instead of adding to it (~9 of the host tier's ~29 min).
-# Its output follows the first's (live: test-artifacts/host-side.log).
-# LABKIT_HOST_SPLIT=0 runs the whole host tier in one process.
+# The host tier runs as two pytest processes side by side: in the second, the slow modules
+# that need neither the session's shared VM nor a quiet machine-wide state (real kernel
+# downloads, repro runs that boot fresh VMs of their own, a real browser, module builds,
+# every truncation of the TIPC captures: ~17 of the host tier's ~29 min under load in one
+# process), so their waits overlap the rest instead of adding to it. Its output follows
+# the first's (live: test-artifacts/host-side.log). LABKIT_HOST_SPLIT=0: one process.
 HOST_SIDE=(tests/host/test_kernel_catalogue.py tests/host/test_repro_vm.py
-           tests/host/test_repro_rerun.py tests/host/test_browser.py)
+           tests/host/test_repro_rerun.py tests/host/test_browser.py
+           tests/host/test_offload_kmod.py tests/host/test_tipc_packets.py)
 start=$(date +%s)
 side_pid=""
 if [ "${LABKIT_HOST_SPLIT:-1}" != 0 ]; then
