@@ -14,10 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pyroute2.iproute import IPRoute
-
 from labkit.base import netns
-from labkit.base.rtnl import iproute, kernel_error
+from labkit.base.rtnl import Rtnl, kernel_error, peer_data
 from labkit.base.wait import wait_until
 from labkit.errors import LabkitError
 from labkit.lab import names
@@ -37,7 +35,7 @@ class Builder:
     progress: Progress = lambda done, total, what: None
     here: set[str] | None = None  # nodes placed in this kernel (None: all of them)
     span: Span | None = None  # how to reach nodes in other kernels (labs spanning VMs)
-    sockets: dict[str, IPRoute] = field(default_factory=dict)
+    sockets: dict[str, Rtnl] = field(default_factory=dict)
     fds: dict[str, int] = field(default_factory=dict)
     _done: int = 0
     _total: int = 0
@@ -101,8 +99,8 @@ class Builder:
                 netns.create(ns)
             except OSError as exc:
                 raise kernel_error(exc, f"create network namespace {ns}") from exc
-            ipr = self.sockets[ns] = iproute(ns)
-            ipr.link("set", index=1, state="up")  # lo is always ifindex 1 in a new netns
+            ipr = self.sockets[ns] = Rtnl(ns)
+            ipr.set_link(1, up=True)  # lo is always ifindex 1 in a new netns
             self.step("namespaces")
 
     def _fd(self, ns: str) -> int:
@@ -153,17 +151,15 @@ class Builder:
     def _addresses(self) -> None:
         for node in self.nodes:
             ipr = self.sockets[self.ns(node.name)]
-            index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+            index = {link["ifname"]: link["index"] for link in ipr.links()}
             for ep in node.interfaces.values():
                 self._configure(ipr, index[ep.iface], ep)
             for ifa in node.loopback:
                 _add_addr(ipr, 1, ifa, node.loc, f"{node.name}:lo")
 
-    def _configure(self, ipr: IPRoute, idx: int, ep: Endpoint) -> None:
+    def _configure(self, ipr: Rtnl, idx: int, ep: Endpoint) -> None:
         try:
-            if ep.mtu:
-                ipr.link("set", index=idx, mtu=ep.mtu)
-            ipr.link("set", index=idx, state="up")
+            ipr.set_link(idx, up=True, mtu=ep.mtu or None)
         except Exception as exc:
             raise kernel_error(exc, f"bring up {ep.label}", ep.loc) from exc
         self.step("interfaces")
@@ -178,12 +174,9 @@ class Builder:
             _apply_sysctls(node, ns)
             ipr = self.sockets[ns]
             for route in node.routes:
-                kw: dict[str, Any] = {"dst": str(route.dst), "gateway": str(route.via),
-                                      "family": 2 if route.via.version == 4 else 10}
-                if route.dev:
-                    kw["oif"] = ipr.link_lookup(ifname=route.dev)[0]
                 try:
-                    ipr.route("add", **kw)
+                    ipr.add_route(str(route.dst), str(route.via),
+                                  ipr.index(route.dev) if route.dev else None)
                 except Exception as exc:
                     raise kernel_error(exc, f"add route {route.dst} via {route.via} on "
                                             f"{node.name}", route.loc) from exc
@@ -199,8 +192,7 @@ class Builder:
 
         def all_up() -> bool:
             for ns in list(pending):
-                pending[ns] -= {link.get_attr("IFLA_IFNAME")
-                                for link in self.sockets[ns].get_links()
+                pending[ns] -= {link["ifname"] for link in self.sockets[ns].links()
                                 if link["flags"] & IFF_LOWER_UP}
                 if not pending[ns]:
                     del pending[ns]
@@ -222,24 +214,16 @@ def link_kind(topo: Topology, link: Segment) -> str:
     return "veth"
 
 
-def _add_pair(ipr: IPRoute, kind: str, name: str, peer: str, peer_ns_fd: int) -> None:
-    """A pair across two namespaces in one request. A veth-like kind takes its peer as
-    veth does (VETH_INFO_PEER in IFLA_INFO_DATA), which pyroute2 encodes for veth only."""
-    if kind == "veth":
-        ipr.link("add", ifname=name, kind="veth",
-                 peer={"ifname": peer, "net_ns_fd": peer_ns_fd})
-        return
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    ifinfmsg.ifinfo.register_link_kind(module={kind: ifinfmsg.ifinfo.veth_data})
-    ipr.link("add", ifname=name, kind=kind, VETH_INFO_PEER={
-        "attrs": [["IFLA_IFNAME", peer], ["IFLA_NET_NS_FD", peer_ns_fd]]})
+def _add_pair(ipr: Rtnl, kind: str, name: str, peer: str, peer_ns_fd: int) -> None:
+    """A pair across two namespaces in one request. A veth-like kind (offload's tlsnic)
+    takes its peer as veth does: VETH_INFO_PEER in IFLA_INFO_DATA."""
+    ipr.add_link(name, kind, peer_data(peer, peer_ns_fd))
 
 
-def _add_addr(ipr: IPRoute, idx: int, ifa: Any, loc: Any, label: str) -> None:
+def _add_addr(ipr: Rtnl, idx: int, ifa: Any, loc: Any, label: str) -> None:
     try:
-        ipr.addr("add", index=idx, address=str(ifa.ip), prefixlen=ifa.network.prefixlen,
-                 flags=IFA_F_NODAD if ifa.version == 6 else 0)
+        ipr.add_addr(idx, str(ifa.ip), ifa.network.prefixlen,
+                     IFA_F_NODAD if ifa.version == 6 else 0)
     except Exception as exc:
         raise kernel_error(exc, f"add address {ifa} to {label}", loc) from exc
 

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from labkit.base import netns
-from labkit.base.rtnl import opened
+from labkit.base.rtnl import rtnl
 from labkit.lab import names, state
 
 if TYPE_CHECKING:
@@ -17,27 +17,14 @@ OPERSTATE = {0: "UNKNOWN", 2: "DOWN", 5: "DORMANT", 6: "UP"}
 
 def node_links(ns: str) -> list[dict[str, Any]]:
     """Interfaces of a namespace with their addresses, like `ip -j addr` but in-process."""
-    with opened(ns) as ipr:
+    with rtnl(ns) as sock:
         addrs: dict[int, list[str]] = {}
-        for a in ipr.get_addr():
-            addrs.setdefault(a["index"], []).append(
-                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        out = []
-        for link in ipr.get_links():
-            info = link.get_attr("IFLA_LINKINFO")
-            out.append({
-                "ifname": link.get_attr("IFLA_IFNAME"),
-                "index": link["index"],
-                "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
-                "state": link.get_attr("IFLA_OPERSTATE"),
-                "up": bool(link["flags"] & 1),
-                "mtu": link.get_attr("IFLA_MTU"),
-                "mac": link.get_attr("IFLA_ADDRESS"),
-                "master": link.get_attr("IFLA_MASTER"),
-                "alias": link.get_attr("IFLA_IFALIAS"),
-                "addresses": addrs.get(link["index"], []),
-            })
-        return out
+        for index, address in sock.addrs():
+            addrs.setdefault(index, []).append(address)
+        return [{"ifname": link["ifname"], "index": link["index"], "kind": link["kind"],
+                 "state": link["state"], "up": bool(link["flags"] & 1), "mtu": link["mtu"],
+                 "mac": link["mac"], "master": link["master"], "alias": link["alias"],
+                 "addresses": addrs.get(link["index"], [])} for link in sock.links()]
 
 
 def _visible(links: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,10 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2.iproute import IPRoute
-
 from labkit.base import netns
-from labkit.base.rtnl import kernel_error
+from labkit.base.rtnl import Rtnl, bridge_data, kernel_error, peer_data
 from labkit.lab import names
 from labkit.topology.model import Endpoint, Segment
 
@@ -107,7 +105,7 @@ def members(links: list[dict[str, Any]], lan: str) -> list[str]:
 class LanBuilder:
     """Builds every LAN of a lab in its LAN namespace, over the Builder's sockets."""
 
-    def __init__(self, lan_ns: str, ipr: IPRoute, node_ns: Callable[[str], str],
+    def __init__(self, lan_ns: str, ipr: Rtnl, node_ns: Callable[[str], str],
                  node_fd: Callable[[str], int], step: Callable[[str], None]) -> None:
         self.lan_ns = lan_ns
         self.ipr = ipr
@@ -130,8 +128,7 @@ class LanBuilder:
         if large:
             self._quiet_members(lan.endpoints)
         for bridge in bridges:
-            master = root if bridge is bridges[0] else self.ipr.link_lookup(
-                ifname=bridge.name)[0]
+            master = root if bridge is bridges[0] else self.ipr.index(bridge.name)
             for ep in bridge.members:
                 self._port(ep, master, lan)
         if large:
@@ -139,10 +136,10 @@ class LanBuilder:
 
     def _bridge(self, bridge: Bridge, lan: Segment, large: bool) -> int:
         try:
-            self.ipr.link("add", ifname=bridge.name, kind="bridge", br_stp_state=0,
-                          br_forward_delay=0, **({"br_mcast_snooping": 0} if large else {}))
-            index = self.ipr.link_lookup(ifname=bridge.name)[0]
-            self.ipr.link("set", index=index, state="up", ifalias=bridge.alias)
+            self.ipr.add_link(bridge.name, "bridge",
+                              bridge_data(mcast_snooping=False if large else None))
+            index = self.ipr.index(bridge.name)
+            self.ipr.set_link(index, up=True, alias=bridge.alias)
         except Exception as exc:
             raise kernel_error(exc, f"create bridge {bridge.name} of LAN {lan.name}",
                                lan.loc) from exc
@@ -152,11 +149,11 @@ class LanBuilder:
         assert leaf.trunk is not None
         up, down = leaf.trunk
         try:
-            self.ipr.link("add", ifname=up, kind="veth", master=root, peer={"ifname": down})
-            self.ipr.link("set", ifname=down, master=leaf_index, state="up",
-                          ifalias=f"{leaf.alias}: trunk to the root")
-            self.ipr.link("set", ifname=up, state="up", ifalias=f"LAN {lan.name}: trunk to "
-                          f"leaf {leaf.name}")
+            self.ipr.add_link(up, "veth", peer_data(down), master=root)
+            self.ipr.set_link(name=down, master=leaf_index, up=True,
+                              alias=f"{leaf.alias}: trunk to the root")
+            self.ipr.set_link(name=up, up=True, alias=f"LAN {lan.name}: trunk to "
+                              f"leaf {leaf.name}")
         except Exception as exc:
             raise kernel_error(exc, f"join leaf bridge {leaf.name} to LAN {lan.name}",
                                lan.loc) from exc
@@ -165,11 +162,10 @@ class LanBuilder:
         self.port += 1
         pname = names.lan_port(self.port)
         try:
-            self.ipr.link("add", ifname=pname, kind="veth", master=master,
-                          peer={"ifname": ep.iface, "net_ns_fd": self.node_fd(ep.node)})
+            self.ipr.add_link(pname, "veth", peer_data(ep.iface, self.node_fd(ep.node)),
+                              master=master)
             # The alias tells `status` and captures which node a port serves.
-            self.ipr.link("set", ifname=pname, state="up", ifalias=ep.label,
-                          **({"mtu": ep.mtu} if ep.mtu else {}))
+            self.ipr.set_link(name=pname, up=True, alias=ep.label, mtu=ep.mtu or None)
         except Exception as exc:
             raise kernel_error(exc, f"attach {ep.label} to LAN {lan.name}", ep.loc) from exc
         self.step("LAN ports")

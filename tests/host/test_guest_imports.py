@@ -15,6 +15,9 @@ import pytest
 import labkit
 
 HEAVY = ("scapy", "matplotlib", "rich", "typer")
+# pyroute2's rtnetlink (IPRoute): ~8 s of imports under TCG; the daemon builds and reads
+# labs with labkit.base.rtnl instead, so none of its requests may need it.
+SLOW = "pyroute2.iproute"
 PACKAGE = Path(labkit.__file__).resolve().parent
 # What the daemon runs before any request: its own module, then its preload thread.
 DAEMON = "import labkit.hosts.guestd as g; g.preload(); import labkit.lab.lab"
@@ -52,6 +55,15 @@ def test_remote_modules_are_found() -> None:
 
 def test_daemon_start_imports_nothing_heavy() -> None:
     assert heavy_after(DAEMON) == []
+
+
+def test_the_daemon_never_needs_pyroute2s_rtnetlink() -> None:
+    """Building a lab (every node's links, addresses and routes) and `status`'s reading
+    of them use labkit.base.rtnl; the control shows the probe sees pyroute2's IPRoute."""
+    probe = f"print(' '.join(m for m in {(SLOW,)!r} if m in sys.modules))"
+    assert heavy_after(DAEMON, "import pyroute2.iproute; " + probe)[-1:] == [SLOW]
+    mods = "; ".join(f"importlib.import_module({m!r})" for m in remote_modules())
+    assert SLOW not in heavy_after(DAEMON, f"{mods}; {probe}")
 
 
 @pytest.mark.parametrize("module", remote_modules())
