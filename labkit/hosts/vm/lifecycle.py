@@ -34,6 +34,7 @@ from labkit.hosts.vm.vmstate import (
     _require,
     _tail,
     parse_forward,
+    state_json,
 )
 from labkit.hosts.vm.vng import Backplane, vng_argv, vng_env
 
@@ -190,11 +191,7 @@ def stop(name: str = DEFAULT_NAME) -> VmInfo:
 
 
 def _cleanup(state: Path) -> None:
-    try:
-        data = json.loads(files.read_bounded(state / "state.json", files.STATE))
-    except (OSError, ValueError, RecursionError, files.FileRefused):
-        data = {}
-    data = data if isinstance(data, dict) else {}
+    data = state_json(state)
     pgid = data.get("pgid")
     if isinstance(pgid, int) and pgid > 1:
         started = data.get("starttime")

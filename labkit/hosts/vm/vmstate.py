@@ -109,13 +109,18 @@ def _require(state: Path, name: str) -> VmInfo:
     return _info(state)
 
 
-def _info(state: Path) -> VmInfo:
-    """state.json, corrected by reality: a live status with a dead supervisor is a crash."""
+def state_json(state: Path) -> dict[str, Any]:
+    """A VM's state.json as a dict; {} when it is missing, unreadable or not an object."""
     try:
         data = json.loads(files.read_bounded(state / "state.json", files.STATE))
     except (OSError, ValueError, RecursionError, files.FileRefused):
-        data = {}
-    data = data if isinstance(data, dict) else {}
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _info(state: Path) -> VmInfo:
+    """state.json, corrected by reality: a live status with a dead supervisor is a crash."""
+    data = state_json(state)
     info = VmInfo(
         name=state.name, status=str(data.get("status", "crashed")),
         kernel=str(data.get("kernel", "")), kernel_version=str(data.get("kernel_version", "")),
