@@ -11,7 +11,6 @@ import errno
 import os
 import re
 import socket
-import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from labkit.base import netns
 from labkit.features.kproxy import measure
 from labkit.features.kproxy.lab import config_of
 from labkit.features.kproxy.wire import read_tls, streams
+from labkit.ktls import ciphers, sockopt, uapi
 from labkit.lab import names
 from labkit.lab.lab import Lab
 from labkit.packets.tap import Tap
@@ -137,9 +137,8 @@ def test_a_plaintext_pair_fails_the_same_check(lab: Lab) -> None:
     assert any(marker for _, marker in readings)
 
 
-TCP_ULP, SOL_TLS, TLS_TX = 31, 282, 1
-KEY = struct.pack("=HH8s16s4s8s", 0x0304, 51, b"\x01" * 8, b"\x02" * 16, b"\x03" * 4,
-                  b"\0" * 8)  # a fixed test key, not a secret
+KEY = sockopt.crypto_info(uapi.TLS_1_3_VERSION, ciphers.BY_SHORT["aes-gcm-128"], b"\x02" * 16,
+                         b"\x03" * 4, b"\x01" * 8, 0)  # a fixed test key, not a secret
 
 
 @pytest.mark.needs("ktls", "bpf_sockmap")
@@ -164,8 +163,7 @@ def test_the_kernel_refuses_ktls_sockets_in_a_sockmap(scratch_ns: str) -> None:
             a, b = pair(7101)
             sm.join(a, b)  # positive control: plain TCP sockets join
             c, d = pair(7102)
-            c.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-            c.setsockopt(SOL_TLS, TLS_TX, KEY)
+            sockopt.install(c, KEY)
             with pytest.raises(OSError) as info:
                 sm.join(c, d)
             assert info.value.errno == errno.EINVAL
