@@ -108,7 +108,7 @@ def session_keys(keylog: str, version: int, cipher: Cipher, server_rand: bytes |
                              "are needed")
         return tls12_keys(secrets_["CLIENT_RANDOM"], bytes.fromhex(crandom), server_rand,
                           cipher, client)
-    name = label or ("CLIENT_TRAFFIC_SECRET_0" if client else "SERVER_TRAFFIC_SECRET_0")
+    name = label or (nss.CLIENT_APP if client else nss.SERVER_APP)
     if name not in secrets_:
         raise ValueError(f"the key log has no {name} line")
     return tls13_keys(secrets_[name], cipher)
