@@ -9,7 +9,9 @@ learner's name, so a notebook reload, a kernel restart or another terminal sees 
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -253,6 +255,13 @@ class Exercises:
         return rows(self.lab.name, progress.read(self.lab.name), self.items)
 
 
+def with_labkit_path(argv: list[str]) -> list[str]:
+    """argv run with labkit's own bin directory (its venv) first on PATH, so `python3`
+    imports labkit and `labkit` runs in a node, as exercises tell learners to type
+    (`python3 -m labkit.exercises.keyupdate`); a VM's guest sees the same install."""
+    return ["sh", "-c", 'PATH="$0:$PATH" exec "$@"', os.path.dirname(sys.executable), *argv]
+
+
 def apply_step(lab: Lab, step: Step) -> tuple[int, str]:
     """Run one solution step in its node: (exit status, output)."""
     node = lab.node(step.node)
@@ -260,7 +269,7 @@ def apply_step(lab: Lab, step: Step) -> tuple[int, str]:
         res = node.run(["sh", "-c", 'cat > "$1"', "sh", step.file], input=step.content or "")
     else:
         argv = step.run if step.run is not None else ["sh", "-c", step.shell or ""]
-        res = node.run(argv, timeout=120)
+        res = node.run(with_labkit_path(argv), timeout=120)
     text = ((res.stdout or "") + (res.stderr or "")).strip()
     if res.returncode != 0 and not text:
         text = f"`{shlex.join(res.args) if isinstance(res.args, list) else res.args}` " \

@@ -26,7 +26,7 @@ import select
 import socket
 import sys
 import time
-from typing import BinaryIO
+from io import RawIOBase
 
 from labkit.base import netns
 from labkit.ktls import sockopt
@@ -35,6 +35,7 @@ from labkit.ktls.uapi import CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HS_KEY
 
 CLOSE_NOTIFY = bytes([1, 0])  # warning, close_notify
 NS_PREFIX = "lk-"
+POLL = 0.5  # s between reads that do not wait
 
 
 def say(text: str) -> None:
@@ -98,16 +99,16 @@ class Conversation:
             if requested:
                 self.key_update(False)
 
-    def run(self, lines: BinaryIO | None, echo: bool, timeout: float) -> int:
+    def run(self, lines: RawIOBase | None, echo: bool, timeout: float) -> int:
         """Move data until the peer closes (or stdin ends and the peer is done)."""
         deadline = time.monotonic() + timeout
         reading = lines is not None
         while time.monotonic() < deadline:
             watch: list = [self.sock] + ([lines] if reading else [])
-            ready, _, _ = select.select(watch, [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                say("timed out")
-                return 1
+            # select is not the only way in: around a KeyUpdate a socket was seen to hold
+            # a whole record that poll did not report (7.2, records queued across a
+            # rekey), so an idle turn also tries a read that does not wait
+            ready, _, _ = select.select(watch, [], [], min(POLL, deadline - time.monotonic()))
             if lines is not None and lines in ready:
                 line = lines.readline()
                 if not line:
@@ -117,27 +118,44 @@ class Conversation:
                     self.key_update(line.strip() == b"K")
                 else:
                     sockopt.send_record(self.sock, line)
-            if self.sock in ready:
-                try:
-                    kind, data = sockopt.recv_record(self.sock)
-                except ConnectionResetError:
-                    break
-                if kind == CT_HANDSHAKE:
-                    self.handshake_records(data)
-                    continue
-                if kind == CT_ALERT or not data:
-                    break
-                if kind != CT_APPLICATION_DATA:
-                    continue
-                self.received += len(data)
-                if echo:
-                    sockopt.send_record(self.sock, data)
-                else:
-                    sys.stdout.buffer.write(data)
-                    sys.stdout.flush()
+            try:
+                record = self._read(wait=self.sock in ready)
+            except ConnectionResetError:
+                break
+            if record is None:
+                continue
+            kind, data = record
+            if kind == CT_HANDSHAKE:
+                self.handshake_records(data)
+                continue
+            if kind == CT_ALERT or not data:
+                break
+            if kind != CT_APPLICATION_DATA:
+                continue
+            self.received += len(data)
+            if echo:
+                sockopt.send_record(self.sock, data)
+            else:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+        else:
+            say("timed out")
+            return 1
         say(f"closed: {self.received} bytes received, KeyUpdates sent {self.sent_updates}, "
             f"received {self.got_updates}")
         return 0
+
+    def _read(self, wait: bool) -> tuple[int, bytes] | None:
+        """The next record; None when none is there (only asked without waiting)."""
+        if wait:
+            return sockopt.recv_record(self.sock)
+        self.sock.setblocking(False)
+        try:
+            return sockopt.recv_record(self.sock)
+        except BlockingIOError:
+            return None
+        finally:
+            self.sock.setblocking(True)
 
 
 def _handshake(sock: socket.socket, args: argparse.Namespace, server: bool) -> Conversation:

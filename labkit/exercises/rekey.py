@@ -25,10 +25,11 @@ KERNEL_WITH_REKEY = "debian-7.2"
 MEANING = {
     "TlsTxRekeyOk": ("{node}'s kernel has installed no new transmit key",
                      "a KeyUpdate sent from {node} over kTLS, then the next key given to "
-                     "TLS_TX"),
+                     "TLS_TX (a peer sends its own when the KeyUpdate it got asks for one: "
+                     "update_requested)"),
     "TlsRxRekeyOk": ("the receiver in {node} has not installed a new key",
-                     "after reading the peer's KeyUpdate, the next key given to TLS_RX "
-                     "(until then the kernel holds the records: EKEYEXPIRED)"),
+                     "the next key given to TLS_RX once the peer's KeyUpdate is read (until "
+                     "then the kernel holds the records: EKEYEXPIRED)"),
     "TlsRxRekeyReceived": ("{node}'s kernel has received no KeyUpdate record",
                            "a KeyUpdate sent to {node} over a kTLS socket"),
     "TlsTxRekeyError": ("{node}'s kernel refused no new transmit key",

@@ -76,7 +76,9 @@ def shell_argv(command: str, timeout: int = COMMAND_TIMEOUT,
               f'( ulimit -f {2 * limit // 1024}; exec timeout -k 2 {timeout} bash -c "$1" ) '
               '>"$out" 2>&1 </dev/null; rc=$?; '
               f'head -c {limit + 1} "$out"; rm -f "$out"; exit $rc')
-    return ["bash", "-c", script, "labkit-exercise", command]
+    from labkit.exercises.api import with_labkit_path  # `python3` there imports labkit
+
+    return with_labkit_path(["bash", "-c", script, "labkit-exercise", command])
 
 
 def terminal_entry(node: str, command: str, rc: int, output: str,

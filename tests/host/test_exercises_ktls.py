@@ -19,7 +19,7 @@ import pytest
 
 from labkit.errors import TopologyError
 from labkit.exercises import loader
-from labkit.exercises.api import Exercises, Result
+from labkit.exercises.api import Exercises, Result, with_labkit_path
 from tests.conftest import ROOT, require_root, run_cli, unique
 from tests.host.test_exercises_cli import copy_topology
 
@@ -73,9 +73,11 @@ def test_key_update_fails_fresh_explains_one_way_then_solved(
         assert cli.returncode == 1, cli.stdout + cli.stderr  # not yet
 
         # A wrong answer: a KeyUpdate that does not ask t to update (`k`): one direction
-        served = ex.lab.node("t").run(["sh", "-c", SERVE], timeout=120)
+        # typed as in the exercise's box, where `python3` is labkit's
+        served = ex.lab.node("t").run(with_labkit_path(["sh", "-c", SERVE]), timeout=120)
         assert served.returncode == 0, served.stdout + served.stderr
-        sent = ex.lab.node("h").run(["sh", "-c", CONNECT.format(k="k")], timeout=120)
+        sent = ex.lab.node("h").run(with_labkit_path(["sh", "-c", CONNECT.format(k="k")]),
+                                    timeout=120)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert sent.stdout == "hello\nbye\n", sent.stdout  # echoed across the KeyUpdate
         assert "sent KeyUpdate (update_not_requested)" in sent.stderr, sent.stderr
