@@ -329,6 +329,9 @@ def _trace_boot(info: Any) -> None:
         if hello.get("agent_uptime") is not None:
             trace.mark("userspace (agent) started",
                        at=float(ready) - float(hello["uptime"]) + float(hello["agent_uptime"]))
+        for what, uptime in hello.get("steps") or []:  # the agent's setup (agent.STEPS)
+            if uptime is not None:
+                trace.mark(f"agent: {what}", at=float(ready) - float(hello["uptime"]) + uptime)
     if ready:
         trace.mark("agent HELLO", at=float(ready))
 

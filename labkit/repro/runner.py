@@ -198,6 +198,7 @@ def _stop_vm(vm: str) -> None:
 def _steps(ctx: steps.Context, scenario: Scenario, kr: KernelRun,
            tell: Say) -> StepResult | None:
     for step, res in zip(scenario.steps[1:], kr.steps[1:], strict=True):
+        tell(f"{res.label}: running (at most {step.timeout:g} s)")  # a wait says what for
         steps.run(ctx, step, res)
         tell(f"{res.label}: {res.outcome} ({res.seconds:.1f} s)"
              + (f": {res.detail}" if res.outcome != OK else ""))

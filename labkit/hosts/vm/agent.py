@@ -317,20 +317,31 @@ def nic_by_mac(mac: str, timeout: float = 10.0) -> str | None:
     return None
 
 
-def setup_backplane_nic(mac: str, address: str, mtu: int) -> list[str]:
-    """The lab VMs' private network: up, jumbo MTU, a fixed ULA (no DAD: it is ours).
-    virtio_net is loaded by load_modules beforehand."""
-    iface = nic_by_mac(mac)
-    if iface is None:
-        return [f"no backplane interface with MAC {mac}; labs cannot span kernels"]
-    warnings = []
-    for cmd in (["ip", "link", "set", iface, "name", "lkbp0"],
-                ["ip", "link", "set", "lkbp0", "mtu", str(mtu), "up"],
-                ["ip", "addr", "add", address, "dev", "lkbp0", "nodad"]):
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if res.returncode != 0:
-            warnings.append(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
-    return warnings
+def ip_batch(commands: list[str], tolerate: tuple[str, ...] = ()) -> list[str]:
+    """Run `ip` commands in one process (each process start costs under TCG); a warning
+    per failed command, except failures whose message contains one of `tolerate`."""
+    if not commands:
+        return []
+    res = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(commands) + "\n",
+                         capture_output=True, text=True, check=False)
+    if res.returncode == 0:
+        return []
+    warnings, said = [], ""
+    for line in res.stderr.splitlines():
+        if line.startswith("Command failed -:"):
+            number = int(line.rpartition(":")[2] or 0)
+            if not any(t in said for t in tolerate) and 0 < number <= len(commands):
+                warnings.append(f"ip {commands[number - 1]} failed: {said.strip()}")
+            said = ""
+        else:
+            said += line + " "
+    return warnings or [f"ip -batch failed: {res.stderr.strip()}"]
+
+
+def backplane_commands(iface: str, address: str, mtu: int) -> list[str]:
+    """The lab VMs' private network: up, jumbo MTU, a fixed ULA (no DAD: it is ours)."""
+    return [f"link set {iface} name lkbp0", f"link set lkbp0 mtu {mtu} up",
+            f"addr add {address} dev lkbp0 nodad"]
 
 
 def built_in(module: str) -> bool:
@@ -347,22 +358,33 @@ def built_in(module: str) -> bool:
         return False
 
 
-def setup_forward_nic(mac: str) -> list[str]:
-    """Port forwards use qemu's user network: bring its NIC up with slirp's fixed address."""
+def forward_commands(iface: str) -> list[str]:
+    """Port forwards use qemu's user network: its NIC up with slirp's fixed address."""
+    return [f"link set {iface} up", f"addr add {SLIRP_ADDR} dev {iface}",
+            f"route add default via {SLIRP_GW} dev {iface}"]
+
+
+def setup_nics(net_mac: str, bp_mac: str, bp_addr: str, bp_mtu: int) -> list[str]:
+    """The forwarding NIC and the backplane NIC (virtio_net is loaded beforehand), in one
+    `ip -batch`."""
     warnings: list[str] = []
-    iface = nic_by_mac(mac)
-    if iface is None:
-        warnings.append(f"no network interface with MAC {mac}; port forwards will not work")
-        return warnings
-    for cmd in (
-        ["ip", "link", "set", iface, "up"],
-        ["ip", "addr", "add", SLIRP_ADDR, "dev", iface],
-        ["ip", "route", "add", "default", "via", SLIRP_GW, "dev", iface],
-    ):
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if res.returncode != 0 and "File exists" not in res.stderr:
-            warnings.append(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
-    return warnings
+    commands: list[str] = []
+    if net_mac:
+        iface = nic_by_mac(net_mac)
+        if iface is None:
+            warnings.append(f"no network interface with MAC {net_mac}; port forwards will "
+                            "not work")
+        else:
+            commands += forward_commands(iface)
+    if bp_mac:
+        iface = nic_by_mac(bp_mac)
+        if iface is None:
+            warnings.append(f"no backplane interface with MAC {bp_mac}; labs cannot span "
+                            "kernels")
+        else:
+            commands += backplane_commands(iface, bp_addr, bp_mtu)
+    # already there (the address or default route of the forwarding NIC): fine
+    return warnings + ip_batch(commands, tolerate=("File exists", "already assigned"))
 
 
 def fast_mounts(tag: str, ro_dirs: list[str], rw_dirs: list[str]) -> list[str]:
@@ -412,17 +434,33 @@ def uptime() -> float | None:
 
 
 AGENT_UPTIME = uptime()
+# (step, guest uptime) of the agent's setup before HELLO: the host's phase trace of a boot
+STEPS: list[tuple[str, float | None]] = []
 SBIN_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
-def load_modules(modules: list[str], quiet: tuple[str, ...] = ()) -> list[str]:
-    """Load every module in one modprobe (under TCG each process start costs); only if
-    that fails, one by one, to say which failed (never those in `quiet`)."""
+def step(name: str) -> None:
+    STEPS.append((name, uptime()))
+
+
+def start_modules(modules: list[str]) -> subprocess.Popen[bytes] | None:
+    """Start loading every module in one modprobe (under TCG each process start costs),
+    in the background: it overlaps mounting the cached share and the daemon's start."""
+    if not modules:
+        return None
+    return subprocess.Popen(["modprobe", "-a", *modules], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def load_modules(modules: list[str], quiet: tuple[str, ...] = (),
+                 started: subprocess.Popen[bytes] | None = None) -> list[str]:
+    """Wait for the modprobe started by start_modules (or run it now); only if it failed,
+    load them one by one, to say which failed (never those in `quiet`)."""
     if not modules:
         return []
-    res = subprocess.run(["modprobe", "-a", *modules], capture_output=True, text=True,
-                         check=False)
-    if res.returncode == 0:
+    if started is None:
+        started = start_modules(modules)
+    if started is not None and started.wait() == 0:
         return []
     warnings = []
     for module in modules:
@@ -453,7 +491,8 @@ def start_guestd(python: str) -> str:
 def serve(port: Port, oneshot: bool, warnings: list[str], guestd: str = "") -> None:
     sessions: dict[int, Session] = {}
     hello = {"release": os.uname().release, "pid": os.getpid(), "warnings": warnings,
-             "uptime": uptime(), "agent_uptime": AGENT_UPTIME, "guestd": guestd}
+             "uptime": uptime(), "agent_uptime": AGENT_UPTIME, "guestd": guestd,
+             "steps": STEPS}
     port.send(wire.pack_json(wire.HELLO, 0, hello))
     while True:
         frame = wire.read_frame(port.read)
@@ -507,16 +546,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guestd", default="", help="python to start labkit's daemon with")
     args = parser.parse_args(argv)
     warnings = []
+    nics = ["virtio_net"] if args.net_mac or args.bp_mac else []
+    modules = [*args.modprobe, *(m for m in nics if m not in args.modprobe)]
+    loading = start_modules(modules)
     if args.fast_tag:
         warnings += fast_mounts(args.fast_tag, args.fast_ro, args.fast_rw)
+        step("cached share mounted")
     guestd = start_guestd(args.guestd) if args.guestd else ""
-    nics = ["virtio_net"] if args.net_mac or args.bp_mac else []
-    warnings += load_modules([*args.modprobe, *(m for m in nics if m not in args.modprobe)],
-                             quiet=tuple(m for m in nics if m not in args.modprobe))
-    if args.net_mac:
-        warnings += setup_forward_nic(args.net_mac)
-    if args.bp_mac:
-        warnings += setup_backplane_nic(args.bp_mac, args.bp_addr, args.bp_mtu)
+    if guestd:
+        step("daemon started")
+    warnings += load_modules(modules, quiet=tuple(m for m in nics if m not in args.modprobe),
+                             started=loading)
+    if modules:
+        step("modules loaded")
+    if args.net_mac or args.bp_mac:
+        warnings += setup_nics(args.net_mac, args.bp_mac, args.bp_addr, args.bp_mtu)
+        step("NICs up")
     port = Port(os.open(find_port(PORT_NAME), os.O_RDWR))
     serve(port, args.oneshot, warnings, guestd)
     return 0
