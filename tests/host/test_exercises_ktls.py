@@ -118,3 +118,60 @@ def test_a_wrong_rekey_counter_is_named_with_its_line() -> None:
     assert f"05.yaml:{line}:" in shown and "TlsRxRekeyOk" in shown, shown
     good = loader.loads(text, "05.yaml", ["t", "h"])  # control: the shipped file loads
     assert [c.kind for c in good.items[-1].checks] == ["ktls_rekey"] * 6
+
+
+class FakeExercises:
+    """What ExercisePanel._solve asks of the exercises API, answering one check result."""
+
+    def __init__(self, first: Result) -> None:
+        self.first, self.solved = first, False
+
+    def check(self, ex_id: str) -> Result:
+        return self.first
+
+    def solve(self, ex_id: str) -> object:
+        self.solved = True
+        raise AssertionError("a solution applied on a kernel that cannot do the exercise")
+
+    def status(self) -> list[object]:
+        from labkit.exercises.api import Status
+
+        return [Status(EX, "t", None, 1, None, 0, 3, False, False, self.first.outcome)]
+
+    def hints_taken(self, ex_id: str) -> list[str]:
+        return []
+
+
+def panel_with(result: Result) -> tuple[object, FakeExercises]:
+    pytest.importorskip("ipywidgets", reason="ipywidgets is not installed (scripts/setup.sh)")
+    from labkit.widgets.exercise import ExercisePanel
+    from labkit.widgets.session import LabSession
+
+    panel = ExercisePanel(LabSession(str(ROOT / "topologies" / "nvme-tls.yaml"), name="rkw"), EX)
+    fake = FakeExercises(result)
+    panel.api = lambda: fake  # type: ignore[method-assign]
+    return panel, fake
+
+
+def test_the_notebook_says_why_it_does_not_solve_on_a_kernel_without_rekey() -> None:
+    """LABKIT_SOLVE=1 on 6.12: the cell notes 'could not check: needs ...' and leaves the
+    exercise unsolved, without failing the notebook; an error without that reason still
+    fails it (control)."""
+    from labkit.errors import LabkitError
+    from labkit.exercises.result import unknown
+
+    needs = "kTLS KeyUpdate (debian-7.2)"
+    why = unknown("h sent a KeyUpdate", "needs kTLS KeyUpdate (debian-7.2): h's kernel ...",
+                  needs=needs)
+    panel, fake = panel_with(Result(EX, "t", "error", [why]))
+    panel._solve(1.0)  # type: ignore[attr-defined]
+    assert not fake.solved
+    assert panel._notes == [  # type: ignore[attr-defined]
+        f"before the solution: {EX}: could not check: needs {needs}",
+        f"not solved here: {EX} needs {needs}; rebuild the lab on that kernel to do it"]
+    assert "COULD NOT CHECK" in panel.result.value  # type: ignore[attr-defined]
+    broken = unknown("h sent a KeyUpdate", "`cat /proc/net/tls_stat` in h did not finish")
+    panel, fake = panel_with(Result(EX, "t", "error", [broken]))
+    with pytest.raises(LabkitError):
+        panel._solve(1.0)  # type: ignore[attr-defined]
+    assert not fake.solved
