@@ -28,6 +28,7 @@ from labkit.features.handshake.config import HandshakeConfig
 from labkit.lab import names
 from labkit.lab.lab import Lab
 from tests.conftest import ROOT, renamed, run_cli, unique
+from tests.kernel import tracing
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("handshake", "ktls")]
 TOPOS = ROOT / "topologies"
@@ -235,13 +236,27 @@ def test_garbage_and_timeouts_leave_the_target_daemon_serving(nvme_lab: Lab) -> 
 
 
 def test_dos_step_shows_the_cap_and_recovers(nvme_lab: Lab) -> None:
-    report = ops.dos(nvme_lab, connects=12, hold=5.0)
-    cap = report["pending_cap"]
+    """labkit's cap (its reading of net/handshake's formula) and its daemon's count of
+    queued requests, each held against the kernel's own record: the handshake
+    tracepoints of the target's namespace. handshake_req_submit() logs handshake_submit
+    for each request it queues and handshake_submit_err (err=-EAGAIN) for each it refuses
+    at the cap; while the daemon is stalled nothing leaves the queue, so the kernel's
+    first `cap` events are queued requests and the rest of the flood refusals."""
+    target = nvme_lab.node(cfg(nvme_lab).nvme.target).ns  # type: ignore[union-attr]
+    with tracing.events("handshake", ["handshake_submit", "handshake_submit_err"],
+                        netns_ino=tracing.netns_inode(target)) as read:
+        report = ops.dos(nvme_lab, connects=12, hold=5.0)
+        kernel = [(e.name, e.fields.get("err")) for e in read()]
+    cap, connects = report["pending_cap"], report["connects"]
     w = report["while_stalled"]
-    assert w["queued"] == cap, report
-    assert w["refused_at_once"] >= report["connects"] - cap, report
+    flood = kernel[:connects]  # the flood's connections came first, the host's after
+    assert flood[:cap] == [("handshake_submit", None)] * cap, (cap, kernel)
+    assert flood[cap:] == [("handshake_submit_err", "-11")] * (connects - cap), (cap, kernel)
+    assert w["queued"] == cap, report  # the daemon was told of exactly what was queued
+    assert w["refused_at_once"] >= connects - cap, report
     assert w["accepted"] == 0
     assert report["recovered"], report
+    assert kernel[-1] == ("handshake_submit", None), kernel  # the recovery's handshake
 
 
 def test_down_leaves_nothing(nvme_lab: Lab) -> None:
@@ -325,5 +340,7 @@ def test_handshake_trace_through_the_cli(nfs_lab: Lab) -> None:
     assert "ready" in kinds and "accept" in kinds and "done" in kinds, kinds
     assert kinds.index("ready") < kinds.index("accept") < kinds.index("done"), kinds
     accept = events[kinds.index("accept")]
-    assert accept["role"] == "client" and accept["auth"] in ("unauth", "x509"), accept
+    # xprtsec=tls (not mtls): the client presents no certificate, so the kernel asks for
+    # an anonymous client hello (tls_client_hello_anon: HANDSHAKE_AUTH_UNAUTH)
+    assert accept["role"] == "client" and accept["auth"] == "unauth", accept
     assert events[kinds.index("done")]["status"] == 0, events
