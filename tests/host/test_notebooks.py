@@ -38,6 +38,8 @@ LABS = ROOT / "labs"
 NOTEBOOKS = sorted(p.name for p in LABS.glob("*.ipynb"))
 CELL_TIMEOUT = 900  # s: bounded; a VM boot under TCG on a loaded machine is the longest step
 VM_NOTEBOOKS = {"02-tipc-crossover.ipynb", "03-tipc-encryption.ipynb"}
+# A graded check that passed, as the verify button renders it (labkit/widgets/verify_button.py)
+PASS_BADGE = 'class="lk-pass">PASS'
 # The feature labs' notebooks, run by one test each: True if their labs live in a VM here.
 FEATURE_NOTEBOOKS = {"04-kproxy.ipynb": False, "05-handshake.ipynb": True,
                      "06-offload.ipynb": True}
@@ -231,7 +233,7 @@ def test_01_first_lab(lab_names: list[str], progress_env: dict[str, str]) -> Non
     assert run.cleanup_ran
     assert leftovers(name) == []
     text = "\n".join(run.outputs)
-    assert text.count('class="lk-pass">PASS') >= 7  # the graded checks, rendered as passes
+    assert text.count(PASS_BADGE) >= 7  # the graded checks, rendered as passes
     # Exercise 2 broke a route: the declared check that needs it failed, and only that one.
     assert "failing now: ['across the router (IPv4 TCP)']" in text
     assert_not_yet(run, "01-first-lab.ipynb")
@@ -294,6 +296,7 @@ def test_03_tipc_encryption(lab_names: list[str], progress_env: dict[str, str]) 
     from tests.conftest import OURS
 
     OURS.update(lab_names)
+    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
     run = execute(LABS / "03-tipc-encryption.ipynb",
                   {"LABKIT_LAB_NAME": base, "LABKIT_SOLVE": "1", **progress_env})
     save_executed(run, "03-tipc-encryption.ipynb")
@@ -312,6 +315,7 @@ def labs_named(base: str) -> list[str]:
                    if ns.startswith(f"lk-{base}")})
 
 
+    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
 @pytest.mark.needs_root
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=[pytest.mark.vm] if vm else [])
@@ -334,7 +338,7 @@ def test_feature_notebook(name: str, lab_names: list[str],
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert all(leftovers(n) == [] for n in made), made
-    assert 'class="lk-pass">PASS' in "\n".join(run.outputs)  # positive: checks were graded
+    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
     assert_solved(run, name)
 
 
