@@ -261,10 +261,10 @@ def main() -> int:
             Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        cold = renamed("cluster.yaml", "bvcold", tmp)
-        hostpair = renamed("pair.yaml", "bvhost", tmp)
-        vmpair = renamed("pair.yaml", "bvvm", tmp)
-        span = renamed("cluster-2k.yaml", "bvspan", tmp)
+        cold = renamed("cluster.yaml", "s1-bvcold", tmp)
+        hostpair = renamed("pair.yaml", "s1-bvhost", tmp)
+        vmpair = renamed("pair.yaml", "s1-bvvm", tmp)
+        span = renamed("cluster-2k.yaml", "s1-bvspan", tmp)
         made: list[str] = []
         try:
             for _ in range(args.repeat):
@@ -272,7 +272,7 @@ def main() -> int:
 
                 def up_cold() -> float:
                     took, _ = cli("up", "--vm", KERNEL, cold)
-                    made.append("bvcold")
+                    made.append("s1-bvcold")
                     return took
 
                 rnd["cold"] = pair("cold up cluster / bare vm run",
@@ -282,18 +282,18 @@ def main() -> int:
 
                 def up_host() -> float:
                     took, _ = cli("up", "--host", hostpair)
-                    made.append("bvhost")
+                    made.append("s1-bvhost")
                     return took
 
                 def up_vm() -> float:
                     took, _ = cli("up", "--vm", KERNEL, vmpair)
-                    made.append("bvvm")
+                    made.append("s1-bvvm")
                     return took
 
                 rnd["warm"] = pair("warm up pair in VM / up pair on host",
                                    ("up_warm_vm_s", up_vm), ("up_host_s", up_host))
                 execs = [pair("lab exec / vm exec",
-                              ("lab_exec_s", lambda: cli("exec", "bvcold", "n1", "--",
+                              ("lab_exec_s", lambda: cli("exec", "s1-bvcold", "n1", "--",
                                                          "true")[0]),
                               ("vm_exec_s", lambda: cli("vm", "exec", VM, "--", "true")[0]))
                          for _ in range(args.execs)]
@@ -306,8 +306,8 @@ def main() -> int:
                                              / rnd["exec"]["vm_exec_s"], 2)
                 if args.imports and not out.get("guest_imports"):
                     out["guest_imports"] = guest_verbs()
-                out["cold_up_trace"] = last_trace("bvcold")
-                for lab in ("bvvm", "bvhost", "bvcold"):
+                out["cold_up_trace"] = last_trace("s1-bvcold")
+                for lab in ("s1-bvvm", "s1-bvhost", "s1-bvcold"):
                     _, res = cli("down", lab, check=False)
                     if res.returncode != 0:  # say it: the next round's cold up would fail
                         print(f"labkit down {lab}: {res.stderr.strip()[-400:]}",
@@ -320,22 +320,22 @@ def main() -> int:
                 out["rounds"].append(rnd)
                 save()
             if not args.no_verbs:
-                out["verbs"] = verb_table("bvcold", cold, tmp)
+                out["verbs"] = verb_table("s1-bvcold", cold, tmp)
                 save()
             if args.span:
                 out["up_span_s"], _ = cli("up", span)
-                made.append("bvspan")
-                out["tipc_status_s"] = median([cli("tipc", "status", "bvspan", "--json")[0]
+                made.append("s1-bvspan")
+                out["tipc_status_s"] = median([cli("tipc", "status", "s1-bvspan", "--json")[0]
                                                for _ in range(3)])
                 out["throughput_64KiB"] = {proto: {
-                    "across_kernels_MBps": throughput("bvspan", "n1", "n3", proto,
+                    "across_kernels_MBps": throughput("s1-bvspan", "n1", "n3", proto,
                                                       args.seconds),
-                    "in_kernel_MBps": throughput("bvspan", "n1", "n2", proto, args.seconds),
+                    "in_kernel_MBps": throughput("s1-bvspan", "n1", "n2", proto, args.seconds),
                 } for proto in ("tipc", "tcp")}
         finally:
             for lab in reversed(made):
                 cli("down", lab, check=False)
-            cli("down", "bvcold", check=False)
+            cli("down", "s1-bvcold", check=False)
             cli("vm", "stop", VM, check=False)
     rounds = out["rounds"]
     out["best"] = {
