@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from labkit.hosts.host import LabHost
-from labkit.hosts.vmhost import Users, VmHost, nobody
+from labkit.hosts.vmhost import VmHost
 
 Factory = Callable[..., LabHost]
 _factory: Factory = VmHost
 
 
 def host_for(name: str, kernel: str, modules: Sequence[str] = (), *,
-             append: Sequence[str] = (), users: Users = nobody) -> LabHost:
-    """The host of the part `name` (a VM name) with `kernel`: modules to load there,
-    kernel options for a lab's own VM, and who else uses it (asked before it stops)."""
-    return _factory(name, kernel, modules, append=append, users=users)
+             append: Sequence[str] = ()) -> LabHost:
+    """The host of the part `name` (a VM name) with `kernel`: modules to load there and
+    kernel options for a lab's own VM (which labs use it: labkit.hosts.users)."""
+    return _factory(name, kernel, modules, append=append)
 
 
 def use(factory: Factory) -> Factory:

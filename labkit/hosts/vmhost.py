@@ -15,19 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NoReturn
 
 from labkit.base import trace
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts import rpc
+from labkit.hosts import rpc, users
 from labkit.hosts.host import NamedLab, Progress
 from labkit.hosts.local import netns_exec
-
-# Which labs (other than the one named) use this boot of a VM: (vm, exclude, booted at)
-# -> lab names. The lab layer knows its records and passes this in (labkit.lab.state).
-Users = Callable[[str, str, "float | None"], list[str]]
 
 GUESTD_SOCKET = "/run/labkit/guestd.sock"
 # labkit's own package, served to lab VMs from the cached share: every agent and the
@@ -36,16 +32,10 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MEMORY = "2G"
 
 
-def nobody(vm: str, exclude: str, started: float | None) -> list[str]:
-    return []
-
-
 class VmHost:
     def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
-                 memory: str | None = None, append: Sequence[str] = (),
-                 users: Users = nobody) -> None:
+                 memory: str | None = None, append: Sequence[str] = ()) -> None:
         self.name, self.vm, self.kernel = vm, vm, kernel
-        self.users = users
         self.modules = list(modules)
         self.append = list(append)  # kernel command-line options (a lab's own VM only)
         self.memory = memory or DEFAULT_MEMORY
@@ -78,12 +68,12 @@ class VmHost:
                         return
                     # another checkout's VM: its daemon runs that checkout's code, and the
                     # processes it starts would too (seen: a deleted CI clone's python)
-                    users = self._users(exclude="")
-                    if users:
+                    others = self._users(exclude="")
+                    if others:
                         raise LabkitError(
                             f"VM {self.vm} runs labkit from another install ({theirs}), "
                             f"not this one ({sys.executable}), for the labs "
-                            f"{', '.join(users)}.",
+                            f"{', '.join(others)}.",
                             hint=f"Bring those labs down with the install that made them "
                                  f"(or `labkit vm stop {self.vm}`), then try again.")
                     say(0, 3, f"VM {self.vm} runs another labkit install ({theirs}) and no "
@@ -145,7 +135,7 @@ class VmHost:
         from labkit.hosts.vm import persistent
 
         info = persistent.info(self.vm)
-        return self.users(self.vm, exclude, info.started_at if info is not None else None)
+        return users.of(self.vm, exclude, info.started_at if info is not None else None)
 
     def _load_modules(self) -> None:
         """A VM booted for another lab loaded that lab's modules at boot: load this lab's

@@ -201,8 +201,7 @@ class Lab:
         if host is None:
             host = placed.host_for(part.vm, part.kernel,
                                    features.modules(sorted(self.topo.features)),
-                                   append=getattr(self, "_kernel_options", ()),
-                                   users=state.labs_using)
+                                   append=getattr(self, "_kernel_options", ()))
             self._hosts[part.vm] = host
         return host
 

@@ -28,7 +28,7 @@ import pytest
 
 from labkit.base.wait import wait_until
 from labkit.errors import LabkitError, UsageError
-from labkit.hosts import placed, rpc
+from labkit.hosts import placed, rpc, users
 from labkit.hosts.host import NamedLab, Progress
 from labkit.hosts.local import netns_exec
 from labkit.lab import names
@@ -54,11 +54,9 @@ class JailHost:
     """The LabHost protocol over a jail of this kernel (see the module's docstring)."""
 
     def __init__(self, name: str, kernel: str, modules: Sequence[str] = (), *,
-                 append: Sequence[str] = (), users: Callable[..., list[str]] | None = None
-                 ) -> None:
+                 append: Sequence[str] = ()) -> None:
         self.name = name  # the part's name (the VM it would be): one jail per part
         self.dir = JAILS / name
-        self.users = users
 
     def _pid(self) -> int | None:
         try:
@@ -109,7 +107,7 @@ class JailHost:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def release(self, lab: str) -> bool:
-        if self._pid() is None or (self.users and self.users(self.name, lab, None)):
+        if self._pid() is None or users.of(self.name, lab):
             return False
         self.stop()
         return True

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,8 +144,7 @@ def _spawn_supervisor(state: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_ready(state: Path, sup: subprocess.Popen[bytes], timeout: float) -> VmInfo:
-    deadline = time.monotonic() + timeout
-    while True:
+    def ready() -> VmInfo | None:
         info = _info(state)
         if info.status == "running":
             return info
@@ -157,13 +155,16 @@ def _wait_ready(state: Path, sup: subprocess.Popen[bytes], timeout: float) -> Vm
                 hint="Check the kernel with `labkit vm kernels list`; the console log "
                 "is quoted above.",
             )
-        if time.monotonic() > deadline:
-            raise LabkitError(
-                f"The VM {info.name} did not start within {timeout:.0f} s."
-                f"{boot.console_tail(state / 'console.log')}",
-                hint="Under TCG on a loaded host, pass a larger boot timeout.",
-            )
-        time.sleep(0.1)
+        return None
+
+    try:
+        return wait_until(ready, timeout, f"the VM {state.name} to start", interval=0.1)
+    except Timeout:
+        raise LabkitError(
+            f"The VM {state.name} did not start within {timeout:.0f} s."
+            f"{boot.console_tail(state / 'console.log')}",
+            hint="Under TCG on a loaded host, pass a larger boot timeout.",
+        ) from None
 
 
 def _check_port_free(port: int) -> None:
