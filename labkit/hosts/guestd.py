@@ -35,6 +35,11 @@ LABS = "labkit.lab"
 # waits for these imports. The features and verifications follow.
 PRELOAD = ("labkit.lab.guest", "labkit.lab.ops")
 PRELOAD_LATER = ("labkit.verify.checks",)
+# Requests being served. Past PRELOAD, the preload waits while there are any: under TCG the
+# daemon has about one CPU, and a lab's build should not share it with imports it does
+# not need (issue 18).
+_serving = 0
+_idle = threading.Condition()
 
 
 @remote
@@ -55,16 +60,24 @@ def preload() -> None:
 
     for module in PRELOAD:
         importlib.import_module(module)
-    for f in features.all_features():
-        importlib.import_module(type(f).__module__)
-    for module in PRELOAD_LATER:
+    for module in [type(f).__module__ for f in features.all_features()] + [*PRELOAD_LATER]:
+        with _idle:
+            _idle.wait_for(lambda: _serving == 0)
         importlib.import_module(module)
+
+
+def _busy(delta: int) -> None:
+    global _serving
+    with _idle:
+        _serving += delta
+        _idle.notify_all()
 
 
 def handle(line: bytes) -> bytes:
     from labkit.hosts import rpc
 
     start, path = time.monotonic(), "?"
+    _busy(+1)
     try:
         path, lab, args, kwargs = rpc.parse_request(line)
         result = rpc.call_here(path, lab, args, kwargs)
@@ -73,6 +86,8 @@ def handle(line: bytes) -> bytes:
         if not _is_labkit_error(exc):
             traceback.print_exc(file=sys.stderr)
         reply = {"error": rpc.encode_error(exc)}
+    finally:
+        _busy(-1)
     # the guest-side seconds of this request: the host's trace and this daemon's log show
     # where emulated time goes, verb by verb
     reply["took"] = round(time.monotonic() - start, 3)
