@@ -23,16 +23,16 @@ def valid(name: str, max_len: int) -> bool:
 
 def check_lab(name: str) -> str:
     """A lab name from the command line or an API caller, refused unless it is one."""
-    if not isinstance(name, str) or not valid(name, LAB_NAME_MAX):
-        raise UsageError(f"{name!r} is not a lab name.",
-                         hint=f"Lab names use {NAME_RULE}, at most {LAB_NAME_MAX} characters; "
-                              "`labkit status` lists the labs that exist.")
-    return name
+    return _check(name, "lab", LAB_NAME_MAX, "; `labkit status` lists the labs that exist")
 
 
 def check_node(name: str) -> str:
-    if not isinstance(name, str) or not valid(name, NODE_NAME_MAX):
-        raise UsageError(f"{name!r} is not a node name.",
-                         hint=f"Node names use {NAME_RULE}, at most {NODE_NAME_MAX} "
-                              "characters.")
+    return _check(name, "node", NODE_NAME_MAX, "")
+
+
+def _check(name: str, kind: str, max_len: int, more: str) -> str:
+    if not isinstance(name, str) or not valid(name, max_len):
+        raise UsageError(f"{name!r} is not a {kind} name.",
+                         hint=f"{kind.capitalize()} names use {NAME_RULE}, at most {max_len} "
+                              f"characters{more}.")
     return name
