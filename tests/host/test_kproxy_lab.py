@@ -190,13 +190,7 @@ def test_a_request_and_fin_sent_before_the_proxy_joins_still_arrive(lab: Lab,
         client.connect((pair.entry.address, pair.entry.port))
         client.sendall(b"GET / HTTP/1.0\r\n\r\n")
         client.shutdown(socket.SHUT_WR)
-        server, _ = listener.accept()
-        with server:
-            server.settimeout(20)
-            assert read_to_end(server) == (b"GET / HTTP/1.0\r\n\r\n", "eof")
-            server.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello")
-            server.shutdown(socket.SHUT_WR)
-            assert read_to_end(client) == (b"HTTP/1.0 200 OK\r\n\r\nhello", "eof")
+        answer_half_closed_request(listener, client)
     finally:
         client.close()
         listener.close()
@@ -231,19 +225,25 @@ def test_a_sockmap_connection_the_kernel_refuses_is_relayed_in_user_space(lab: L
         ).stdout.strip() != "", 20, "the proxy's client socket to have the client's FIN")
         held, _ = listener.accept()  # the filler: the proxy's resent SYN now fits
         held.close()
-        server, _ = listener.accept()
-        with server:
-            server.settimeout(20)
-            assert read_to_end(server) == (b"GET / HTTP/1.0\r\n\r\n", "eof")
-            server.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello")
-            server.shutdown(socket.SHUT_WR)
-            assert read_to_end(client) == (b"HTTP/1.0 200 OK\r\n\r\nhello", "eof")
+        answer_half_closed_request(listener, client)
     finally:
         for s in (client, filler, listener):
             s.close()
     after = status_of(lab, "km")
     assert after["user_space_fallbacks"] - before["user_space_fallbacks"] == 1, after
     assert after["upstream"]["bytes"] == before["upstream"]["bytes"], after
+
+
+def answer_half_closed_request(listener: socket.socket, client: socket.socket) -> None:
+    """The server accepts, reads the client's whole request (ended by its FIN), answers and
+    half-closes; the client must read the whole answer, then the end of the stream."""
+    server, _ = listener.accept()
+    with server:
+        server.settimeout(20)
+        assert read_to_end(server) == (b"GET / HTTP/1.0\r\n\r\n", "eof")
+        server.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello")
+        server.shutdown(socket.SHUT_WR)
+        assert read_to_end(client) == (b"HTTP/1.0 200 OK\r\n\r\nhello", "eof")
 
 
 def reset_after(sender: socket.socket, receiver: socket.socket,
