@@ -123,10 +123,11 @@ def conditions() -> dict[str, Any]:
     except ValueError:
         kind = None
     git = subprocess.run(["git", "status", "--porcelain", "--", "labkit"], cwd=ROOT,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True)
     return {"load": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count(),
             "accel": kind, "vm_kernel": KERNEL, "host_kernel": os.uname().release,
-            "labkit_tree_clean": not git.strip()}
+            # None: not a git checkout (an exported tree)
+            "labkit_tree_clean": not git.stdout.strip() if git.returncode == 0 else None}
 
 
 CALL = re.compile(r"call (\S+) done .*?guest_s=([0-9.]+)")
