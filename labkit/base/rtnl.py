@@ -278,16 +278,6 @@ def _u32(raw: bytes | None) -> int | None:
     return struct.unpack("=I", raw[:4])[0] if raw is not None and len(raw) >= 4 else None
 
 
-@contextlib.contextmanager
-def rtnl(ns: str) -> Iterator[Rtnl]:
-    """An Rtnl socket in namespace ns, closed afterwards."""
-    sock = Rtnl(ns)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
 def iproute(ns: str) -> IPRoute:
     """pyroute2's IPRoute in namespace ns (imports pyroute2's rtnetlink: seconds in a TCG
     guest; Rtnl covers building and reading a lab)."""

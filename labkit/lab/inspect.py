@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from labkit.base import netns
-from labkit.base.rtnl import rtnl
+from labkit.base.rtnl import Rtnl
 from labkit.lab import names, state
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ OPERSTATE = {0: "UNKNOWN", 2: "DOWN", 5: "DORMANT", 6: "UP"}
 
 def node_links(ns: str) -> list[dict[str, Any]]:
     """Interfaces of a namespace with their addresses, like `ip -j addr` but in-process."""
-    with rtnl(ns) as sock:
+    with Rtnl(ns) as sock:
         addrs: dict[int, list[str]] = {}
         for index, address in sock.addrs():
             addrs.setdefault(index, []).append(address)

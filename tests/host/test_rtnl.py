@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from labkit.base import netns
-from labkit.base.rtnl import NetlinkError, Rtnl, bridge_data, kernel_error, peer_data, rtnl
+from labkit.base.rtnl import NetlinkError, Rtnl, bridge_data, kernel_error, peer_data
 
 pytestmark = pytest.mark.needs_root
 
@@ -39,7 +39,7 @@ def two_ns(scratch_ns: str):
 
 def test_builds_what_ip_shows(two_ns) -> None:
     ns, other, fd = two_ns
-    with rtnl(ns) as sock:
+    with Rtnl(ns) as sock:
         sock.add_link("br0", "bridge", bridge_data())
         br = sock.index("br0")
         sock.set_link(br, up=True, alias="LAN x")

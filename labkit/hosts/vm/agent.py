@@ -369,20 +369,15 @@ def setup_nics(net_mac: str, bp_mac: str, bp_addr: str, bp_mtu: int) -> list[str
     `ip -batch`."""
     warnings: list[str] = []
     commands: list[str] = []
-    if net_mac:
-        iface = nic_by_mac(net_mac)
+    for mac, what, lost, make in (
+            (net_mac, "network", "port forwards will not work", forward_commands),
+            (bp_mac, "backplane", "labs cannot span kernels",
+             lambda iface: backplane_commands(iface, bp_addr, bp_mtu))):
+        iface = nic_by_mac(mac) if mac else ""
         if iface is None:
-            warnings.append(f"no network interface with MAC {net_mac}; port forwards will "
-                            "not work")
-        else:
-            commands += forward_commands(iface)
-    if bp_mac:
-        iface = nic_by_mac(bp_mac)
-        if iface is None:
-            warnings.append(f"no backplane interface with MAC {bp_mac}; labs cannot span "
-                            "kernels")
-        else:
-            commands += backplane_commands(iface, bp_addr, bp_mtu)
+            warnings.append(f"no {what} interface with MAC {mac}; {lost}")
+        elif iface:
+            commands += make(iface)
     # already there (the address or default route of the forwarding NIC): fine
     return warnings + ip_batch(commands, tolerate=("File exists", "already assigned"))
 
