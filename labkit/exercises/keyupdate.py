@@ -27,11 +27,15 @@ import socket
 import sys
 import time
 from io import RawIOBase
+from typing import TYPE_CHECKING
 
 from labkit.base import netns
 from labkit.ktls import sockopt
 from labkit.ktls.keyschedule import next_secret
 from labkit.ktls.uapi import CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HS_KEY_UPDATE
+
+if TYPE_CHECKING:
+    from labkit.features.handshake.ktls import Session
 
 CLOSE_NOTIFY = bytes([1, 0])  # warning, close_notify
 NS_PREFIX = "lk-"
@@ -58,11 +62,9 @@ def where_am_i() -> tuple[str, str]:
 class Conversation:
     """One kTLS connection and its traffic secrets, which each KeyUpdate moves on."""
 
-    def __init__(self, sock: socket.socket, session: object) -> None:
+    def __init__(self, sock: socket.socket, session: Session) -> None:
         self.sock = sock
-        self.suite = session.suite  # type: ignore[attr-defined]
-        self.tx = session.tx_secret  # type: ignore[attr-defined]
-        self.rx = session.rx_secret  # type: ignore[attr-defined]
+        self.suite, self.tx, self.rx = session.suite, session.tx_secret, session.rx_secret
         self.sent_updates = self.got_updates = self.received = 0
 
     def _info(self, secret: bytes) -> bytes:
