@@ -296,6 +296,7 @@ def test_02_tipc_crossover(lab_names: list[str], progress_env: dict[str, str]) -
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert leftovers(name) == []
+    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
     assert_solved(run, "02-tipc-crossover.ipynb")
 
 
@@ -308,13 +309,13 @@ def test_03_tipc_encryption(lab_names: list[str], progress_env: dict[str, str]) 
     from tests.conftest import OURS
 
     OURS.update(lab_names)
-    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
     run = execute(LABS / "03-tipc-encryption.ipynb",
                   {"LABKIT_LAB_NAME": base, "LABKIT_SOLVE": "1", **progress_env})
     save_executed(run, "03-tipc-encryption.ipynb")
     assert run.error is None, f"cell {run.failed_cell} failed: {run.error}"
     assert run.cleanup_ran
     assert all(leftovers(n) == [] for n in lab_names)
+    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
     assert_solved(run, "03-tipc-encryption.ipynb")
 
 
@@ -327,7 +328,6 @@ def labs_named(base: str) -> list[str]:
                    if ns.startswith(f"lk-{base}")})
 
 
-    assert PASS_BADGE in "\n".join(run.outputs)  # positive: checks were graded
 @pytest.mark.needs_root
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=[pytest.mark.vm] if vm else [])
