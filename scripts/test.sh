@@ -12,6 +12,10 @@ bash scripts/setup.sh || exit 1
 # Lint first: it takes a second and a style slip should not cost a 30-minute run.
 echo "== ruff"
 .venv/bin/ruff check . || exit 1
+# The layer contract (.importlinter): hosts/ never imports lab/, the VM machinery only
+# through labkit.hosts' facades. Two seconds; a layering slip fails here, not in review.
+echo "== import layers"
+.venv/bin/lint-imports || exit 1
 
 # Every VM boot of the run (host tier and kernel tier) appends a line here; printed at the end.
 mkdir -p test-artifacts
