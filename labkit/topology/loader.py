@@ -46,14 +46,24 @@ CHECK_KEYS = ["name", "type", "from", "to", "proto", "family", "port", "expect"]
 # holds a dot (net/ipv4/conf/eth1.100/rp_filter). Components: the kernel's own charset.
 SYSCTL_PART = {".": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}"),
                "/": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")}
-# A sysctl value: whole numbers (several for a vector such as tcp_rmem), or words from
-# this list (the net sysctls that take a name: congestion control, default qdisc, MPTCP).
-SYSCTL_INT_RE = re.compile(r"-?[0-9]{1,20}")
-SYSCTL_WORDS = frozenset({
+# A sysctl value: one whole number, several for the vector sysctls below, or, for the few
+# net sysctls that take a name, one of the kernel's own names for that key. Checked per
+# key at validation, so `forwarding: cubic` or `ip_forward: "1 2 3"` is refused before `up`.
+SYSCTL_INT_RE = re.compile(r"-?[0-9]{1,19}")
+SYSCTL_VECTORS = frozenset({  # the last component of net sysctls that take several numbers
+    "tcp_rmem", "tcp_wmem", "tcp_mem", "udp_mem", "ip_local_port_range",
+    "ping_group_range", "sctp_mem", "sctp_rmem", "sctp_wmem", "ip_local_reserved_ports"})
+_CONGESTION = frozenset({
     "reno", "cubic", "bbr", "dctcp", "vegas", "westwood", "htcp", "hybla", "illinois",
-    "scalable", "yeah", "lp", "veno", "bic", "highspeed", "nv", "cdg",
-    "pfifo_fast", "pfifo", "fq", "fq_codel", "fq_pie", "sfq", "codel", "cake", "noqueue",
-    "default", "kernel", "userspace"})
+    "scalable", "yeah", "lp", "veno", "bic", "highspeed", "nv", "cdg"})
+SYSCTL_NAMES: dict[str, frozenset[str]] = {  # last component -> the names it takes
+    "tcp_congestion_control": _CONGESTION,
+    "tcp_allowed_congestion_control": _CONGESTION,
+    "default_qdisc": frozenset({"pfifo_fast", "pfifo", "fq", "fq_codel", "fq_pie", "sfq",
+                                "codel", "cake", "noqueue"}),
+    "path_manager": frozenset({"kernel", "userspace"}),
+    "scheduler": frozenset({"default"}),
+}
 # Nodes in one lab: the one place this limit is stated. Not a bridge limit (LANs of any
 # size are trees of bridges, labkit.lab.lan): what has been built and checked on our 2-core
 # machines (a 2000-member LAN). `up` holds ~5 file descriptors per namespace while it
@@ -242,16 +252,35 @@ def _parse_sysctls(block: LMap, where: str, p: Problems) -> dict[str, str]:
         if text is None:
             continue
         words = text.split()
-        if not words or len(words) > 8 or not all(
-                SYSCTL_INT_RE.fullmatch(w) or w in SYSCTL_WORDS for w in words):
+        problem = _sysctl_value_problem(key, words)
+        if problem:
             p.add(m.val_loc(key), f"sysctl {key} in {where} has the value {shown(text)}, "
-                  "which is not a sysctl value.",
-                  "Give a whole number (e.g. 1), whole numbers separated by spaces (e.g. "
-                  "'4096 131072 6291456'), or one of the names a net sysctl takes: "
-                  f"{', '.join(sorted(SYSCTL_WORDS))}.")
+                  "which is not a value this sysctl takes.", problem)
             continue
         out[key] = " ".join(words)
     return out
+
+
+def _sysctl_value_problem(key: str, words: list[str]) -> str:
+    """Why `words` cannot be this sysctl's value ("" if it can): the fix, for the error."""
+    leaf = key.replace("/", ".").rsplit(".", 1)[-1]
+    names = SYSCTL_NAMES.get(leaf)
+    if names is not None:
+        many = leaf == "tcp_allowed_congestion_control"
+        if words and (many or len(words) == 1) and all(w in names for w in words):
+            return ""
+        return (f"{leaf} takes {'names' if many else 'one name'} the kernel knows for it: "
+                f"{', '.join(sorted(names))}.")
+    if leaf in SYSCTL_VECTORS:
+        if 1 <= len(words) <= 8 and all(SYSCTL_INT_RE.fullmatch(w) for w in words):
+            return ""
+        return f"{leaf} takes whole numbers separated by spaces, e.g. '4096 131072 6291456'."
+    if len(words) == 1 and SYSCTL_INT_RE.fullmatch(words[0]) \
+            and abs(int(words[0])) < 2**63:
+        return ""
+    return (f"{leaf} takes one whole number (e.g. 1). Names are taken only by "
+            f"{', '.join(sorted(SYSCTL_NAMES))}; several numbers only by "
+            f"{', '.join(sorted(SYSCTL_VECTORS))}.")
 
 
 def _sysctl_name_ok(key: str) -> bool:

@@ -192,11 +192,17 @@ def _topology(tmp_path: Path, extra_node: str = "", sysctls: str = "",
 
 
 @pytest.mark.parametrize(("sysctls", "words"), [
-    ('net.ipv4.conf.all.forwarding: "1; rm -rf /"', "is not a sysctl value"),
-    ('net.ipv4.tcp_congestion_control: "$(reboot)"', "is not a sysctl value"),
+    ('net.ipv4.conf.all.forwarding: "1; rm -rf /"', "is not a value this sysctl takes"),
+    ('net.ipv4.tcp_congestion_control: "$(reboot)"', "is not a value this sysctl takes"),
+    # a name valid for another key, several numbers for a one-number key, out of range
+    ("net.ipv4.conf.all.forwarding: cubic", "forwarding takes one whole number"),
+    ('net.ipv4.ip_forward: "1 2 3"', "ip_forward takes one whole number"),
+    ("net.ipv4.ip_forward: 99999999999999999999", "is not a value this sysctl takes"),
+    ("net.core.default_qdisc: cubic", "default_qdisc takes one name"),
     ("net.core: 1", "is not a network sysctl"),
     ("net.ipv4.conf.-all.forwarding: 1", "is not a network sysctl"),
-], ids=["shell-in-value", "command-substitution", "a-directory", "leading-dash"])
+], ids=["shell-in-value", "command-substitution", "word-of-another-key", "vector-for-one",
+        "too-big", "qdisc-not-congestion", "a-directory", "leading-dash"])
 def test_sysctl_shapes_are_checked_at_validation(tmp_path: Path, sysctls: str,
                                                  words: str) -> None:
     path = _topology(tmp_path, sysctls=sysctls)
@@ -210,7 +216,9 @@ def test_legitimate_sysctl_values_still_validate(tmp_path: Path) -> None:
                      "net.ipv4.tcp_rmem: '4096 131072 6291456', "
                      "net.ipv4.tcp_congestion_control: cubic, "
                      "net/ipv4/conf/eth1.100/rp_filter: 2, "
-                     "net.ipv4.ip_local_port_range: '32768 60999'",
+                     "net.ipv4.ip_local_port_range: '32768 60999', "
+                     "net.core.default_qdisc: fq, "
+                     "net.ipv4.tcp_allowed_congestion_control: 'reno cubic'",
                      endpoints="[a:eth1.100, b:eth1]")
     ran = labkit("validate", str(path), name="valid sysctls")
     assert ran.returncode == 0, ran.text
