@@ -28,8 +28,8 @@ def run_cmd(
     kernel: list[str] = typer.Option(
         None, "--kernel", "-k",
         help="Run on this kernel only (repeat for several): one the scenario lists, or "
-             "another (debian-6.12, debian-6.1, host, a bzImage or build tree), with no "
-             "claim."),
+             "another (debian-6.12, debian-6.1, debian-7.2, a point release such as 6.12.69, "
+             "built:NAME, host, a bzImage or build tree), with no claim."),
     out: str = typer.Option("repro-bundles", "--out", "-o",
                             help="Directory the bundle (dir and .tar.gz) is written to."),
     include_keys: bool = typer.Option(False, "--include-keys",

@@ -16,8 +16,10 @@ def up(
     file: str = typer.Argument(..., help="Topology file, e.g. topologies/routed.yaml."),
     vm: str = typer.Option(
         None, "--vm", metavar="KERNEL",
-        help="Run the lab in a VM with this kernel (debian-6.12, debian-6.1, a bzImage or a "
-        "build tree), even if this machine's kernel could run it."),
+        help="Run the lab in a VM with this kernel (debian-6.12, debian-6.1, debian-7.2, a point "
+        "release such as 6.12.69, built:NAME from `labkit kernel build`, a bzImage or a build "
+        "tree), even if this machine's kernel could run it. `labkit vm kernels list "
+        "--available` lists them."),
     host: bool = typer.Option(
         False, "--host", help="Run the lab on this machine's kernel, or fail saying what it "
         "lacks."),

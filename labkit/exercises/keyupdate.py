@@ -32,12 +32,17 @@ from typing import TYPE_CHECKING
 from labkit.base import netns
 from labkit.ktls import sockopt
 from labkit.ktls.keyschedule import next_secret
-from labkit.ktls.uapi import CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HS_KEY_UPDATE
+from labkit.ktls.uapi import (
+    CLOSE_NOTIFY,
+    CT_ALERT,
+    CT_APPLICATION_DATA,
+    CT_HANDSHAKE,
+    HS_KEY_UPDATE,
+)
 
 if TYPE_CHECKING:
     from labkit.features.handshake.ktls import Session
 
-CLOSE_NOTIFY = bytes([1, 0])  # warning, close_notify
 NS_PREFIX = "lk-"
 POLL = 0.5  # s between reads that do not wait
 

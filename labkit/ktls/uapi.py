@@ -24,6 +24,7 @@ TLS_CIPHER_CHACHA20_POLY1305 = 54
 # record content types
 CT_CHANGE_CIPHER_SPEC = 20
 CT_ALERT = 21
+CLOSE_NOTIFY = bytes([1, 0])  # alert body: level warning, description close_notify
 CT_HANDSHAKE = 22
 CT_APPLICATION_DATA = 23
 HS_KEY_UPDATE = 24  # handshake message type KeyUpdate (RFC 8446 4.6.3)

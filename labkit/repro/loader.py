@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from labkit.base import files
+from labkit.base import files, names
 from labkit.errors import LabkitError, Loc, TopologyError
 from labkit.repro import model
 from labkit.repro.model import (
@@ -130,7 +130,7 @@ def _topology(doc: LMap, path: str, name: str,
               p: Problems) -> tuple[Topology | None, str, str]:
     value, loc = doc["topology"], doc.val_loc("topology")
     if isinstance(value, LMap):
-        block = _with_name(value, f"r-{name}"[:24])
+        block = _with_name(value, f"r-{name}"[:names.LAB_NAME_MAX])
         tpath = path
         text = yaml.safe_dump(_plain(block), sort_keys=False, default_flow_style=False)
     else:

@@ -30,9 +30,7 @@ from labkit.features.handshake import engines, paths
 from labkit.features.handshake.handshaker import handshake_on
 from labkit.features.handshake.records import HandshakeFailed
 from labkit.ktls import sockopt
-from labkit.ktls.uapi import CT_ALERT, CT_APPLICATION_DATA
-
-CLOSE_NOTIFY = bytes([1, 0])  # warning, close_notify
+from labkit.ktls.uapi import CLOSE_NOTIFY, CT_ALERT, CT_APPLICATION_DATA
 
 
 def read_psk(path: str) -> engines.Psk:

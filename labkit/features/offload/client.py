@@ -24,11 +24,9 @@ from labkit.features.offload import tlskeys
 from labkit.ktls.handshake import install_ktls, run
 from labkit.ktls.records import RecordSocket
 from labkit.ktls.sockopt import send_record
-from labkit.ktls.uapi import CT_ALERT
+from labkit.ktls.uapi import CLOSE_NOTIFY, CT_ALERT
 from labkit.ktls.uapi import TLS_1_2_VERSION as TLS_1_2
 from labkit.ktls.uapi import TLS_1_3_VERSION as TLS_1_3
-
-CLOSE_NOTIFY = b"\x01\x00"  # alert level warning, description close_notify
 
 
 class SessionError(Exception):
