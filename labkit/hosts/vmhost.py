@@ -32,6 +32,19 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MEMORY = "2G"
 
 
+def _same_kernel(recorded: str, wanted: str) -> bool:
+    """A VM records the cache entry it booted (debian-6.12.118); a lab asks by any name
+    that resolves to it (debian-6.12, 6.12.118): the same kernel is the same entry."""
+    if recorded == wanted:
+        return True
+    from labkit.hosts.vm import kernels
+
+    try:
+        return kernels.resolve(wanted).name == recorded
+    except LabkitError:
+        return False
+
+
 class VmHost:
     def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
                  memory: str | None = None, append: Sequence[str] = ()) -> None:
@@ -55,7 +68,7 @@ class VmHost:
         with persistent.locked(self.vm):
             info = persistent.info(self.vm)
             if info is not None and info.status == "running":
-                if info.kernel != self.kernel:
+                if not _same_kernel(info.kernel, self.kernel):
                     raise LabkitError(
                         f"VM {self.vm} runs kernel {info.kernel}, not {self.kernel}.",
                         hint=f"Stop it (`labkit vm stop {self.vm}`) or pick its kernel.")
