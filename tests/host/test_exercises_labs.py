@@ -1,8 +1,8 @@
 """The exercises of labs 04 (kproxy, this machine's kernel), 05 (handshake) and 06
 (offload), both in a debian-6.12 VM (`labkit up` places them there): on a freshly built
 lab every exercise's check fails (a check that passes before the learner acts grades
-nothing), a wrong answer is explained (what was seen, what is still missing), and after
-`exercise solve` every exercise passes. One lab per test; it goes down at the end.
+nothing), a wrong answer is explained (what was seen, what is still missing: one per lab),
+and after `exercise solve` every exercise passes. One lab per test; it goes down at the end.
 """
 
 from __future__ import annotations
@@ -110,4 +110,16 @@ def test_offload_exercises(tmp_path_factory: pytest.TempPathFactory) -> None:
     with lab_with_exercises(tmp_path_factory, "offload.yaml") as ex:
         assert ex.set.ids() == ["resync", "software-ktls"]
         all_fail_first(ex)
+        # A wrong answer: the loss put on the server's eth1, not on the NIC's (client's).
+        put = ex.lab.node("server").run(
+            ["sh", "-c", "tc qdisc replace dev eth1 root netem loss 10% && "
+                         "tc qdisc show dev eth1"], timeout=30)
+        assert put.returncode == 0 and "netem" in put.stdout, put.stderr  # it is there
+        wrong = ex.check("resync")
+        assert wrong.outcome == "fail", wrong.as_dict()
+        netem = by_name(wrong)["netem loses packets on client:eth1"]
+        assert netem.outcome == "fail"
+        assert "in client" in netem.saw and "netem" not in netem.saw, netem.saw
+        assert netem.missing == "output matching /netem .*loss/"
+        ex.lab.node("server").run(["tc", "qdisc", "del", "dev", "eth1", "root"], timeout=30)
         solve_all(ex)
