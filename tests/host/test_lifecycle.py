@@ -132,20 +132,25 @@ def test_kernel_refusal_rolls_back_everything(topo_file) -> None:
     assert not netns.list_names(names.lab_prefix(name))
 
 
-@pytest.mark.parametrize("after", [0, 1, 20, 50, 64])
+@pytest.mark.parametrize("after", [0, 1, 20, 50, 56])
 def test_sigkill_during_up_then_down_by_name(after: int, topo_file) -> None:
-    """Kill `up` once `after` namespaces exist; `down NAME` must remove every trace."""
+    """Kill `up` once `after` namespaces exist; `down NAME` must remove every trace.
+    The last stage leaves a window of 9 namespaces: with labkit's own rtnetlink a build
+    makes them fast enough that a kill aimed at exactly the 64th landed after the 65th."""
     path, name = topo_file(TOPOS / "star64.yaml")
     prefix = names.lab_prefix(name)
     proc = subprocess.Popen([*LABKIT, "up", path], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_until(lambda: len(netns.list_names(prefix)) >= after or proc.poll() is not None, 30,
-               f"{after} namespaces of the lab being built", interval=0.0005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_until(lambda: len(netns.list_names(prefix)) >= after or proc.poll() is not None,
+                   30, f"{after} namespaces of the lab being built", interval=0.0005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     made = len(netns.list_names(prefix))
-    if after:
-        assert after <= made < 65, f"the kill should land mid-build ({made} namespaces made)"
+    if after and not after <= made < 65:
+        run_cli("down", name)  # the verdict below is the failure, not the leftovers
+        pytest.fail(f"the kill should land mid-build ({made} namespaces made)")
     result = run_cli("down", name)
     assert result.returncode == 0, result.stderr
     assert not netns.list_names(prefix)
