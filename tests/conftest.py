@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +34,12 @@ ROOT_FIXTURES = {"lab_up", "scratch_ns"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background of a shell without job control (`cmd &` in a script,
+    # nohup) inherits SIGINT ignored, and so would every `labkit` the tests start: their
+    # Ctrl-C tests would then test nothing and fail. A user's terminal delivers SIGINT;
+    # a handled signal is reset to its default at exec, so the children get it too.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "needs_root: makes namespaces or other kernel objects; skipped with the "
                    "reason when not root, and a failure instead under CI")
