@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,22 +206,29 @@ def topo_file(tmp_path: Path) -> Callable[..., tuple[str, str]]:
     return make
 
 
-@pytest.fixture
-def lab_up(topo_file: Callable[..., tuple[str, str]]) -> Iterator[Callable[..., object]]:
-    """Bring labs up through the API; they are always brought down afterwards."""
+def labs_brought_up(topo_file: Callable[..., tuple[str, str]], labs: list[Any],
+                    **up_kwargs: Any) -> Iterator[Callable[..., Any]]:
+    """lab_up's body: `up(source|text)` builds a lab through the API with `up_kwargs`
+    (where it is placed), and every lab made goes down afterwards, pass or fail."""
     from labkit.lab.lab import Lab
-
-    labs: list[Lab] = []
 
     def up(source: str | Path | None = None, text: str | None = None) -> Lab:
         path, _ = topo_file(source, text)
         lab = Lab.load(path)
         labs.append(lab)
-        return lab.up()
+        return lab.up(**up_kwargs)
 
-    yield up
-    for lab in labs:
-        lab.down()
+    try:
+        yield up
+    finally:
+        for lab in labs:
+            lab.down()
+
+
+@pytest.fixture
+def lab_up(topo_file: Callable[..., tuple[str, str]]) -> Iterator[Callable[..., object]]:
+    """Bring labs up through the API; they are always brought down afterwards."""
+    yield from labs_brought_up(topo_file, [])
 
 
 def run_cli(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ from labkit.hosts.host import NamedLab, Progress
 from labkit.hosts.local import netns_exec
 from labkit.lab import names
 from labkit.lab.lab import Lab
-from tests.conftest import ROOT
+from tests.conftest import ROOT, labs_brought_up
 from tests.host.test_lifecycle import (  # noqa: F401  (collected here, on JailHost)
     test_attach_uses_what_was_built_not_the_edited_file,
     test_check_fails_when_router_does_not_forward,
@@ -191,16 +191,7 @@ def on_jails() -> Iterator[None]:
 def lab_up(topo_file: Callable[..., tuple[str, str]]) -> Iterator[Callable[..., Lab]]:
     """conftest's lab_up, with each lab placed in a part of its own (held by a jail)."""
     labs: list[Lab] = []
-
-    def up(source: str | Path | None = None, text: str | None = None) -> Lab:
-        path, _ = topo_file(source, text)
-        lab = Lab.load(path)
-        labs.append(lab)
-        return lab.up(on="debian-6.12", isolated=True)
-
-    yield up
-    for lab in labs:
-        lab.down()
+    yield from labs_brought_up(topo_file, labs, on="debian-6.12", isolated=True)
     assert not [d for d in JAILS.glob("*") if any(lab.name in d.name for lab in labs)]
 
 
