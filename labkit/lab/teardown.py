@@ -55,6 +55,11 @@ def remove(lab: str) -> Removed:
             break
         out.processes += procs.stop(pids)
     out.namespaces = [ns for ns in spaces if netns.delete(ns)]
+    # A process that opened a namespace before the unmount (`ip netns exec` between its open
+    # and its setns) enters it after the scans above and would keep it alive, unnamed: the
+    # namespace is still found by its inode.
+    if inodes and (late := netns.pids_in(inodes)):
+        out.processes += procs.stop(late)
     out.record = state.load(lab) is not None
     state.remove(lab)
     return out

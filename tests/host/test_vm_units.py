@@ -324,3 +324,82 @@ def test_a_lab_up_in_an_earlier_boot_does_not_hold_the_vm() -> None:
         assert not _from_an_earlier_boot(name, "up", None)
     finally:
         os.unlink(path)
+
+
+_CRASH = ("[    6.80] BUG: unable to handle page fault for address: ff1d2f5f6f401000\n"
+          "[    6.81] CPU: 1 PID: 0 Comm: swapper/1 Not tainted 6.12.118+deb12-amd64 #1\n"
+          "[    6.81] RIP: 0010:memcpy_orig+0x31/0x140\n"
+          "[    6.81] Call Trace:\n[    6.81]  <IRQ>\n[    6.81]  ? __die+0x23/0x70\n"
+          "[    6.81]  virtnet_poll+0x1a/0x300 [virtio_net]\n"
+          "[    6.81] RAX: 0000000000000004 RBX: ff1d2f5f7d836040 RCX: 0000000000000009\n"
+          "[    6.82] Kernel panic - not syncing: Fatal exception in interrupt\n")
+
+
+def test_a_crash_is_quoted_by_what_and_where_not_by_its_registers(tmp_path: Path) -> None:
+    from labkit.hosts.vm import boot
+
+    console = tmp_path / "console.log"
+    console.write_text("[    0.00] Linux version 6.12\n" + _CRASH)
+    tail = boot.console_tail(console)
+    assert "The kernel crashed" in tail and "virtnet_poll+0x1a" in tail
+    assert "RIP: 0010:memcpy_orig" in tail and "Fatal exception in interrupt" in tail
+    assert "RAX:" not in tail and "__die" not in tail  # registers and unreliable frames
+    console.write_text("[    0.00] Linux version 6.12\n[    1.00] Run /init\n")
+    assert "Last console lines" in boot.console_tail(console)  # control: no crash
+
+
+def _agent_hello(sock_path: str) -> list[str]:
+    hello = wire.pack_json(wire.HELLO, 0, {"release": "test"})
+    return [sys.executable, "-c",
+            "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+            f"s.sendall({hello!r}); time.sleep(30)", sock_path]
+
+
+@pytest.mark.parametrize("crashes", [0, 1, 2])
+def test_a_boot_that_crashes_before_the_agent_is_booted_once_more(
+        tmp_path: Path, crashes: int, capfd: pytest.CaptureFixture[str]) -> None:
+    """One crash before the agent: a second boot, said on stderr; two: the error, quoting
+    the crash; none (control): one boot."""
+    from labkit.hosts.vm import boot
+
+    console = tmp_path / "console.log"
+    sock_path = str(tmp_path / "serial.sock")
+    listener = boot.listen(sock_path)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        if len(started) < crashes:  # a kernel that oopses, then qemu exits
+            with open(console, "a") as log:
+                log.write(_CRASH)
+            argv = ["true"]
+        else:
+            argv = _agent_hello(sock_path)
+        started.append(subprocess.Popen(argv))
+        return started[-1]
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.kill()
+        proc.wait()
+
+    try:
+        if crashes == 2:
+            with pytest.raises(LabkitError) as err:
+                boot.boot_until_agent(start, stop, listener, console, 20)
+            assert "The kernel crashed" in err.value.message
+            assert "virtnet_poll" in err.value.message
+            assert len(started) == 2
+        else:
+            _, conn, hello = boot.boot_until_agent(start, stop, listener, console, 20)
+            conn.close()
+            assert hello == {"release": "test"} and len(started) == crashes + 1
+            said = capfd.readouterr().err
+            assert ("booting once more" in said) == (crashes == 1)
+            assert ("booting once more" in console.read_text()) == (crashes == 1) \
+                if console.exists() else crashes == 0
+            if crashes:  # the crash booted past is not this boot's tail
+                assert "The kernel crashed" not in boot.console_tail(console)
+    finally:
+        listener.close()
+        for proc in started:
+            proc.kill()
+            proc.wait()

@@ -199,6 +199,11 @@ def test_down_leaves_nothing(tmp_path: Path) -> None:
     proc = lab.node("n1").popen(["sleep", "300"])
     stray = subprocess.Popen(["ip", "netns", "exec", lab.node("n4").ns, "sleep", "300"],
                              start_new_session=True)
+    # A user's process is in the node before down runs: wait until `ip netns exec` has
+    # entered it (under TCG the Popen returns long before its setns).
+    n4 = f"net:[{netns.inode(lab.node('n4').ns)}]"
+    wait_until(lambda: os.readlink(f"/proc/{stray.pid}/ns/net") == n4, 30,
+               "the stray process to enter n4's namespace")
     key = Path(state.STATE_DIR) / f"{lab.name}.tipc.key"
     assert key.exists()
     lab.down()

@@ -88,10 +88,19 @@ def run(
         )
         limit = boot_timeout or boot.BOOT_TIMEOUT[spec.accel.kind]
         listener = boot.listen(sock_path)
-        proc = boot.spawn(spec, tools, console)
+        started: list[subprocess.Popen[bytes]] = []
+
+        def start() -> subprocess.Popen[bytes]:
+            started.append(boot.spawn(spec, tools, console))
+            return started[-1]
+
+        def stop(proc: subprocess.Popen[bytes]) -> None:
+            procs.stop_group(proc.pid, proc)
+
         try:
             try:
-                conn, hello = boot.wait_for_agent(listener, proc, console, limit)
+                proc, conn, hello = boot.boot_until_agent(start, stop, listener, console,
+                                                          limit)
             except LabkitError as exc:
                 raise LabkitError(
                     exc.message, hint=f"The console log was kept in {_keep(console)}."
@@ -113,7 +122,8 @@ def run(
             return result if capture else result.code
         finally:
             listener.close()
-            procs.stop_group(proc.pid, proc)
+            if started:
+                procs.stop_group(started[-1].pid, started[-1])
 
 
 def _wait_poweroff(proc: subprocess.Popen[bytes]) -> None:

@@ -81,16 +81,27 @@ class Supervisor:
         bp_vm = self.config.get("backplane_vm")
         if bp_vm:  # qemu's backplane TAP must be born in the backplane namespace
             argv = ["ip", "netns", "exec", backplane.NS, *argv]
-        with open(self.console, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv, env=self.config["env"], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-            )
-        if bp_vm:
-            threading.Thread(target=self._join_backplane, args=(bp_vm,), daemon=True).start()
+
+        def start() -> subprocess.Popen[bytes]:
+            with open(self.console, "ab") as log:
+                self.proc = subprocess.Popen(
+                    argv, env=self.config["env"], stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+                )
+            if bp_vm:
+                threading.Thread(target=self._join_backplane, args=(bp_vm,),
+                                 daemon=True).start()
+            return self.proc
+
+        def stop(proc: subprocess.Popen[bytes]) -> None:
+            procs.stop_group(os.getpgrp(), exclude=os.getpid())  # vng and its qemu
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            procs.reap_children()
+
         try:
-            conn, hello = boot.wait_for_agent(
-                listener, self.proc, self.console, float(self.config["boot_timeout"])
+            _, conn, hello = boot.boot_until_agent(
+                start, stop, listener, self.console, float(self.config["boot_timeout"])
             )
         except LabkitError as exc:
             self._finish()
