@@ -29,7 +29,13 @@ print(", ".join(f"{k}: {n}" for k, n in sorted(collections.Counter(l["kernel"].r
 PY
 ))"
 }
-trap boots_summary EXIT
+run_summary() {
+  boots_summary
+  # where the time went, per module and process (JUnit files of this run)
+  .venv/bin/python scripts/module_times.py --top 8 test-artifacts/junit-*.xml 2>/dev/null
+}
+rm -f test-artifacts/junit-*.xml
+trap run_summary EXIT
 
 # The kernel tier's pytest loads none of the plugins it does not use: hypothesis's and
 # anyio's import ~5 s of Python on a loaded host, which a TCG guest pays ~35 times over.
@@ -51,7 +57,8 @@ kernel_one() {
     echo "== kernel tier (in a $kernel VM)"
     .venv/bin/labkit vm run --kernel "$kernel" --memory 2G -- \
       env LABKIT_SECOND_KERNEL="$second" LABKIT_ALL_KERNELS="${LABKIT_ALL_KERNELS:-0}" \
-      .venv/bin/python -m pytest "${KERNEL_PYTEST[@]}" --durations=15 tests/kernel "${@:4}"
+      .venv/bin/python -m pytest "${KERNEL_PYTEST[@]}" --durations=15 \
+      --junitxml="test-artifacts/junit-kernel-$kernel.xml" tests/kernel "${@:4}"
     rc=$?
     echo "== kernel tier on $kernel took $(( $(date +%s) - start )) s (exit $rc)"
     if [ $rc = 5 ]; then
@@ -136,13 +143,15 @@ side_pid=""
 if [ "${LABKIT_HOST_SPLIT:-1}" != 0 ]; then
   mkdir -p test-artifacts
   echo "== host tier, waiting modules (in the background; live: test-artifacts/host-side.log)"
-  ( .venv/bin/python -m pytest -m "not kernel" --durations=10 "${HOST_SIDE[@]}" "$@" \
+  ( .venv/bin/python -m pytest -m "not kernel" --durations=10 \
+      --junitxml=test-artifacts/junit-host-side.xml "${HOST_SIDE[@]}" "$@" \
       > test-artifacts/host-side.log 2>&1; echo $? > test-artifacts/host-side.rc ) &
   side_pid=$!
   trap 'kill_tree "$side_pid"; [ -z "$kernel_log" ] || kill_tree "$kernel_pid"; exit 130' INT TERM
 fi
 echo "== host tier (kernel $(uname -r))"
-.venv/bin/python -m pytest -m "not kernel" --durations=25 tests "$@" \
+.venv/bin/python -m pytest -m "not kernel" --durations=25 \
+  --junitxml=test-artifacts/junit-host.xml tests "$@" \
   $([ -z "$side_pid" ] || printf -- '--ignore=%s ' "${HOST_SIDE[@]}")
 host=$?
 if [ -n "$side_pid" ]; then
