@@ -1,47 +1,59 @@
-"""Generic netlink, the transport: a NETLINK_GENERIC socket (in a named namespace, if
-asked), one request at a time and its replies until the ack or the end of the dump, the
-family's id and multicast groups by name, and the kernel's refusals with their errno and
-extended-ack text.
+"""Generic netlink: the family's id and multicast groups by name (the ctrl family),
+generic-netlink requests (genlmsghdr + attributes), and a NETLINK_GENERIC socket of the
+one netlink core (labkit.base.netlink: the socket, one request at a time and its replies,
+the kernel's refusals with their errno and extended-ack text), whose names are
+re-exported here for the families.
 
 Families (TIPCv2 in features/tipc, handshake in features/handshake) build their own
-requests and read their own attributes; everything below the genlmsghdr is here, once.
-The layouts are include/uapi/linux/netlink.h and genetlink.h. Standard library only: the
-handshake daemon imports this at start under emulation.
-
-NETLINK_CAP_ACK is always set, so a refusal never copies the request (which may hold a
-key) back into its error reply.
+requests and read their own attributes. Standard library only: the handshake daemon
+imports this at start under emulation.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
 
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_ADD_MEMBERSHIP = 1
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-RECV_BUF = 1 << 16  # the kernel fills a dump skb up to 32 KiB
+from labkit.base import netlink
+from labkit.base.netlink import (  # noqa: F401  (re-exported: the families' framing)
+    GENL_HDR,
+    NETLINK_ADD_MEMBERSHIP,
+    NETLINK_GENERIC,
+    NLA_F_NESTED,
+    NLA_HDR,
+    NLA_TYPE_MASK,
+    NLM_F_ACK,
+    NLM_F_ACK_TLVS,
+    NLM_F_CAPPED,
+    NLM_F_DUMP,
+    NLM_F_MULTI,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_HDR,
+    NLMSG_NOOP,
+    NLMSGERR_ATTR_MSG,
+    RECV_BUF,
+    SOL_NETLINK,
+    Ack,
+    BadReply,
+    KernelRefused,
+    NlMsg,
+    NoAnswer,
+    align4,
+    attrs,
+    exchange,
+    nla,
+    nla_str,
+    nla_u32,
+    parse_done,
+    parse_error,
+    split,
+    text,
+    u32,
+)
 
-NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-GENL_HDR = struct.Struct("=BBH")  # cmd, version, reserved
-NLA_HDR = struct.Struct("=HH")  # len, type
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x01
-NLM_F_MULTI = 0x02
-NLM_F_ACK = 0x04
-NLM_F_DUMP = 0x300
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
@@ -49,62 +61,10 @@ CTRL_ATTR_FAMILY_NAME = 2
 CTRL_ATTR_MCAST_GROUPS = 7
 CTRL_ATTR_MCAST_GRP_NAME = 1
 CTRL_ATTR_MCAST_GRP_ID = 2
-NLMSGERR_ATTR_MSG = 1
-
-
-class KernelRefused(OSError):
-    """The kernel answered a request with an errno (and maybe an extended-ack text)."""
 
 
 class NoFamily(OSError):
     """This kernel has no such generic netlink family (its config or module is missing)."""
-
-
-class NoAnswer(TimeoutError):
-    """The kernel sent no (complete) answer within the socket's timeout."""
-
-
-class BadReply(ValueError):
-    """A reply that is not netlink as the kernel writes it (truncated or garbled)."""
-
-
-def align4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-# -- attributes -----------------------------------------------------------------------------
-
-def nla(kind: int, payload: bytes) -> bytes:
-    """One attribute: struct nlattr + payload, padded to 4 bytes."""
-    raw = NLA_HDR.pack(NLA_HDR.size + len(payload), kind) + payload
-    return raw + b"\0" * (align4(len(raw)) - len(raw))
-
-
-def nla_u32(kind: int, value: int) -> bytes:
-    return nla(kind, struct.pack("=I", value & 0xFFFFFFFF))
-
-
-def nla_str(kind: int, text: str) -> bytes:
-    return nla(kind, text.encode() + b"\0")
-
-
-def attrs(buf: bytes) -> Iterator[tuple[int, bytes]]:
-    """(type without flag bits, payload) of each attribute; stops at a malformed one."""
-    pos = 0
-    while pos + NLA_HDR.size <= len(buf):
-        length, kind = NLA_HDR.unpack_from(buf, pos)
-        if length < NLA_HDR.size or pos + length > len(buf):
-            return
-        yield kind & NLA_TYPE_MASK, buf[pos + NLA_HDR.size:pos + length]
-        pos += align4(length)
-
-
-def u32(payload: bytes) -> int:
-    return int(struct.unpack_from("=I", payload)[0])
-
-
-def text(payload: bytes) -> str:
-    return payload.split(b"\0", 1)[0].decode(errors="replace")
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -112,84 +72,13 @@ def text(payload: bytes) -> str:
 def genl_request(family: int, cmd: int, body: bytes, seq: int,
                  flags: int = NLM_F_REQUEST | NLM_F_ACK, version: int = 1) -> bytes:
     """nlmsghdr + genlmsghdr + attributes (port id 0: the kernel fills in ours)."""
-    payload = GENL_HDR.pack(cmd, version, 0) + body
-    return NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), family, flags, seq, 0) + payload
+    return netlink.message(family, flags, seq, GENL_HDR.pack(cmd, version, 0) + body)
 
 
 def build_getfamily(seq: int, name: str) -> bytes:
     """CTRL_CMD_GETFAMILY by name: the family id and its multicast groups come back."""
     return genl_request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, nla_str(CTRL_ATTR_FAMILY_NAME, name),
                         seq, version=1)
-
-
-@dataclass(frozen=True)
-class NlMsg:
-    """One netlink message of a datagram: header fields and the bytes after nlmsghdr."""
-
-    type: int
-    flags: int
-    seq: int
-    pid: int
-    payload: bytes
-
-    @property
-    def cmd(self) -> int:
-        return self.payload[0] if self.payload else 0
-
-    @property
-    def attr_bytes(self) -> bytes:
-        """Attributes after the genlmsghdr."""
-        return self.payload[GENL_HDR.size:]
-
-    @property
-    def raw(self) -> bytes:
-        """The whole message as it came (for decoders that want the header too)."""
-        return NLMSG_HDR.pack(NLMSG_HDR.size + len(self.payload), self.type, self.flags,
-                              self.seq, self.pid) + self.payload
-
-
-def split(datagram: bytes) -> Iterator[NlMsg]:
-    """The netlink messages of one datagram; stops at a truncated one."""
-    pos = 0
-    while pos + NLMSG_HDR.size <= len(datagram):
-        length, kind, flags, seq, pid = NLMSG_HDR.unpack_from(datagram, pos)
-        if length < NLMSG_HDR.size or pos + length > len(datagram):
-            return
-        yield NlMsg(kind, flags, seq, pid, datagram[pos + NLMSG_HDR.size:pos + length])
-        pos += align4(length)
-
-
-@dataclass(frozen=True)
-class Ack:
-    """An NLMSG_ERROR or the NLMSG_DONE of a dump: errno (0 = fine) and the kernel's
-    extended-ack text, if any."""
-
-    errno: int
-    message: str = ""
-
-
-def parse_error(msg: NlMsg) -> Ack:
-    """NLMSG_ERROR: int error, the echoed request header (whole request unless capped),
-    then extended-ack attributes when NLM_F_ACK_TLVS is set."""
-    code = struct.unpack_from("=i", msg.payload)[0] if len(msg.payload) >= 4 else -errno.EIO
-    message = ""
-    if msg.flags & NLM_F_ACK_TLVS and len(msg.payload) >= 4 + NLMSG_HDR.size:
-        inner_len = NLMSG_HDR.unpack_from(msg.payload, 4)[0]
-        echoed = NLMSG_HDR.size if msg.flags & NLM_F_CAPPED else align4(inner_len)
-        message = _ext_ack(msg.payload[4 + echoed:])
-    return Ack(-code, message)
-
-
-def parse_done(msg: NlMsg) -> Ack:
-    """NLMSG_DONE ending a dump: its errno (0 for a complete dump), then any ext-ack
-    attributes directly (nothing is echoed)."""
-    code = struct.unpack_from("=i", msg.payload)[0] if len(msg.payload) >= 4 else 0
-    message = _ext_ack(msg.payload[4:]) if msg.flags & NLM_F_ACK_TLVS else ""
-    return Ack(-code, message)
-
-
-def _ext_ack(tlvs: bytes) -> str:
-    return next((text(v) for k, v in attrs(tlvs) if k == NLMSGERR_ATTR_MSG), "")
 
 
 def parse_family(msg: NlMsg) -> tuple[int, dict[str, int]]:
@@ -212,68 +101,13 @@ def parse_family(msg: NlMsg) -> tuple[int, dict[str, int]]:
 
 def open_socket(timeout: float, netns: str | None = None) -> socket.socket:
     """A bound NETLINK_GENERIC socket (made inside the named namespace, which must exist)
-    whose every recv is bounded by `timeout` s (SO_RCVTIMEO: no poll() per reply, which
-    under emulation costs as much as the recv itself)."""
-    if netns is None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-    else:
-        from labkit.base import netns as namespaces
-
-        with namespaces.entered(netns):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-    try:
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        sec = int(timeout)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        struct.pack("ll", sec, int((timeout - sec) * 1e6)))
-        sock.bind((0, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    whose every recv is bounded by `timeout` s."""
+    return netlink.open_socket(NETLINK_GENERIC, timeout, netns)
 
 
 def join(sock: socket.socket, group: int) -> None:
     """Receive the family's multicast group `group` (an id from resolve) on sock."""
     sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
-
-
-def exchange(sock: socket.socket, request: bytes, seq: int) -> list[NlMsg]:
-    """Send one request (its header carrying `seq`); return its replies once the kernel
-    acks it or ends its dump. Replies to other sequence numbers (an earlier, abandoned
-    request) are skipped.
-
-    KernelRefused with the kernel's errno and ext-ack text; NoAnswer when a recv times
-    out; BadReply for a truncated or garbled datagram.
-    """
-    acked = bool(NLMSG_HDR.unpack_from(request)[2] & NLM_F_ACK)
-    sock.send(request)
-    replies: list[NlMsg] = []
-    while True:
-        try:
-            data, _, msg_flags, _ = sock.recvmsg(RECV_BUF)
-        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired
-            raise NoAnswer("the kernel sent no complete answer") from None
-        if msg_flags & socket.MSG_TRUNC:
-            raise BadReply(f"a netlink reply did not fit in {RECV_BUF} bytes")
-        pos = 0
-        while pos + NLMSG_HDR.size <= len(data):
-            length, kind, flags, mseq, pid = NLMSG_HDR.unpack_from(data, pos)
-            if length < NLMSG_HDR.size or pos + length > len(data):
-                raise BadReply("a garbled netlink reply")
-            msg = NlMsg(kind, flags, mseq, pid, data[pos + NLMSG_HDR.size:pos + length])
-            pos += align4(length)
-            if mseq != seq or kind == NLMSG_NOOP:
-                continue
-            if kind in (NLMSG_ERROR, NLMSG_DONE):
-                ack = parse_error(msg) if kind == NLMSG_ERROR else parse_done(msg)
-                if ack.errno:
-                    raise KernelRefused(ack.errno, ack.message or os.strerror(ack.errno))
-                return replies
-            replies.append(msg)
-            if not flags & NLM_F_MULTI and not acked:
-                return replies
 
 
 def resolve(sock: socket.socket, name: str, seq: int) -> tuple[int, dict[str, int]]:

@@ -22,19 +22,26 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from labkit.base import netns
+from labkit.base import netlink, netns
+from labkit.base.netlink import (
+    NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    KernelRefused,
+    attrs,
+    nla,
+    nla_str,
+    nla_u32,
+)
 from labkit.errors import LabkitError, Loc
 
 if TYPE_CHECKING:
     from pyroute2.iproute import IPRoute
 
-# <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>, <linux/if_addr.h>
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
-NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x200, 0x400
-NLM_F_ACK_TLVS = 0x200  # in an error's header: extended-ack attributes follow
-SOL_NETLINK, NETLINK_EXT_ACK = 270, 11
-NLMSGERR_ATTR_MSG = 1
+# <linux/rtnetlink.h>, <linux/if_link.h>, <linux/if_addr.h> (netlink.h's are the core's)
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE = 16, 18, 20, 22, 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 16, 18, 20, 28
@@ -45,67 +52,43 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 IFF_UP = 0x1
-NLA_F_NESTED = 0x8000
 OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
-_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst/src len, tos, table, proto...
 
-
-class NetlinkError(OSError):
-    """The kernel refused a request: errno, and its extended-ack message if it gave one
-    (as strerror, which kernel_error shows)."""
-
-
-def attr(kind: int, data: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    size = 4 + len(data)
-    return struct.pack("=HH", size, kind) + data + b"\0" * (-size % 4)
+# The kernel refused a request: errno, and its extended-ack message if it gave one (as
+# strerror, which kernel_error shows). The core's one class, under the name callers know.
+NetlinkError = KernelRefused
 
 
-def nested(kind: int, *attrs: bytes) -> bytes:
+def nested(kind: int, *parts: bytes) -> bytes:
     """A nested attribute (without NLA_F_NESTED, as iproute2 sends it)."""
-    return attr(kind, b"".join(attrs))
-
-
-def u32(value: int) -> bytes:
-    return struct.pack("=I", value)
-
-
-def text(value: str) -> bytes:
-    return value.encode() + b"\0"
+    return nla(kind, b"".join(parts))
 
 
 def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     """type -> payload of the attributes in data[offset:] (nested flag cleared)."""
-    out: dict[int, bytes] = {}
-    while offset + 4 <= len(data):
-        size, kind = struct.unpack_from("=HH", data, offset)
-        if size < 4:
-            break
-        out[kind & 0x3FFF] = data[offset + 4:offset + size]
-        offset += (size + 3) & ~3
-    return out
+    return dict(attrs(data[offset:]))
 
 
 def bridge_data(forward_delay: int = 0, stp: bool = False,
                 mcast_snooping: bool | None = None) -> bytes:
     """IFLA_INFO_DATA of a bridge: STP off and no forwarding delay by default (a lab's
     bridges have no loops to protect against and should forward at once)."""
-    out = attr(IFLA_BR_FORWARD_DELAY, u32(forward_delay)) + attr(IFLA_BR_STP_STATE,
-                                                                  u32(int(stp)))
+    out = nla_u32(IFLA_BR_FORWARD_DELAY, forward_delay) + nla_u32(IFLA_BR_STP_STATE,
+                                                                  int(stp))
     if mcast_snooping is not None:
-        out += attr(IFLA_BR_MCAST_SNOOPING, struct.pack("=B", int(mcast_snooping)))
+        out += nla(IFLA_BR_MCAST_SNOOPING, struct.pack("=B", int(mcast_snooping)))
     return out
 
 
 def peer_data(peer: str, peer_ns_fd: int | None = None) -> bytes:
     """IFLA_INFO_DATA of a veth (or a veth-like kind): its peer's name and namespace."""
-    body = attr(IFLA_IFNAME, text(peer))
+    body = nla_str(IFLA_IFNAME, peer)
     if peer_ns_fd is not None:
-        body += attr(IFLA_NET_NS_FD, u32(peer_ns_fd))
+        body += nla_u32(IFLA_NET_NS_FD, peer_ns_fd)
     return nested(VETH_INFO_PEER, _IFINFO.pack(0, 0, 0, 0, 0) + body)
 
 
@@ -113,11 +96,7 @@ class Rtnl:
     """One rtnetlink socket in one namespace (this thread's when ns is None)."""
 
     def __init__(self, ns: str | None = None) -> None:
-        if ns is None:
-            self.sock = _socket()
-        else:
-            with netns.entered(ns):
-                self.sock = _socket()
+        self.sock = netlink.open_socket(NETLINK_ROUTE, netns=ns)
         self.seq = 0
 
     def close(self) -> None:
@@ -134,62 +113,42 @@ class Rtnl:
         """Send one request; its answers (type, payload) until the ack or the dump's end.
         NetlinkError if the kernel refused it."""
         self.seq += 1
-        seq = self.seq
-        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags | NLM_F_REQUEST, seq, 0)
-                       + body)
-        out: list[tuple[int, bytes]] = []
-        while True:
-            data = self.sock.recv(1 << 18)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                size, mtype, mflags, mseq, _ = _HDR.unpack_from(data, offset)
-                payload = data[offset + _HDR.size:offset + size]
-                offset += (size + 3) & ~3
-                if mseq != seq:
-                    continue  # a late answer to an earlier request
-                if mtype == NLMSG_DONE:
-                    return out
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code:
-                        raise _error(code, payload, mflags)
-                    return out
-                out.append((mtype, payload))
-                if not mflags & NLM_F_MULTI and not flags & NLM_F_ACK:
-                    return out
+        msgs = netlink.exchange(self.sock, netlink.message(kind, flags | NLM_F_REQUEST,
+                                                           self.seq, body), self.seq)
+        return [(m.type, m.payload) for m in msgs]
 
-    def _link(self, flags: int, index: int, attrs: bytes, up: bool | None = None) -> None:
+    def _link(self, flags: int, index: int, body_attrs: bytes, up: bool | None = None) -> None:
         ifi_flags, change = (0, 0) if up is None else (IFF_UP if up else 0, IFF_UP)
         self.request(RTM_NEWLINK, NLM_F_ACK | flags,
-                     _IFINFO.pack(socket.AF_UNSPEC, 0, index, ifi_flags, change) + attrs)
+                     _IFINFO.pack(socket.AF_UNSPEC, 0, index, ifi_flags, change) + body_attrs)
 
     def add_link(self, name: str, kind: str, data: bytes = b"", master: int | None = None,
                  up: bool | None = None) -> None:
         """Create a link (data: its IFLA_INFO_DATA, see bridge_data and peer_data)."""
-        info = attr(IFLA_INFO_KIND, text(kind)) + (attr(IFLA_INFO_DATA, data)
+        info = nla_str(IFLA_INFO_KIND, kind) + (nla(IFLA_INFO_DATA, data)
                                                    if data else b"")
-        attrs = attr(IFLA_IFNAME, text(name)) + nested(IFLA_LINKINFO, info)
+        body_attrs = nla_str(IFLA_IFNAME, name) + nested(IFLA_LINKINFO, info)
         if master is not None:
-            attrs += attr(IFLA_MASTER, u32(master))
-        self._link(NLM_F_CREATE | NLM_F_EXCL, 0, attrs, up)
+            body_attrs += nla_u32(IFLA_MASTER, master)
+        self._link(NLM_F_CREATE | NLM_F_EXCL, 0, body_attrs, up)
 
     def set_link(self, index: int = 0, name: str | None = None, up: bool | None = None,
                  mtu: int | None = None, alias: str | None = None,
                  master: int | None = None) -> None:
         """Change a link found by index, or by name when index is 0."""
-        attrs = attr(IFLA_IFNAME, text(name)) if name and not index else b""
+        body_attrs = nla_str(IFLA_IFNAME, name) if name and not index else b""
         if mtu is not None:
-            attrs += attr(IFLA_MTU, u32(mtu))
+            body_attrs += nla_u32(IFLA_MTU, mtu)
         if alias is not None:
-            attrs += attr(IFLA_IFALIAS, text(alias))
+            body_attrs += nla_str(IFLA_IFALIAS, alias)
         if master is not None:
-            attrs += attr(IFLA_MASTER, u32(master))
-        self._link(0, index, attrs, up)
+            body_attrs += nla_u32(IFLA_MASTER, master)
+        self._link(0, index, body_attrs, up)
 
     def index(self, name: str) -> int:
         """The ifindex of a link by name (NetlinkError ENODEV if there is none)."""
         answers = self.request(RTM_GETLINK, 0, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-                               + attr(IFLA_IFNAME, text(name)))
+                               + nla_str(IFLA_IFNAME, name))
         return int(_IFINFO.unpack_from(answers[0][1])[2])
 
     def links(self) -> list[dict[str, Any]]:
@@ -221,7 +180,7 @@ class Rtnl:
         raw = ip.packed
         self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
                      _IFADDR.pack(family, prefixlen, flags, 0, index)
-                     + attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw))
+                     + nla(IFA_LOCAL, raw) + nla(IFA_ADDRESS, raw))
 
     def addrs(self) -> list[tuple[int, str]]:
         """(ifindex, "address/prefixlen") of every address, as `ip -j addr` lists them."""
@@ -239,35 +198,14 @@ class Rtnl:
         """A unicast route in the main table, as `ip route add DST via VIA [dev]` adds it."""
         net = ipaddress.ip_network(dst, strict=False)
         family = socket.AF_INET if net.version == 4 else socket.AF_INET6
-        attrs = attr(RTA_GATEWAY, ipaddress.ip_address(via).packed)
+        body_attrs = nla(RTA_GATEWAY, ipaddress.ip_address(via).packed)
         if net.prefixlen:
-            attrs += attr(RTA_DST, net.network_address.packed)
+            body_attrs += nla(RTA_DST, net.network_address.packed)
         if oif is not None:
-            attrs += attr(RTA_OIF, u32(oif))
+            body_attrs += nla_u32(RTA_OIF, oif)
         self.request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
                      _RTMSG.pack(family, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
-                                 0, RTN_UNICAST, 0) + attrs)
-
-
-def _socket() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                         socket.NETLINK_ROUTE)
-    with contextlib.suppress(OSError):  # the kernel says why it refused (since 4.12)
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-    sock.bind((0, 0))
-    return sock
-
-
-def _error(code: int, payload: bytes, flags: int) -> NetlinkError:
-    message = ""
-    if flags & NLM_F_ACK_TLVS:  # after the error code and the request's header (capped)
-        offset = 4 + _HDR.size
-        if len(payload) >= offset:
-            size = _HDR.unpack_from(payload, 4)[0]
-            if not flags & 0x100:  # NLM_F_CAPPED clear: the whole request came back
-                offset = 4 + ((size + 3) & ~3)
-        message = _str(parse_attrs(payload, offset).get(NLMSGERR_ATTR_MSG)) or ""
-    return NetlinkError(code, message or os.strerror(code))
+                                 0, RTN_UNICAST, 0) + body_attrs)
 
 
 def _str(raw: bytes | None) -> str | None:
