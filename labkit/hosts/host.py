@@ -10,6 +10,9 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 Progress = Callable[[int, int, str], None]
+# The kernel name of the part of a lab that runs on this machine's own kernel (its host is
+# labkit.hosts.local.LocalHost; labkit.hosts.placed hands it out).
+THIS_KERNEL = "host"
 
 
 class NamedLab(Protocol):
@@ -30,8 +33,10 @@ class LabHost(Protocol):
     def stop(self) -> None:
         """Stop the kernel's machine (a VM) whoever uses it; nothing is left there."""
 
-    def release(self, lab: str) -> bool:
-        """The lab no longer uses this host: stop it if no other lab does; True if so."""
+    def release(self, lab: str) -> bool | None:
+        """The lab no longer uses this host: stop it if no other lab does. True if it was
+        stopped, False if it stays up for other labs, None if it is no machine of its own
+        to stop (this machine's kernel)."""
 
     def status(self) -> str | None:
         """"running" when it serves; None when it is not there at all; else why not

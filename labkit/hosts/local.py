@@ -30,8 +30,8 @@ class LocalHost:
     def stop(self) -> None:
         pass
 
-    def release(self, lab: str) -> bool:
-        return False  # this machine's kernel stays
+    def release(self, lab: str) -> bool | None:
+        return None  # this machine's kernel is no machine to stop
 
     def status(self) -> str | None:
         return "running"

@@ -29,15 +29,12 @@ from labkit.base.names import check_lab
 from labkit.errors import Interrupted, LabkitError, UsageError, require_root
 from labkit.hosts import placed
 from labkit.hosts.host import LabHost, Progress
-from labkit.hosts.local import LocalHost
 from labkit.lab import names, removal, state
-from labkit.lab.placement import Placement, VmPart
+from labkit.lab.placement import Part, Placement
 from labkit.lab.teardown import Removed
 from labkit.topology import loader
 from labkit.topology.model import Topology
 from labkit.verify.verdict import Verdict
-
-_LOCAL = LocalHost()
 
 
 class Node:
@@ -175,28 +172,22 @@ class Lab:
         to touch only its own nodes in a lab spread over kernels)."""
         if self.here_nodes is not None:
             return node in self.here_nodes
-        return self.placement.local
+        return self.placement.on_this_kernel(node)
 
     def host_of(self, node: str) -> LabHost:
-        if self.here(node):
-            return _LOCAL
-        part = self.placement.vm_of(node) or (self.placement.vms[0]
-                                               if len(self.placement.vms) == 1 else None)
+        if self.here_nodes is not None and node in self.here_nodes:
+            return placed.this_kernel()  # this process runs next to the node's kernel
+        part = self.placement.part_of(node)
         if part is None:
             raise UsageError(f"node {node} of lab '{self.name}' is not placed anywhere.")
-        return self._vm_host(part)
+        return self.host_for(part)
 
     @property
     def hosts(self) -> list[LabHost]:
-        if self.placement.local:
-            return [_LOCAL]
-        return [self._vm_host(p) for p in self.placement.vms]
+        return [self.host_for(p) for p in self.placement.parts]
 
-    def host_for(self, part: VmPart) -> LabHost:
-        """The host of one VM part of the lab's placement (made once, then reused)."""
-        return self._vm_host(part)
-
-    def _vm_host(self, part: VmPart) -> LabHost:
+    def host_for(self, part: Part) -> LabHost:
+        """The host of one part of the lab's placement (made once, then reused)."""
         host = self._hosts.get(part.vm)
         if host is None:
             host = placed.host_for(part.vm, part.kernel,
@@ -238,12 +229,8 @@ class Lab:
         announce = say or (lambda text: None)
         self.placement = decide(self.topo, on, fetch=_fetcher(announce, progress),
                                 isolated=isolated)
-        if isolated and self.placement.local:
-            raise UsageError(f"lab '{self.name}' would run on this machine's kernel, which "
-                             "is not a VM of its own.", hint="Name a VM kernel with on=.")
-        if not self.placement.local:
-            announce(f"lab '{self.name}' runs {self.placement.reason}: "
-                     f"{self.placement.describe()}")
+        if notice := self.placement.notice(self.name):
+            announce(notice)
         with state.locked(self.name):
             self._refuse_existing()
             st = state.LabState(name=self.name, topology=os.path.abspath(self.topo.path),
@@ -283,7 +270,7 @@ class Lab:
 
     def _up_in_vms(self, progress: Progress | None) -> None:
         several = len(self.placement.vms) > 1
-        hosts = [self._vm_host(part) for part in self.placement.vms]
+        hosts = [self.host_for(part) for part in self.placement.vms]
         _each(hosts, lambda host: host.start(progress))
         peers: dict[str, str] = {}
         if several:

@@ -16,25 +16,44 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from labkit.errors import MissingFeatureError, UsageError
+from labkit.hosts.host import THIS_KERNEL
 from labkit.topology.model import Topology
 
-HOST = "host"
+HOST = THIS_KERNEL  # the kernel name of this machine's kernel, in a placement and for --host
+LOCAL_PART = "local"  # the name of the part on this machine's kernel (LocalHost's name)
 # Order of preference among fetchable kernels when the topology names none.
 PREFERENCE = ("debian-6.12", "debian-6.1")
 
 
 @dataclass(frozen=True)
 class VmPart:
-    """One VM of a lab: its name, its kernel, and the nodes it holds."""
+    """One part of a lab: the kernel that holds some of its nodes, by the name of its
+    machine (a VM, or LOCAL_PART for this machine's kernel) and its kernel's name.
+    `nodes` empty: every node of the lab (the only part)."""
 
     vm: str
     kernel: str
     nodes: tuple[str, ...]
 
+    @property
+    def label(self) -> str:
+        """The part for the user: "VM lk-6-12", or "this machine's kernel"."""
+        return "this machine's kernel" if self.kernel == HOST else f"VM {self.vm}"
+
+    @property
+    def where(self) -> str:
+        return self.label if self.kernel == HOST else f"{self.label} ({self.kernel})"
+
+
+Part = VmPart
+_THIS_KERNEL_PART = VmPart(LOCAL_PART, HOST, ())
+
 
 @dataclass(frozen=True)
 class Placement:
-    """local: every node in this kernel. vm: the nodes spread over `vms` (one per kernel)."""
+    """local: every node in this kernel. vm: the nodes spread over `vms` (one per kernel).
+    Either way `parts` lists the kernels that hold the lab, which callers treat alike
+    (each part's host: labkit.hosts.placed.host_for); the record keeps this shape."""
 
     kind: str = "local"  # "local" | "vm"
     vms: tuple[VmPart, ...] = ()
@@ -44,13 +63,31 @@ class Placement:
     def local(self) -> bool:
         return self.kind == "local"
 
-    def vm_of(self, node: str) -> VmPart | None:
-        return next((v for v in self.vms if node in v.nodes), None)
+    @property
+    def parts(self) -> tuple[VmPart, ...]:
+        """Every kernel that holds nodes of the lab: its VMs, or this machine's kernel."""
+        return self.vms or (_THIS_KERNEL_PART,)
+
+    def part_of(self, node: str) -> VmPart | None:
+        """The part holding node: the one that names it, else the only part."""
+        parts = self.parts
+        return next((p for p in parts if node in p.nodes),
+                    parts[0] if len(parts) == 1 else None)
+
+    def on_this_kernel(self, node: str) -> bool:
+        """Is the node placed on this machine's own kernel?"""
+        part = self.part_of(node)
+        return part is not None and part.kernel == HOST
 
     def describe(self) -> str:
-        if self.local:
-            return "this machine's kernel"
-        return ", ".join(f"VM {v.vm} ({v.kernel})" for v in self.vms)
+        return ", ".join(p.where for p in self.parts)
+
+    def notice(self, lab: str) -> str:
+        """The line that says where lab runs when `up` starts it in VMs; "" on this
+        machine's kernel (the usual case says nothing)."""
+        if not self.vms:
+            return ""
+        return f"lab '{lab}' runs {self.reason}: {self.describe()}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +180,10 @@ def decide(topo: Topology, on: str | None = None,
             probes = host_probes()
             missing = lacking(probes, wanted)
             if not missing and not per_node:
+                if isolated:
+                    raise UsageError(f"lab '{topo.name}' would run on this machine's "
+                                     "kernel, which is not a VM of its own.",
+                                     hint="Name a VM kernel with on=.")
                 return Placement("local", (), "this kernel has every feature the lab uses")
             tried.append(f"this machine's kernel ({os.uname().release}): {_explain(missing)}"
                          if missing else "this machine's kernel: nodes ask for other kernels")

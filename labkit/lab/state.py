@@ -15,6 +15,7 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -120,11 +121,21 @@ def names() -> list[str]:
         raise _not_root() from None
 
 
+# per process and thread: the labs whose lock it holds
+_holding: dict[tuple[int, int], set[str]] = {}
+
+
 @contextlib.contextmanager
 def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
     """One lifecycle operation per lab at a time, wherever the lab runs; a killed holder
-    releases it at once."""
-    path = os.path.join(private_dir(STATE_DIR), f"{check_lab(name)}.lock")
+    releases it at once. The thread that holds it may take it again (a lab on this
+    machine's kernel is built and removed by the same calls as one in a VM, which take
+    the lock of the kernel they run next to: here, the one its `up` or `down` holds)."""
+    held = _holding.setdefault((os.getpid(), threading.get_ident()), set())
+    if check_lab(name) in held:
+        yield
+        return
+    path = os.path.join(private_dir(STATE_DIR), f"{name}.lock")
 
     def take() -> int | None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -152,10 +163,12 @@ def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
         raise UsageError(
             f"lab '{name}' is busy: another labkit process is bringing it up or down.",
             hint="Wait for it to finish, or stop that process.") from None
+    held.add(name)
     try:
         try:
             yield
         finally:
+            held.discard(name)
             if not os.path.exists(state_path(name)):  # no lab left: no lock file either
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -174,7 +187,7 @@ class Condition:
 
 
 def condition(name: str, namespaces: list[str] | None = None) -> Condition:
-    """The lab's condition from its record, its builder and (for VM labs) its VMs.
+    """The lab's condition from its record, its builder and the hosts it runs on.
 
     `namespaces`: the lab's namespaces in this kernel, if the caller already listed them.
     """
@@ -192,16 +205,15 @@ def condition(name: str, namespaces: list[str] | None = None) -> Condition:
         return Condition(name, "interrupted", f"lab '{name}' is partly built: the `up` that "
                          "built it was interrupted. Remove it with `labkit down "
                          f"{name}`.", st)
-    if not st.placement.local:
-        from labkit.hosts import placed
+    from labkit.hosts import placed
 
-        seen = {p.vm: placed.host_for(p.vm, p.kernel).status() for p in st.placement.vms}
-        gone = [vm for vm, status in seen.items() if status != "running"]
-        if gone:
-            what = ", ".join(f"{vm} ({seen[vm] or 'gone'})" for vm in gone)
-            return Condition(name, "broken", f"lab '{name}' is broken: its VM {what} is not "
-                             f"running, and the lab went with it. `labkit down {name}` "
-                             "removes what is left.", st)
+    seen = {p.vm: placed.host_for(p.vm, p.kernel).status() for p in st.placement.parts}
+    gone = [vm for vm, status in seen.items() if status != "running"]
+    if gone:
+        what = ", ".join(f"{vm} ({seen[vm] or 'gone'})" for vm in gone)
+        return Condition(name, "broken", f"lab '{name}' is broken: its VM {what} is not "
+                         f"running, and the lab went with it. `labkit down {name}` "
+                         "removes what is left.", st)
     return Condition(name, "up", f"lab '{name}' is up on {st.placement.describe()}.", st)
 
 

@@ -19,7 +19,7 @@ def from_lab(name: str) -> str:
     doc = yaml.safe_load(lab.topo.source) or {}
     doc.pop("name", None)
     topo = textwrap.indent(yaml.safe_dump(doc, sort_keys=False, width=88), "  ")
-    kernel = "host" if lab.placement.local else lab.placement.vms[0].kernel
+    kernel = lab.placement.parts[0].kernel  # "host": this machine's kernel
     nodes = list(lab.topo.nodes)
     a, b = nodes[0], nodes[-1]
     iface = next(iter(lab.topo.nodes[a].interfaces), "eth1")
