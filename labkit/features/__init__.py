@@ -132,13 +132,17 @@ def all_features() -> list[Feature]:
     return [get(k) for k in FEATURES]
 
 
-def owner_of_check(kind: str) -> str | None:
-    """The feature that declares a check type, or None (core check types such as reach)."""
-    return next((k for k in FEATURES if kind in get(k).check_kinds), None)
+def owner_of_check(kind: str, among: list[str] | None = None) -> str | None:
+    """The feature that declares a check type, or None (core check types such as reach).
+    among: only these features are asked (and imported); all of them when None."""
+    return next((k for k in (FEATURES if among is None else among)
+                 if kind in get(k).check_kinds), None)
 
 
-def check_kinds() -> dict[str, tuple[str, ...]]:
-    return {kind: req for f in all_features() for kind, req in f.check_kinds.items()}
+def check_kinds(among: list[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """`checks:` type -> required keys, of these features (imported) or of all of them."""
+    return {kind: req for k in (FEATURES if among is None else among)
+            for kind, req in get(k).check_kinds.items()}
 
 
 def verification_kinds() -> list[str]:

@@ -1,15 +1,17 @@
 """labkit's daemon inside a lab VM: runs @remote functions for the host, one JSON line in,
 one JSON line out, on a unix socket the VM's agent relays to.
 
-Why a daemon: under TCG emulation, importing labkit, pyroute2 and scapy takes seconds, so
-a Python process per request would make every `labkit tipc status` slow. The daemon
-imports them once at start (and the features' modules, so a handshake upcall never waits
-for an import), then serves each connection in a thread.
+Why a daemon: under TCG emulation a Python import costs ~35x the host's, so a Python
+process per request would make every `labkit tipc status` slow. The daemon imports the
+build path once at start, then serves each connection in a thread; each request imports
+what it needs on first use (a lab's own features only, via the topology loader).
 
 Started by the host (VmHost.start) as `python -m labkit.hosts.guestd --detach`: the
 foreground process returns "ready" once the socket accepts connections. The imports then
 go on in the background (a call that needs a module meanwhile imports it itself), so a
-VM is usable seconds after boot rather than after every import.
+VM is usable seconds after boot rather than after every import. What later verbs need
+(checks) is imported only once the host has left the daemon quiet for a while: during
+a cold `up` the daemon has about one emulated CPU, and the build must not share it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
 from labkit.errors import UsageError
@@ -32,13 +33,16 @@ from labkit.hosts.rpc import remote
 # name becomes a lab (labkit.hosts.rpc.serve_labs_with); this layer never imports it.
 LABS = "labkit.lab"
 # What building a lab needs comes first: the host's first request is that build, and it
-# waits for these imports. The features and verifications follow.
+# waits for these imports. The verifications follow once the daemon is quiet.
 PRELOAD = ("labkit.lab.guest", "labkit.lab.ops")
 PRELOAD_LATER = ("labkit.verify.checks",)
-# Requests being served. Past PRELOAD, the preload waits while there are any: under TCG the
-# daemon has about one CPU, and a lab's build should not share it with imports it does
-# not need (issue 18).
+# Seconds without a request before PRELOAD_LATER: longer than the host's pauses between
+# the calls of one `up` (guest_up, then guest_wait), so that the build and the wait for
+# its links do not share the emulated CPU with imports they do not need (issue 18).
+QUIET = 3.0
+# Requests being served, and when the last one ended (the daemon's start at first).
 _serving = 0
+_last_end = time.monotonic()
 _idle = threading.Condition()
 
 
@@ -55,21 +59,29 @@ def install() -> str:
     return sys.executable
 
 
-def preload() -> None:
-    from labkit import features
-
+def preload(quiet: float = QUIET) -> None:
+    """PRELOAD now, then each of PRELOAD_LATER once no request came for `quiet` seconds."""
     for module in PRELOAD:
         importlib.import_module(module)
-    for module in [type(f).__module__ for f in features.all_features()] + [*PRELOAD_LATER]:
-        with _idle:
-            _idle.wait_for(lambda: _serving == 0)
+    for module in PRELOAD_LATER:
+        _wait_quiet(quiet)
         importlib.import_module(module)
+
+
+def _wait_quiet(quiet: float) -> None:
+    with _idle:
+        while True:
+            left = _last_end + quiet - time.monotonic()
+            if _serving == 0 and left <= 0:
+                return
+            _idle.wait(timeout=left if _serving == 0 else None)
 
 
 def _busy(delta: int) -> None:
-    global _serving
+    global _serving, _last_end
     with _idle:
         _serving += delta
+        _last_end = time.monotonic()
         _idle.notify_all()
 
 
@@ -84,6 +96,8 @@ def handle(line: bytes) -> bytes:
         reply: dict[str, Any] = {"ok": result}
     except BaseException as exc:  # every failure goes back to the host as a value
         if not _is_labkit_error(exc):
+            import traceback  # only for a bug: the daemon starts without it
+
             traceback.print_exc(file=sys.stderr)
         reply = {"error": rpc.encode_error(exc)}
     finally:
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=preload, daemon=True).start()
         serve(args.socket, write_fd)
     except BaseException:
+        import traceback
+
         traceback.print_exc()
         os._exit(1)
     return 0

@@ -6,7 +6,6 @@ line, rather than making the user fix them one run at a time.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from typing import Any
@@ -42,6 +41,8 @@ def shown(text: str, limit: int = 40) -> str:
 
 
 def suggest(word: str, choices: list[str]) -> str:
+    import difflib  # only for a mistake: a VM's guest loads good topologies
+
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"Did you mean '{match[0]}'?" if match else ""
 

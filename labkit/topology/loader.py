@@ -130,14 +130,18 @@ def parse(doc: Any, path: str) -> Topology:
     if not p:
         _check_addresses(topo, p)
         _check_routes(topo, p)
-    _parse_checks(doc, topo, feature_keys, p)
-    for key in feature_keys:
-        feature = features.get(key)
-        blocks = {n: b[key] for n, b in node_blocks.items() if isinstance(b, LMap) and key in b}
-        if key in doc or blocks:
-            topo.features[key] = feature.parse(doc.get(key), blocks, topo, p)
+    # the features this lab has: only their modules are imported (a VM's guest loads each
+    # lab it builds, and there every import costs ~35x the host's)
+    used = [key for key in feature_keys
+            if key in doc or any(key in b for b in node_blocks.values())]
+    _parse_checks(doc, topo, used, p)
+    for key in used:
+        blocks = {n: b[key] for n, b in node_blocks.items() if key in b}
+        topo.features[key] = features.get(key).parse(doc.get(key), blocks, topo, p)
     for check in topo.checks:
-        owner = features.owner_of_check(check.kind)
+        if check.kind == "reach":
+            continue
+        owner = features.owner_of_check(check.kind, used) or features.owner_of_check(check.kind)
         if owner is not None and owner not in topo.features:
             p.add(check.loc, f"check '{check.name}' is a {owner} check, but the lab has no "
                              f"`{owner}:` section.", f"Add `{owner}:` to the topology.")
@@ -510,8 +514,11 @@ def _check_routes(topo: Topology, p: Problems) -> None:
                       f"Use an address of a neighbour on one of: {', '.join(same) or '(none)'}.")
 
 
-def _parse_checks(doc: LMap, topo: Topology, feature_keys: list[str], p: Problems) -> None:
+def _parse_checks(doc: LMap, topo: Topology, used: list[str], p: Problems) -> None:
+    """used: the lab's features, whose check types are looked up first; the other features
+    are imported only for a type none of them has (to name its owner, or refuse it)."""
     items = as_list(doc.get("checks"), doc.val_loc("checks"), "checks", p)
+    feature_kinds = features.check_kinds(used)
     for i, item in enumerate(items or []):
         loc = items.item_loc(i)
         where = f"check {i + 1}"
@@ -519,7 +526,8 @@ def _parse_checks(doc: LMap, topo: Topology, feature_keys: list[str], p: Problem
         if c is None:
             continue
         kind = str(c.get("type", "reach"))
-        feature_kinds = features.check_kinds()
+        if kind != "reach" and kind not in feature_kinds:
+            feature_kinds = features.check_kinds()
         kinds = ["reach", *feature_kinds]
         if kind not in kinds:
             p.add(c.val_loc("type"), f"{where} has unknown type '{kind}'.",

@@ -20,7 +20,7 @@ HEAVY = ("scapy", "matplotlib", "rich", "typer")
 SLOW = "pyroute2.iproute"
 PACKAGE = Path(labkit.__file__).resolve().parent
 # What the daemon runs before any request: its own module, then its preload thread.
-DAEMON = "import labkit.hosts.guestd as g; g.preload(); import labkit.lab.lab"
+DAEMON = "import labkit.hosts.guestd as g; g.preload(quiet=0); import labkit.lab.lab"
 PROBE = ("import importlib, sys; {setup}; {extra}; "
          "print(' '.join(m for m in {heavy!r} if m in sys.modules))")
 
@@ -35,9 +35,11 @@ def remote_modules() -> list[str]:
     return out
 
 
-def heavy_after(setup: str, extra: str = "pass") -> list[str]:
+def heavy_after(setup: str, extra: str = "pass",
+                watch: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of `watch` a fresh Python has imported after setup and extra."""
     res = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup, extra=extra,
-                                                             heavy=HEAVY)],
+                                                             heavy=watch)],
                          capture_output=True, text=True, timeout=120, check=True)
     return res.stdout.split()
 
@@ -71,3 +73,33 @@ def test_request_kind_imports_nothing_heavy(module: str) -> None:
     """Serving a request resolves its function's module (labkit.hosts.rpc.resolve)."""
     heavy = heavy_after(DAEMON, f"importlib.import_module({module!r})")
     assert heavy == [], f"the guest daemon serving {module} imports {heavy}"
+
+
+# The guest's part of `up` before it touches the kernel (labkit.lab.guest.guest_up): the
+# topology loaded, the Lab made, its features' modules loaded. Nothing here may import
+# what only computes or presents, nor a feature the lab does not have.
+UP = ("from labkit import features; from labkit.topology import loader; "
+      "from labkit.lab.lab import Lab; from labkit.lab.placement import Placement; "
+      "import labkit.lab.deploy; topo = loader.load({path!r}); "
+      "Lab(topo, placement=Placement(), here=list(topo.nodes)); "
+      "[features.get(key) for key in topo.features]")
+NOT_ON_THE_UP_PATH = (*HEAVY, "cryptography", "ipywidgets", "difflib", SLOW)
+OTHER_FEATURES = ("labkit.features.handshake", "labkit.features.kproxy",
+                  "labkit.features.offload")
+CLUSTER = str(PACKAGE.parent / "topologies" / "cluster.yaml")
+KPROXY = str(PACKAGE.parent / "topologies" / "kproxy.yaml")
+
+
+def test_up_of_the_cluster_lab_imports_only_its_own_feature() -> None:
+    watch = (*NOT_ON_THE_UP_PATH, *OTHER_FEATURES, "labkit.features.tipc")
+    got = heavy_after(DAEMON, UP.format(path=CLUSTER), watch)
+    assert got == ["labkit.features.tipc"], f"the guest's up of cluster.yaml imports {got}"
+
+
+def test_the_up_probe_sees_another_feature_and_a_heavy_import() -> None:
+    """Positive controls: a lab with kproxy imports kproxy's modules, and a module that
+    imports cryptography (the TLS features' certificates) is reported."""
+    watch = (*NOT_ON_THE_UP_PATH, *OTHER_FEATURES)
+    assert heavy_after(DAEMON, UP.format(path=KPROXY), watch) == ["labkit.features.kproxy"]
+    extra = UP.format(path=CLUSTER) + "; import cryptography.x509"
+    assert heavy_after(DAEMON, extra, watch) == ["cryptography"]
