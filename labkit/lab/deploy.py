@@ -1,13 +1,17 @@
 """A lab's life next to its kernel: build this kernel's part, switch features on, wait for
 them, and take it all down again.
 
-On a local lab Lab.up calls these in-process (it already holds the lab's lock and state);
-in a VM the guest daemon calls labkit.lab.guest's wrappers, which keep the guest's own
-lock and state, so that a lab in a VM is built by exactly the code that builds a local one.
+Lab.up reaches every part of a lab alike: it calls labkit.lab.guest's wrappers through
+the part's host, which run them next to that kernel (in-process for this machine's kernel,
+in the guest daemon of a VM), so that a lab in a VM is built by exactly the code that
+builds a local one.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from labkit import features
@@ -23,11 +27,26 @@ def _quiet(done: int, total: int, what: str) -> None:
     pass
 
 
+# Who shows the steps of a build that runs in this process (a part on this machine's
+# kernel, built through its host's call like any other): set by Lab.up around the call.
+_shown_to: ContextVar[Progress | None] = ContextVar("labkit_build_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(progress: Progress | None) -> Iterator[None]:
+    """Builds in this process during the block report their steps to progress."""
+    token = _shown_to.set(progress)
+    try:
+        yield
+    finally:
+        _shown_to.reset(token)
+
+
 def build_here(lab: Lab, st: state.LabState, progress: Progress | None = None,
                span: Span | None = None) -> None:
     """Namespaces, links, addresses, routes, then each feature's setup, for the nodes
     placed in this kernel. The caller removes everything if this raises."""
-    progress = progress or _quiet
+    progress = progress or _shown_to.get() or _quiet
     _more_files()
     Builder(lab.topo, st, progress, here=lab.here_nodes, span=span).run()
     for key, config in lab.topo.features.items():

@@ -37,18 +37,24 @@ def guest_up(topo_text: str, path: str, here: list[str] | None,
     span = None
     if me is not None:
         span = Span(topo.name, me, {n: p.vm for p in where.vms for n in p.nodes}, peers or {})
+    # The part on this machine's kernel is built in the process whose `up` holds the
+    # lab's lock and record: it goes into that record, which that `up` finishes.
+    nested = state.holding(topo.name)
     with state.locked(topo.name):
-        st = state.LabState(name=topo.name, topology=path, topology_text=topo_text,
-                            placement=Placement(), here=here)
-        st.mark_builder()
-        st.save()
+        st = state.load(topo.name) if nested else None
+        if st is None:
+            st = state.LabState(name=topo.name, topology=path, topology_text=topo_text,
+                                placement=Placement(), here=here)
+            st.mark_builder()
+            st.save()
         try:
             build_here(lab, st, span=span)
         except BaseException:
             remove_here(topo.name, lab)
             raise
-        st.status, st.builder = "up", {}
-        st.save()
+        if not nested:
+            st.status, st.builder = "up", {}
+            st.save()
     return {"namespaces": st.namespaces, "features": st.features}
 
 

@@ -240,13 +240,7 @@ class Lab:
             try:
                 self.prepared = {key: features.get(key).prepare(self, cfg)
                                  for key, cfg in self.topo.features.items()}
-                if self.placement.local:
-                    from labkit.lab import deploy
-
-                    deploy.build_here(self, st, progress)
-                    deploy.wait_here(self)
-                else:
-                    self._up_in_vms(progress)
+                self._build_parts(progress)
                 st = state.load(self.name) or st  # features may have added to the record
                 st.status, st.builder = "up", {}
                 st.save()
@@ -268,30 +262,36 @@ class Lab:
         raise UsageError(what, hint=f"Bring it down first with `labkit down {self.name}`, or "
                                     f"rename this lab (name: in {self.topo.path}).")
 
-    def _up_in_vms(self, progress: Progress | None) -> None:
-        several = len(self.placement.vms) > 1
-        hosts = [self.host_for(part) for part in self.placement.vms]
+    def _build_parts(self, progress: Progress | None) -> None:
+        """Each part built next to its kernel by the same calls, whatever its host (see
+        labkit.lab.deploy): start the hosts, build every part, then wait for features."""
+        from labkit.lab import deploy  # the build machinery loads only when a lab is built
+
+        parts = self.placement.parts
+        several = len(parts) > 1
+        hosts = [self.host_for(part) for part in parts]
         _each(hosts, lambda host: host.start(progress))
         peers: dict[str, str] = {}
         if several:
-            for part, host in zip(self.placement.vms, hosts, strict=True):
+            for part, host in zip(parts, hosts, strict=True):
                 peers[part.vm] = host.peer_address()
                 if not peers[part.vm]:
                     raise LabkitError(f"VM {part.vm} has no backplane address, so lab "
                                       f"'{self.name}' cannot span it.",
                                       hint=f"Stop it (`labkit vm stop {part.vm}`) and try "
                                            "again: labkit starts it with one.")
-        for part, host in zip(self.placement.vms, hosts, strict=True):
+        for part, host in zip(parts, hosts, strict=True):
             if progress:
-                progress(2, 3, f"building the lab in VM {part.vm}")
-            host.call(None, "labkit.lab.guest:guest_up", self.topo.source,
-                      os.path.abspath(self.topo.path), list(part.nodes) if several else None,
-                      self.placement.to_json(), part.vm if several else None, peers,
-                      self.prepared)
-        for host in hosts:
+                progress(2, 3, f"building the lab in {part.label}")
+            with deploy.reporting(progress):  # the steps of a build in this process
+                host.call(None, "labkit.lab.guest:guest_up", self.topo.source,
+                          os.path.abspath(self.topo.path),
+                          list(part.nodes) if several else None, self.placement.to_json(),
+                          part.vm if several else None, peers, self.prepared)
+        for part, host in zip(parts, hosts, strict=True):
             if progress:
-                progress(3, 3, f"waiting for features in VM {host.name}")
-            host.call(self.name, "labkit.lab.guest:guest_wait")
+                progress(3, 3, f"waiting for features in {part.label}")
+            host.call(self, "labkit.lab.guest:guest_wait")
 
     def _rolled_back(self, exc: BaseException) -> BaseException:
         """Remove everything the failed `up` made; the error to raise, saying so."""

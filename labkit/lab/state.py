@@ -125,6 +125,11 @@ def names() -> list[str]:
 _holding: dict[tuple[int, int], set[str]] = {}
 
 
+def holding(name: str) -> bool:
+    """Does this thread hold the lab's lock already (an `up` or `down` of this process)?"""
+    return name in _holding.get((os.getpid(), threading.get_ident()), ())
+
+
 @contextlib.contextmanager
 def locked(name: str, timeout: float = 30.0) -> Iterator[None]:
     """One lifecycle operation per lab at a time, wherever the lab runs; a killed holder
