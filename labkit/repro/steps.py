@@ -9,7 +9,6 @@ Every step fills in a StepResult; nothing here raises for a step that merely fai
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
+from labkit.base import helper
+from labkit.base.helper import HelperFailed
 from labkit.errors import LabkitError
 from labkit.hosts.host import LabHost
 from labkit.lab.lab import Lab, Node
@@ -352,33 +353,19 @@ def _capture(ctx: Context, step: CaptureStep, result: StepResult) -> None:
     pcap = ctx.path("pcaps", f"{step.name}.pcap")
     fh = open(pcap, "wb")
     node = ctx.node(step.node)
-    proc = node.popen([sys.executable, "-m", "labkit.packets.capture", step.iface,
-                       "--count", str(step.count), "--duration", f"{step.duration:g}"],
-                      stdout=fh, stderr=subprocess.PIPE)
-    bg = Background(proc, node.host, result, pcap, "", time.monotonic()
-                    + step.duration + SLACK, [fh])
-    ctx.captures[step.name] = bg
     result.files.append(os.path.relpath(pcap, ctx.directory))
-    said = await_word(proc, "ready", SLACK * 2)
-    if "ready" not in said:
-        bg.stop()
-        result.outcome = ERROR
-        result.detail = (f"capture on {step.node}:{step.iface} did not start: "
-                         f"{said.strip()[-200:] or 'no answer'}")
+    try:  # the capture says "ready" on stderr once its socket is open
+        started = helper.start(node, [sys.executable, "-m", "labkit.packets.capture",
+                                      step.iface, "--count", str(step.count),
+                                      "--duration", f"{step.duration:g}"],
+                               what=f"capture on {step.node}:{step.iface}", on="stderr",
+                               ready=lambda line: line.strip() == "ready",
+                               timeout=SLACK * 2, stdout=fh)
+    except HelperFailed as exc:  # its process is gone already
+        fh.close()
+        result.outcome, result.detail = ERROR, str(exc).rstrip(".")
         return
+    ctx.captures[step.name] = Background(started.proc, node.host, result, pcap, "",
+                                         time.monotonic() + step.duration + SLACK, [fh])
     result.outcome, result.detail = OK, f"capturing on {step.node}:{step.iface}"
 
-
-def await_word(proc: subprocess.Popen[Any], word: str, timeout: float) -> str:
-    """What proc wrote on stderr until it said word, ended, or timeout passed."""
-    assert proc.stderr is not None
-    deadline, seen = time.monotonic() + timeout, b""
-    while word.encode() not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([proc.stderr], [], [], left)[0]:
-            break
-        chunk = os.read(proc.stderr.fileno(), 4096)
-        if not chunk:
-            break
-        seen += chunk
-    return seen.decode(errors="replace")

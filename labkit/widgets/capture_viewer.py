@@ -17,10 +17,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
 
+from labkit.base import helper
+from labkit.base.helper import Spawner
 from labkit.base.wait import wait_until
 from labkit.errors import LabkitError
 from labkit.packets.capture import PCAP_HEADER, RECORD_HEADER
@@ -30,6 +33,18 @@ from labkit.widgets.session import LabSession
 MAX_FRAMES = 5000  # a capture stops at this many frames whatever the user asks
 MAX_SECONDS = 300.0
 READY_TIMEOUT = 120.0  # s for the capture process to open its socket (slow in a VM)
+
+
+class _Remembered:
+    """The node as helper.start's spawner, keeping the process on the viewer as soon as it
+    starts (so Stop reaches a capture still waiting for its socket)."""
+
+    def __init__(self, viewer: CaptureViewer, node: Spawner) -> None:
+        self.viewer, self.node = viewer, node
+
+    def popen(self, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        self.viewer._proc = self.node.popen(cmd, **kwargs)
+        return self.viewer._proc
 
 
 def dissect(frame: bytes) -> Any:
@@ -69,7 +84,6 @@ class CaptureViewer(Panel):
         self._pcap = bytearray()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
-        self._why = ""  # the capture process's last error line
         nodes = list(session.topo.nodes)
         self.node = w.Dropdown(options=nodes, value=node or (nodes[0] if nodes else None),
                                description="node")
@@ -125,41 +139,25 @@ class CaptureViewer(Panel):
                     self.seconds.value))]
 
         def job() -> int:
-            proc = n.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            self._proc = proc
-            errors = threading.Thread(target=self._stderr, args=(proc,), daemon=True)
-            errors.start()
-            try:
-                self._read(proc)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait(timeout=30)
-                errors.join(5)
-            if not self._ready.is_set():
-                why = self._why.rstrip(".") or f"exit status {proc.returncode}"
-                raise LabkitError(f"the capture on {where} did not start: {why}.",
-                                  hint="Choose an interface the node has (the lab panel's "
-                                       "status table lists them).")
+            # The capture says "ready" on stderr once its socket is open; a Stop pressed
+            # before that ends the process the spawner recorded.
+            started = helper.start(_Remembered(self, n), argv, on="stderr",
+                                   ready=lambda line: line.strip() == "ready",
+                                   what=f"the capture on {where}", timeout=READY_TIMEOUT,
+                                   hint="Choose an interface the node has (the lab panel's "
+                                        "status table lists them).")
+            with started:
+                self._ready.set()
+                self.say(f"capturing on {where}")
+                self._read(started.proc)
             return len(self.frames)
 
         def done(frames: int) -> None:
             self.say(f"{frames} frames captured on {where}", "lk-pass")
             self._offer_download(where)
 
-        self._why = ""
         self.start(f"capturing on {where}", job, done)
         return self
-
-    def _stderr(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode(errors="replace").strip()
-            if line == "ready":
-                self._ready.set()
-                self.say(f"capturing on {self.node.value}:{self.iface.value}")
-            elif line:
-                self._why = line
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         """Parse the pcap stream record by record, adding rows as frames arrive."""
