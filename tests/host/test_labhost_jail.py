@@ -6,9 +6,10 @@ JailHost runs a lab's nodes on this machine's kernel but in a *jail*: a mount na
 of their own, with private /run/netns and /run/labkit, where labkit's guest daemon (the
 one a VM runs) builds the lab and answers calls over a unix socket, and commands enter
 with nsenter. Nothing of the lab is visible to this process's own /run/netns, so every
-call, command and removal must go through the host, as for a VM or a remote machine.
-Nothing above labkit.hosts knows this class: it is installed with
-labkit.hosts.placed.use().
+call, command and removal must go through the host, as for a VM or a remote machine; only
+a socket or a thread may cross into a node's namespace, which the jail's kernel (this
+one) allows, through the jail's view of its files (/proc/PID/root). Nothing above
+labkit.hosts knows this class: it is installed with labkit.hosts.placed.use().
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
+from labkit.base import netns
 from labkit.base.wait import wait_until
-from labkit.errors import LabkitError, UsageError
+from labkit.errors import LabkitError
 from labkit.hosts import placed, rpc, users
 from labkit.hosts.host import NamedLab, Progress
 from labkit.hosts.local import netns_exec
@@ -37,6 +39,7 @@ from tests.conftest import ROOT, labs_brought_up
 from tests.host.test_lifecycle import (  # noqa: F401  (collected here, on JailHost)
     test_attach_uses_what_was_built_not_the_edited_file,
     test_check_fails_when_router_does_not_forward,
+    test_negative_check_cannot_pass_when_it_could_not_run,
     test_only_lab_interfaces_and_lab_routes,
     test_routed_lab_crosses_router_both_families,
     test_shipped_topology_up_checks_down,
@@ -159,14 +162,28 @@ class JailHost:
         return self._enter(ns, cmd)
 
     def socket(self, ns: str, family: int, type: int, proto: int) -> socket.socket:
-        self._cannot_cross(ns, "a socket")
+        with self.entered(ns):
+            return socket.socket(family, type, proto)
 
-    def entered(self, ns: str) -> AbstractContextManager[Any]:
-        self._cannot_cross(ns, "entering its namespace")
-
-    def _cannot_cross(self, ns: str, what: str) -> NoReturn:
-        raise UsageError(f"namespace {ns} runs in jail {self.name}: {what} cannot cross "
-                         "into it from this process.")
+    @contextmanager
+    def entered(self, ns: str) -> Iterator[None]:
+        """The node's namespace as the jail names it, seen through the jail's root."""
+        pid = self._pid()
+        if pid is None:
+            raise LabkitError(f"jail {self.name} is not running.")
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(f"/proc/{pid}/root/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                netns.enter_fd(fd)
+            finally:
+                os.close(fd)
+            try:
+                yield
+            finally:
+                netns.enter_fd(orig)
+        finally:
+            os.close(orig)
 
 
 def _zombie(pid: int) -> bool:
@@ -202,8 +219,10 @@ def test_the_jail_is_a_host_of_its_own(lab_up: Callable[..., Lab]) -> None:
     assert isinstance(host, JailHost) and host.status() == "running"
     assert not os.path.exists(f"/run/netns/{names.node_ns(lab.name, 'a')}")  # not here
     assert lab.node("a").run(["ip", "-br", "link", "show", "eth1"]).returncode == 0
-    with pytest.raises(UsageError, match="runs in jail"):
-        lab.node("a").socket()
+    with lab.node("a").socket() as sock:  # node a's address exists only in node a
+        sock.bind(("198.19.0.1", 0))
+    with pytest.raises(OSError), socket.socket() as here:  # the control: not in this one
+        here.bind(("198.19.0.1", 0))
     removed = lab.down()
     assert removed.vms == [host.name] and host.status() is None
     assert set(removed.namespaces) == {names.node_ns(lab.name, n) for n in ("a", "b")}
