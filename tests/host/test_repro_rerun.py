@@ -39,7 +39,8 @@ steps:
       node: a
       cmd: "grep -qx yes {marker}"
       when: reproduced
-  - exec: {{node: a, cmd: [python3, "{{dir}}/scripts/hello.py"], expect: {{stdout: hello}}}}
+  - exec: {{node: a, cmd: [python3, "{{dir}}/scripts/hello.py"], expect: {{stdout: hello}},
+            timeout: 300}}
 """
 
 
