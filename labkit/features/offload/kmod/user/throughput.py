@@ -15,20 +15,20 @@ the peer tlsnicN; it is then moved and renamed), to show that way works too.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import re
 import resource
 import secrets
 import socket
-import struct
 import subprocess
 import threading
 import time
 
-SOL_TLS, TLS_TX, TCP_ULP = 282, 1, 31
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from labkit.base import netns
+from labkit.ktls import ciphers, sockopt
+from labkit.ktls.uapi import TLS_1_2_VERSION
+
+SUITE = ciphers.BY_SHORT["aes-gcm-128"]
 
 
 def sh(*argv: str) -> str:
@@ -36,16 +36,7 @@ def sh(*argv: str) -> str:
 
 
 def socket_in(ns: str) -> socket.socket:
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET):
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        return socket.socket()
-    finally:
-        _libc.setns(own, CLONE_NEWNET)
-        os.close(own)
-        os.close(target)
+    return netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
 
 
 def nic_counters(ns: str, dev: str) -> dict[str, int]:
@@ -72,10 +63,9 @@ def one_run(tx: str, rx: str, mode: str, size: int, port: int) -> dict[str, floa
     s = socket_in(tx)
     s.connect(("198.18.0.2", port))
     if mode != "tcp":
-        key, salt, seq = secrets.token_bytes(16), secrets.token_bytes(4), bytes(8)
-        s.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-        s.setsockopt(SOL_TLS, TLS_TX, struct.pack("=HH8s16s4s8s", 0x0303, 51, seq, key, salt,
-                                                  seq))
+        key, salt = secrets.token_bytes(SUITE.key_len), secrets.token_bytes(SUITE.salt_len)
+        sockopt.install(s, sockopt.crypto_info(TLS_1_2_VERSION, SUITE, key, salt,
+                                               bytes(12 - SUITE.salt_len), 0))
     conf = sh("ip", "netns", "exec", tx, "ss", "-tin", "dst", "198.18.0.2")
     txconf = (re.search(r"txconf: (\w+)", conf) or [None, "none"])[1]
     data = os.urandom(1 << 20)
