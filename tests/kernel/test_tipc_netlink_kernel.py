@@ -29,6 +29,7 @@ from labkit.features.tipc.uapi import ETH_P_TIPC
 pytestmark = [pytest.mark.kernel, pytest.mark.needs("tipc")]
 
 NET_ID = 4711
+DEF_LINK_PRI = 10  # net/tipc/bearer.h TIPC_DEF_LINK_PRI: the eth and udp media's priority
 LINK_TIMEOUT = 30.0  # s; discovery + address trial take ~2 s, TCG is slow
 
 
@@ -144,7 +145,15 @@ def test_cluster_forms_and_iproute2_agrees(pair: Callable[..., Pair]) -> None:
         assert link["name"] == f"{p.id_a}:{p.ifa}-{p.id_b}:{p.ifb}"
         assert link["up"] and link["active"]
         assert link["mtu"] == 1500
-        assert link["priority"] in (10, 20)  # the link may adopt the peer's higher priority
+        # A link starts at its own bearer's priority (a's: the eth media's default). The
+        # peer's RESET/ACTIVATE messages carry priority 0, so a does not adopt b's 20
+        # (net/tipc/link.c: tipc_link_build_reset_msg, tipc_link_proto_rcv); only a
+        # STATE_MSG from a `link set priority` moves it (test_link_priority_set_...).
+        assert link["priority"] == DEF_LINK_PRI
+        # Positive control: b's link does carry its bearer's 20, so the reading is per link.
+        assert [lk["priority"] for lk in tb.links() if not lk["broadcast"]] == [20]
+        assert tipc_cmd(p.a, "link", "get", "priority", "link", link["name"]).split() == \
+            [str(DEF_LINK_PRI)]
         assert "retransmitted" in link["stats"]
         assert any(lk["broadcast"] and lk["name"] == "broadcast-link" for lk in ta.links())
 
@@ -175,6 +184,28 @@ def test_cluster_forms_and_iproute2_agrees(pair: Callable[..., Pair]) -> None:
             return name_rows(ta) == iproute2_name_rows(p.a)
 
         wait_for("labkit and iproute2 name tables to agree", same_table, timeout=10)
+
+
+def test_link_priority_set_reaches_both_ends(pair: Callable[..., Pair]) -> None:
+    """`tipc link set priority` on one end: that end's link has it at once (labkit reads
+    what iproute2 reads), and the peer adopts it from the STATE_MSG that carries it
+    (tipc_link_set_prio; tipc_link_proto_rcv resets the peer's link to apply it)."""
+    p = pair()
+    with TipcNetlink(p.a) as ta, TipcNetlink(p.b) as tb:
+        form_cluster(p, ta, tb)
+
+        def prio(tn: TipcNetlink) -> int:
+            return next(lk["priority"] for lk in tn.links() if not lk["broadcast"])
+
+        name = next(lk["name"] for lk in ta.links() if not lk["broadcast"])
+        assert (prio(ta), prio(tb)) == (DEF_LINK_PRI, 20)  # before: each its bearer's
+        tipc_cmd(p.a, "link", "set", "priority", "15", "link", name)
+        assert prio(ta) == 15
+        assert tipc_cmd(p.a, "link", "get", "priority", "link", name).split() == ["15"]
+        wait_for("b's link to adopt priority 15", lambda: prio(tb) == 15)
+        tb.wait_links_up(1, timeout=LINK_TIMEOUT)  # b reset its link to apply it
+        ta.wait_links_up(1, timeout=LINK_TIMEOUT)
+        assert (prio(ta), prio(tb)) == (15, 15)
 
 
 def test_net_set_refused_once_bearers_exist(pair: Callable[..., Pair]) -> None:
