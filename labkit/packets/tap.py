@@ -26,6 +26,7 @@ FRAME_MAX = 1 << 18
 BUFFER = 64 << 20  # beyond net.core.rmem_max: root may (SO_RCVBUFFORCE)
 SO_RCVBUFFORCE = 33  # include/uapi/asm-generic/socket.h
 SOL_PACKET, PACKET_STATISTICS = 263, 6  # include/linux/socket.h, uapi/linux/if_packet.h
+DRAIN_TIMEOUT = 300.0  # s: a safety net, not a wait: the join returns when the drain ends
 
 
 class Tap:
@@ -93,7 +94,11 @@ class Tap:
         if self.sock.fileno() < 0:
             return self.frames
         self._stop.set()
-        self._thread.join(10)
+        # The thread drains what is queued before it stops: thousands of frames may be
+        # (1 MiB each way through a proxy), which a Python thread in a loaded TCG guest
+        # read for over 10 s once; closing the socket under it lost the capture's tail.
+        # The drain is bounded by max_frames/max_bytes, so this join is too.
+        self._thread.join(DRAIN_TIMEOUT)
         with contextlib.suppress(OSError):  # struct tpacket_stats {packets, drops}
             self.dropped = struct.unpack("II", self.sock.getsockopt(
                 SOL_PACKET, PACKET_STATISTICS, 8))[1]
