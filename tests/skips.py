@@ -23,7 +23,7 @@ BY_DESIGN: dict[str, str] = {
     "opt-in": "a long or exhaustive variant that runs only when its variable asks for it "
               "(LABKIT_LARGE_LAN, LABKIT_REPRO_ALL, LABKIT_OFFLOAD_FULL, LABKIT_ALL_KERNELS): "
               "the default run covers the same claim more cheaply",
-    "first-kernel-only": "a kernel-tier module whose claims do not depend on the kernel "
+    "first-kernel-only": "a kernel-tier module (or test) whose claims do not depend on the kernel "
                          "version runs on the tier's first kernel only (CI's time budget)",
     "config-lacks": "the kernel under test has no such feature by its own config "
                     "(read from the kernel, not from labkit's probes)",

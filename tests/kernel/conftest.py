@@ -40,6 +40,8 @@ RELEASE = os.uname().release
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*caps): kernel capabilities the test needs")
+    config.addinivalue_line("markers", "first_kernel_only(why): like FIRST_KERNEL_ONLY, for "
+                            "one test: why its claim does not depend on the kernel")
 
 
 @cache
@@ -92,6 +94,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         skips.skip("first-kernel-only", f"{item.path.name} runs on the first kernel of the "
                    f"tier only (its claims do not depend on the kernel version); "
                    f"LABKIT_ALL_KERNELS=1 runs it on kernel {RELEASE} too")
+    only = item.get_closest_marker("first_kernel_only")
+    if (only is not None and os.environ.get("LABKIT_SECOND_KERNEL") == "1" and
+            os.environ.get("LABKIT_ALL_KERNELS") != "1"):
+        skips.skip("first-kernel-only", f"{item.name} runs on the first kernel of the tier "
+                   f"only ({only.args[0]}); LABKIT_ALL_KERNELS=1 runs it on kernel "
+                   f"{RELEASE} too")
     marker = item.get_closest_marker("needs")
     if marker is None:
         return
