@@ -36,6 +36,12 @@ def by_name(result: Result) -> dict[str, object]:
     return {c.name: c for c in result.checks}
 
 
+@pytest.fixture
+def session_vm() -> Iterator[None]:
+    """Not the session's shared debian-6.12 VM: this module's lab runs on debian-7.2."""
+    yield None
+
+
 @contextlib.contextmanager
 def nvme_tls_on(factory: pytest.TempPathFactory, kernel: str) -> Iterator[Exercises]:
     """A renamed nvme-tls lab up in a VM with this kernel, its exercises opened with
