@@ -163,6 +163,8 @@ def test_sigkill_during_up_then_down_by_name(after: int, topo_file) -> None:
 def test_background_processes_are_stopped_at_down(lab_up) -> None:
     lab = lab_up(TOPOS / "pair.yaml")
     proc = lab.node("a").popen(["sleep", "300"])
+    # in the node when popen returns, not some time after (a down in between missed it)
+    assert netns.inode(lab.node("a").ns) in netns_of(proc.pid)
     stray = subprocess.Popen(["ip", "netns", "exec", lab.node("b").ns, "sleep", "300"],
                              start_new_session=True)  # not tracked: found by namespace
     inode = netns.inode(lab.node("b").ns)
