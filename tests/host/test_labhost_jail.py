@@ -38,12 +38,14 @@ from labkit.lab.lab import Lab
 from tests.conftest import ROOT, labs_brought_up
 from tests.host.test_lifecycle import (  # noqa: F401  (collected here, on JailHost)
     test_attach_uses_what_was_built_not_the_edited_file,
+    test_background_processes_are_stopped_at_down,
     test_check_fails_when_router_does_not_forward,
     test_negative_check_cannot_pass_when_it_could_not_run,
     test_only_lab_interfaces_and_lab_routes,
     test_routed_lab_crosses_router_both_families,
     test_shipped_topology_up_checks_down,
     test_two_labs_at_once,
+    test_with_attached_lab_leaves_it_running,
 )
 
 JAILS = Path("/run/lkjail")  # outside what the jail hides: /run/netns and /run/labkit
