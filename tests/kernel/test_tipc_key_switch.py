@@ -226,9 +226,9 @@ def test_key_switch_under_traffic_old_key_stops_new_key_decrypts_nothing_lost(
         # (tipc_crypto_xmit: LINK_CONFIG, a link's RESET_MSG, MSG_CRYPTO's KEY_DISTR):
         # a discovery frame, every 60 s once links are up, is under the old key by design.
         vital = [_vital(o.message) for o in opened if o]
-        after = list(zip(under[n_after:], vital[n_after:], strict=True))
-        data = [u for u, v in after if not v]
-        assert data and set(data) == {"new"}, f"{node}:{dev}: after the switch: {after}"
+        since = list(zip(under[n_after:], vital[n_after:], strict=True))
+        data = [u for u, v in since if not v]
+        assert data and set(data) == {"new"}, f"{node}:{dev}: after the switch: {since}"
         discovery = [u for u, o in zip(under[n_after:], [o for o in opened if o][n_after:],
                                         strict=True) if _user(o.message) == LINK_CONFIG]
         assert set(discovery) <= {"old"}, f"{node}:{dev}: discovery under the cluster key"
