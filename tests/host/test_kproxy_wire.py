@@ -8,7 +8,8 @@ import os
 import socket
 import struct
 
-from labkit.features.kproxy.wire import read_tls, streams
+from labkit.features.kproxy.wire import read_tls
+from labkit.packets.tcpstream import streams
 
 
 def frame(seq: int, payload: bytes, syn: bool = False, sport: int = 40000) -> bytes:
@@ -29,7 +30,21 @@ def test_out_of_order_and_repeated_segments_reassemble() -> None:
     frames = [frame(1000, b"", syn=True), frame(1001 + 3000, data[3000:]),
               frame(1001, data[:1500]), frame(1001 + 1500, data[1500:3000]),
               frame(1001, data[:1500])]  # a retransmission
-    assert streams(frames)[("198.19.0.1", 40000, "198.19.0.2", 443)] == data
+    assert streams(frames)[(("198.19.0.1", 40000), ("198.19.0.2", 443))].data() == (data, False)
+
+
+def test_a_short_retransmission_does_not_replace_the_long_original() -> None:
+    """A loaded TCG guest retransmits the first MSS of a 64 KiB super-frame already on the
+    wire: keeping the later, shorter copy left a hole (CI: 'the capture ends inside a
+    record' on a kproxy leg)."""
+    data = os.urandom(20000)
+    frames = [frame(1000, b"", syn=True), frame(1001, data[:12000]),
+              frame(1001 + 12000, data[12000:]), frame(1001, data[:1448])]
+    assert streams(frames)[(("198.19.0.1", 40000), ("198.19.0.2", 443))].data() == (data, False)
+    holed = [frame(1000, b"", syn=True), frame(1001, data[:1448]),
+             frame(1001 + 12000, data[12000:])]  # control: a real hole is reported
+    got = streams(holed)[(("198.19.0.1", 40000), ("198.19.0.2", 443))].data()
+    assert got == (data[:1448], True)
 
 
 def test_a_stream_of_records_is_only_tls() -> None:

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from labkit.features.offload import records, tlskeys, verify, wire
+from labkit.features.offload import records, tlskeys, verify
 from labkit.features.offload.payload import CHUNK, MARK_EVERY, Payload
 from labkit.features.offload.tlskeys import TLS_1_2, TLS_1_3
+from labkit.packets import tcpstream
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +175,14 @@ def test_a_stream_is_rebuilt_from_out_of_order_and_repeated_segments(src: str,
     frames += [frame(src, dst, 40000, 4433, (isn + 1 + off) & 0xFFFFFFFF, p)
                for off, p in shuffled]
     frames += [frame(dst, src, 4433, 40000, 5, b"reply")]
-    to_server, to_client = wire.streams(frames, 4433)
-    got, gap = to_server.data()
+    to_server, to_client = verify.last_connection(frames, 4433)
+    got, gap = verify.from_syn(to_server)
     assert got == data and not gap
-    assert to_client.data() == (b"", True)  # its SYN-ACK was not in the frames
+    assert verify.from_syn(to_client) == (b"", True)  # its SYN-ACK was not in the frames
     # a segment that never came is a gap: the stream stops before it
-    holed = [f for f in frames if wire.parse(f) and wire.parse(f).seq
-              != (isn + 1 + 40_000) & 0xFFFFFFFF]
-    got, gap = wire.streams(holed, 4433)[0].data()
+    holed = [f for f in frames if (seg := tcpstream.parse(f)) and seg.seq
+             != (isn + 1 + 40_000) & 0xFFFFFFFF]
+    got, gap = verify.from_syn(verify.last_connection(holed, 4433)[0])
     assert gap and got == data[:40_000]
 
 

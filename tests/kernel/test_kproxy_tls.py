@@ -19,11 +19,12 @@ import pytest
 from labkit.base import netns
 from labkit.features.kproxy import measure
 from labkit.features.kproxy.lab import config_of
-from labkit.features.kproxy.wire import read_tls, streams
+from labkit.features.kproxy.wire import read_tls
 from labkit.ktls import ciphers, sockopt, uapi
 from labkit.lab import names
 from labkit.lab.lab import Lab
 from labkit.packets.tap import Tap
+from labkit.packets.tcpstream import streams
 from tests import skips
 from tests.conftest import ROOT, renamed, unique
 
@@ -93,10 +94,14 @@ def legs(lab: Lab, pair_name: str) -> dict[str, Any]:
     ports = {"client leg": pair.bind.port, "server leg": pair.upstream.port}
     seen: dict[str, Any] = {}
     for leg, captured in frames.items():
-        for flow, data in streams(captured).items():
-            if ports[leg] in (flow[1], flow[3]) and data:
-                way = "toward the listener" if flow[3] == ports[leg] else "back"
-                seen.setdefault(f"{leg}, {way}", []).append((read_tls(data), MARKER in data))
+        for (_, dst), stream in streams(captured, ports[leg]).items():
+            data, hole = stream.data()
+            if data:
+                way = "toward the listener" if dst[1] == ports[leg] else "back"
+                reading = read_tls(data)
+                if hole:  # what lies after it was not read: no verdict on it
+                    reading.problem = f"a hole in the capture after byte {len(data)}"
+                seen.setdefault(f"{leg}, {way}", []).append((reading, MARKER in data))
     return {"integrity": result, "directions": seen,
             "truncated": sum(s.truncated for s in sniffers.values()),
             "dropped": sum(s.dropped for s in sniffers.values())}

@@ -2,7 +2,7 @@
 in clear, and do the records decrypt to it with the key log? Pure functions over frames
 and evidence, so host tests can feed them recorded captures.
 
-Streams are rebuilt from TCP sequence numbers per direction; a stream whose SYN is in the
+Streams are rebuilt per direction by labkit.packets.tcpstream; a stream whose SYN is in the
 capture is judged from its first byte (record boundaries are known), others only for the
 marker. RPC-with-TLS (NFS, RFC 9289) opens in clear with an AUTH_TLS probe and its
 "STARTTLS" reply; that opening, and only it, is allowed before the records. A record is
@@ -12,71 +12,14 @@ anything else is not TLS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.ktls.uapi import MAX_CIPHERTEXT, RECORD_HEADER
+from labkit.packets.tcpstream import streams as tcp_streams
 from labkit.verify.verdict import Verdict
 
 RECORD_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake",
                 23: "application_data"}
-
-
-@dataclass
-class Stream:
-    """One direction of one TCP connection, rebuilt from the captured segments."""
-
-    src: str
-    dst: str
-    syn_seen: bool = False
-    isn: int | None = None
-    segments: dict[int, bytes] = field(default_factory=dict)  # relative seq -> payload
-
-    @property
-    def flow(self) -> str:
-        return f"{self.src} > {self.dst}"
-
-    def data(self) -> tuple[bytes, bool]:
-        """The contiguous bytes from the start, and whether a gap cut them short."""
-        out = bytearray()
-        pos = 0
-        for seq in sorted(self.segments):
-            payload = self.segments[seq]
-            if seq > pos:
-                return bytes(out), True
-            if seq + len(payload) > pos:
-                out += payload[pos - seq:]
-                pos = seq + len(payload)
-        return bytes(out), False
-
-
-def tcp_streams(frames: list[bytes], port: int) -> list[Stream]:
-    """Streams of TCP connections to or from the port, in order of appearance."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
-
-    streams: dict[tuple[str, str], Stream] = {}
-    for raw in frames:
-        pkt = Ether(raw)
-        ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
-        tcp = pkt.getlayer(TCP)
-        if ip is None or tcp is None or port not in (tcp.sport, tcp.dport):
-            continue
-        src, dst = f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}"
-        st = streams.setdefault((src, dst), Stream(src, dst))
-        payload = bytes(tcp.payload)
-        if tcp.flags & 0x02:  # SYN: the stream starts at seq + 1
-            st.syn_seen, st.isn = True, int(tcp.seq) + 1
-            continue
-        if not payload:
-            continue
-        if st.isn is None:
-            st.isn = int(tcp.seq)
-        rel = (int(tcp.seq) - st.isn) & 0xFFFFFFFF
-        if rel < 1 << 31:
-            st.segments.setdefault(rel, payload)
-    return list(streams.values())
 
 
 def walk_records(data: bytes) -> dict[str, Any]:
@@ -119,9 +62,9 @@ def starttls_probe(data: bytes) -> int:
 def wire_evidence(frames: list[bytes], port: int, marker: bytes) -> dict[str, Any]:
     streams = []
     payload_bytes = 0
-    for st in tcp_streams(frames, port):
+    for st in tcp_streams(frames, port).values():
         data, gap = st.data()
-        payload_bytes += sum(len(p) for p in st.segments.values())
+        payload_bytes += st.payload_bytes
         entry: dict[str, Any] = {"flow": st.flow, "bytes": len(data), "from_start": st.syn_seen,
                                  "gap": gap}
         if st.syn_seen and data:
@@ -144,12 +87,12 @@ def decrypt_marker(frames: list[bytes], port: int, keylog: str, marker: bytes) -
 
     with open(keylog) as fh:
         keys = parse_keylog(fh.read())
-    streams = {(st.src, st.dst): st for st in tcp_streams(frames, port) if st.syn_seen}
+    streams = {key: st for key, st in tcp_streams(frames, port).items() if st.syn_seen}
     decrypted = holding = unopened = 0
     problems: list[str] = []
     for (src, dst), st in streams.items():
         back = streams.get((dst, src))
-        if back is None or not dst.endswith(f":{port}"):
+        if back is None or dst[1] != port:
             continue  # judged from the client's side, once per connection
         client, server = st.data()[0], back.data()[0]
         client, server = client[starttls_probe(client):], server[starttls_probe(server):]

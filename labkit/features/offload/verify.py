@@ -18,9 +18,10 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import LabkitError
-from labkit.features.offload import records, tlskeys, transfer, wire
+from labkit.features.offload import records, tlskeys, transfer
 from labkit.features.offload.client import VERSIONS
 from labkit.features.offload.config import OffloadConfig
+from labkit.packets import tcpstream
 from labkit.packets.tap import Tap
 from labkit.verify.verdict import Verdict
 
@@ -67,14 +68,14 @@ def wire_evidence(frames: list[bytes], port: int, marker: bytes, keylog: str,
                   version: str) -> dict[str, Any]:
     """What the wire held: the client's stream from its SYN, walked as TLS records and
     decrypted with the key log. Pure: host tests give it recorded frames."""
-    to_server, to_client = wire.streams(frames, port)
-    data, gap = to_server.data()
-    server_data, _ = to_client.data()
+    to_server, to_client = last_connection(frames, port)
+    data, gap = from_syn(to_server)
+    server_data, _ = from_syn(to_client)
     walked = records.walk(data)
     ev: dict[str, Any] = {"frames_on_wire": len(frames),
                           "marker_frames_on_wire": sum(marker in f for f in frames),
                           "stream_bytes": len(data), "stream_gap": gap,
-                          "from_start": to_server.isn is not None,
+                          "from_start": to_server is not None and to_server.syn_seen,
                           "records": len(walked.records), "not_tls_at": walked.bad_at}
     if not keylog or not walked.records:
         ev["decrypted"] = None
@@ -93,6 +94,24 @@ def wire_evidence(frames: list[bytes], port: int, marker: bytes, keylog: str,
         return ev
     ev["decrypted"] = records.open_stream(walked.records, keys, marker, hs).as_dict()
     return ev
+
+
+def last_connection(frames: list[bytes], port: int) -> tuple[tcpstream.Stream | None,
+                                                             tcpstream.Stream | None]:
+    """(to the port, back) of the last connection to the port in the frames."""
+    found = tcpstream.streams(frames, port)
+    to_port = [s for s in found.values() if s.dst[1] == port]
+    if not to_port:
+        return None, None
+    return to_port[-1], found.get((to_port[-1].dst, to_port[-1].src))
+
+
+def from_syn(stream: tcpstream.Stream | None) -> tuple[bytes, bool]:
+    """A stream's bytes and whether a hole cut them; without its SYN nothing can be said
+    from the start (record boundaries unknown): no bytes, a hole."""
+    if stream is None or not stream.syn_seen:
+        return b"", True
+    return stream.data()
 
 
 def _negotiated(keylog: str, server_data: bytes, version: int) -> tlskeys.Cipher:
