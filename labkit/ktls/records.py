@@ -15,6 +15,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from labkit.ktls.uapi import (
     CT_ALERT,
@@ -130,21 +131,68 @@ class RecordSocket:
             view = view[self.send(view):]
 
 
-def split(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(header, body) of each whole record at the start of a stream; stops at the first
-    bytes that are not a record header or at a record the stream cuts off."""
-    out, pos = [], 0
+NAMES = {CT_CHANGE_CIPHER_SPEC: "change_cipher_spec", CT_ALERT: "alert",
+         CT_HANDSHAKE: "handshake", CT_APPLICATION_DATA: "application_data"}
+MAX_TLS12_CIPHERTEXT = (1 << 14) + 2048  # RFC 5246's ceiling; TLS 1.3's is MAX_CIPHERTEXT
+
+
+@dataclass(frozen=True)
+class Record:
+    type: int
+    version: int
+    body: bytes
+    offset: int  # of its header, in the stream
+
+    @property
+    def header(self) -> bytes:
+        return struct.pack("!BHH", self.type, self.version, len(self.body))
+
+
+@dataclass
+class Walk:
+    """A captured stream read as records, up to where it ends or stops being TLS."""
+
+    records: list[Record] = field(default_factory=list)
+    bad_at: int | None = None  # stream offset where the bytes stop being TLS
+    tail: int = 0  # bytes after the last whole record (one cut short by the capture's end)
+    total: int = 0
+
+    @property
+    def consumed(self) -> int:
+        return self.records[-1].offset + RECORD_HEADER + len(self.records[-1].body) \
+            if self.records else 0
+
+    def types(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for rec in self.records:
+            out[NAMES[rec.type]] = out.get(NAMES[rec.type], 0) + 1
+        return out
+
+
+def walk(data: bytes, max_length: int = MAX_CIPHERTEXT) -> Walk:
+    """The records of a captured stream from its first byte: the one reader of TLS off a
+    wire (kproxy legs, handshake consumers' ports, the offload NIC's output, decryption).
+    A header with an unknown type, a version that is not 3.x or a length past max_length
+    is where the bytes stop being TLS."""
+    out = Walk(total=len(data))
+    pos = 0
     while pos + RECORD_HEADER <= len(data):
-        header = data[pos:pos + RECORD_HEADER]
-        length = int.from_bytes(header[3:5], "big")
-        if header[0] not in RECORD_TYPES or header[1] != 3:
+        kind, version, length = struct.unpack_from("!BHH", data, pos)
+        if kind not in RECORD_TYPES or version >> 8 != 3 or length > max_length:
+            out.bad_at = pos
+            return out
+        if pos + RECORD_HEADER + length > len(data):
             break
-        body = data[pos + RECORD_HEADER:pos + RECORD_HEADER + length]
-        if len(body) < length:
-            break
-        out.append((header, body))
+        out.records.append(Record(kind, version,
+                                  data[pos + RECORD_HEADER:pos + RECORD_HEADER + length], pos))
         pos += RECORD_HEADER + length
+    out.tail = len(data) - pos
     return out
+
+
+def split(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(header, body) of each whole record at the start of a stream."""
+    return [(rec.header, rec.body) for rec in walk(data, MAX_TLS12_CIPHERTEXT).records]
 
 
 def hello_random(records: list[tuple[bytes, bytes]], msg_type: int) -> bytes | None:

@@ -14,29 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.ktls.uapi import MAX_CIPHERTEXT, RECORD_HEADER
+from labkit.ktls.records import walk
 from labkit.packets.tcpstream import streams as tcp_streams
 from labkit.verify.verdict import Verdict
 
-RECORD_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake",
-                23: "application_data"}
-
 
 def walk_records(data: bytes) -> dict[str, Any]:
-    """Split a stream into TLS records: how many, of which types, and where (if anywhere)
-    the bytes stop being TLS. A record cut off by the capture's end is not an error."""
-    pos, types = 0, {}
-    while pos + RECORD_HEADER <= len(data):
-        kind, major, length = data[pos], data[pos + 1], int.from_bytes(data[pos + 3:pos + 5],
-                                                                        "big")
-        if kind not in RECORD_TYPES or major != 3 or length > MAX_CIPHERTEXT:
-            return {"records": sum(types.values()), "types": types, "tls": False,
-                    "bad_at": pos, "bad_bytes": data[pos:pos + 16].hex()}
-        name = RECORD_TYPES[kind]
-        types[name] = types.get(name, 0) + 1
-        pos += RECORD_HEADER + length
-    return {"records": sum(types.values()), "types": types, "tls": True, "bad_at": None,
-            "bad_bytes": ""}
+    """A stream's TLS records (labkit.ktls's reader): how many, of which types, and where
+    (if anywhere) the bytes stop being TLS. A record cut off by the capture's end is not
+    an error."""
+    walked = walk(data)
+    bad = walked.bad_at
+    return {"records": len(walked.records), "types": walked.types(), "tls": bad is None,
+            "bad_at": bad, "bad_bytes": "" if bad is None else data[bad:bad + 16].hex()}
 
 
 AUTH_TLS = 7  # RFC 9289: the credential flavor of RPC-with-TLS's probe

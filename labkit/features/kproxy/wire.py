@@ -1,15 +1,14 @@
 """What crossed a leg, read as TLS records: used to show that a TLS pair's legs carry
 nothing but TLS records (whatever terminates TLS: kTLS in the kernel or OpenSSL in the
-proxy). The streams come from labkit.packets.tcpstream. Standard library only.
+proxy). The streams come from labkit.packets.tcpstream, the records from labkit.ktls.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
-TLS_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
-MAX_RECORD = (1 << 14) + 256
+from labkit.ktls.records import walk
+from labkit.ktls.uapi import RECORD_HEADER
 
 
 @dataclass
@@ -28,24 +27,15 @@ class TlsReading:
 
 
 def read_tls(data: bytes) -> TlsReading:
-    out = TlsReading(total=len(data))
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 5:
-            out.problem = f"{len(data) - pos} bytes at the end are no record header"
-            break
-        kind, version, length = data[pos], struct.unpack_from("!H", data, pos + 1)[0], \
-            struct.unpack_from("!H", data, pos + 3)[0]
-        if kind not in TLS_TYPES or version not in (0x0301, 0x0303) or length > MAX_RECORD:
-            out.problem = (f"bytes {data[pos:pos + 8].hex()} at offset {pos} are not a TLS "
-                           "record header")
-            break
-        if len(data) - pos - 5 < length:
-            out.problem = "the capture ends inside a record"
-            break
-        name = TLS_TYPES[kind]
-        out.records[name] = out.records.get(name, 0) + 1
-        out.payload_bytes += length
-        pos += 5 + length
-        out.consumed = pos
+    """A leg's stream read with labkit.ktls's record reader."""
+    walked = walk(data)
+    out = TlsReading(records=walked.types(), total=len(data), consumed=walked.consumed,
+                     payload_bytes=sum(len(r.body) for r in walked.records))
+    if walked.bad_at is not None:
+        out.problem = (f"bytes {data[walked.bad_at:walked.bad_at + 8].hex()} at offset "
+                       f"{walked.bad_at} are not a TLS record header")
+    elif walked.tail >= RECORD_HEADER:
+        out.problem = "the capture ends inside a record"
+    elif walked.tail:
+        out.problem = f"{walked.tail} bytes at the end are no record header"
     return out

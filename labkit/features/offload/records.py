@@ -17,45 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.features.offload.tlskeys import TLS_1_2, Keys
+from labkit.ktls import records
+from labkit.ktls.records import Record, Walk
 
-HEADER = 5
 TAG = 16
-MAX_BODY = (1 << 14) + 2048  # RFC 5246's ceiling for a protected record
-TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
-
-
-@dataclass
-class Record:
-    type: int
-    version: int
-    body: bytes
-    offset: int  # in the stream
-
-
-@dataclass
-class Walk:
-    records: list[Record] = field(default_factory=list)
-    bad_at: int | None = None  # stream offset where the bytes stop being TLS
-    tail: int = 0  # bytes of a last record cut short by the end of the capture
 
 
 def walk(data: bytes) -> Walk:
-    """Split a stream into records until it ends or stops being TLS."""
-    out = Walk()
-    pos = 0
-    while pos + HEADER <= len(data):
-        kind, major, minor = data[pos], data[pos + 1], data[pos + 2]
-        length = int.from_bytes(data[pos + 3:pos + 5], "big")
-        if kind not in TYPES or major != 3 or length > MAX_BODY:
-            out.bad_at = pos
-            return out
-        if pos + HEADER + length > len(data):
-            break
-        out.records.append(Record(kind, (major << 8) | minor,
-                                  data[pos + HEADER:pos + HEADER + length], pos))
-        pos += HEADER + length
-    out.tail = len(data) - pos
-    return out
+    """A client's stream as records (labkit.ktls's reader, with TLS 1.2's length ceiling:
+    the NIC emulates TLS 1.2 offload)."""
+    return records.walk(data, records.MAX_TLS12_CIPHERTEXT)
 
 
 def _aead(keys: Keys) -> Any:
