@@ -13,7 +13,9 @@ import ctypes
 import errno
 import os
 import socket
+import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -152,18 +154,32 @@ def open_fd(name: str) -> int:
     return os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
 
 
+def of_pid(pid: int) -> int | None:
+    """The inode of a process's network namespace; None once it is gone."""
+    try:
+        link = os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return int(link[5:-1]) if link.startswith("net:[") else None
+
+
 def pids_in(inodes: set[int]) -> list[int]:
     """Every process whose network namespace is one of these: what down must stop."""
-    found = []
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            link = os.readlink(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if link.startswith("net:[") and int(link[5:-1]) in inodes:
-            found.append(int(entry))
-    return found
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and int(entry) != me and of_pid(int(entry)) in inodes]
+
+
+ENTER_TIMEOUT = 30.0  # s: then the process is returned anyway (down still finds it later)
+
+
+def wait_inside(proc: subprocess.Popen[Any], inode: int | None) -> None:
+    """Until a process started to enter a namespace (`ip netns exec`, `nsenter`) is in it,
+    or has ended: both enter after their start (seconds later on a loaded TCG guest), and
+    a `down` in that window neither finds the process nor keeps it out."""
+    from labkit.base.wait import poll
+
+    if inode is not None:
+        poll(lambda: proc.poll() is not None or of_pid(proc.pid) == inode, ENTER_TIMEOUT,
+             interval=0.01)
 

@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from labkit.base import netns
-from labkit.base.wait import poll
 from labkit.errors import UsageError
 from labkit.hosts import rpc
 from labkit.hosts.host import NamedLab, Progress
@@ -20,17 +19,6 @@ from labkit.hosts.host import NamedLab, Progress
 def netns_exec(ns: str, cmd: Sequence[str]) -> list[str]:
     """The argv that runs cmd inside a namespace with its own /sys, like `ip netns exec`."""
     return ["ip", "netns", "exec", ns, *cmd]
-
-
-ENTER_TIMEOUT = 30.0  # s: then the process is returned anyway (down still finds it later)
-
-
-def _netns_of(pid: int) -> int | None:
-    try:
-        link = os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
-    return int(link[5:-1]) if link.startswith("net:[") else None
 
 
 class LocalHost:
@@ -68,10 +56,7 @@ class LocalHost:
         the unmounted namespace, seen in CI)."""
         kwargs.setdefault("start_new_session", True)
         proc = subprocess.Popen(netns_exec(ns, cmd), **kwargs)
-        inode = netns.inode(ns)
-        if inode is not None:
-            poll(lambda: proc.poll() is not None or _netns_of(proc.pid) == inode,
-                 ENTER_TIMEOUT, interval=0.01)
+        netns.wait_inside(proc, netns.inode(ns))
         return proc
 
     def own_pid(self, proc: subprocess.Popen[Any]) -> int | None:

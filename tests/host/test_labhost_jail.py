@@ -14,6 +14,7 @@ labkit.hosts knows this class: it is installed with labkit.hosts.placed.use().
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -147,7 +148,12 @@ class JailHost:
 
     def popen(self, ns: str, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         kwargs.setdefault("start_new_session", True)
-        return subprocess.Popen(self._enter(ns, cmd), **kwargs)
+        proc = subprocess.Popen(self._enter(ns, cmd), **kwargs)
+        pid = self._pid()
+        if pid is not None:  # in the node when this returns, as LocalHost.popen's are
+            with contextlib.suppress(OSError):
+                netns.wait_inside(proc, os.stat(f"/proc/{pid}/root/run/netns/{ns}").st_ino)
+        return proc
 
     def own_pid(self, proc: subprocess.Popen[Any]) -> int | None:
         return None  # the jail's own record knows its processes (found by namespace)
