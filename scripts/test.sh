@@ -134,19 +134,12 @@ fi
 # downloads, repro runs that boot fresh VMs of their own, a real browser, module builds,
 # every truncation of the TIPC captures: ~17 of the host tier's ~29 min under load in one
 # process), so their waits overlap the rest instead of adding to it; and the debian-7.2
-# exercise (its own VM: ~6 min), which evened the two (CI: 1892 s against 1232 s before);
-# and lab modules on this machine's kernel whose checks are all by their own lab's name
-# (bad input, the exercise CLI, kproxy labs, Wireshark, the jail host, name traversal:
-# ~210 s; the main process still ended ~11 min after this one, alone on a half-idle CPU).
-# Its output follows the first's (live: test-artifacts/host-side.log).
-# LABKIT_HOST_SPLIT=0: one process.
+# exercise (its own VM: ~6 min), which evened the two (CI: 1892 s against 1232 s before). Its output follows
+# the first's (live: test-artifacts/host-side.log). LABKIT_HOST_SPLIT=0: one process.
 HOST_SIDE=(tests/host/test_kernel_catalogue.py tests/host/test_repro_vm.py
            tests/host/test_repro_rerun.py tests/host/test_browser.py
            tests/host/test_offload_kmod.py tests/host/test_tipc_packets.py
-           tests/host/test_exercises_ktls.py tests/host/test_bad_input.py
-           tests/host/test_exercises_cli.py tests/host/test_kproxy_lab.py
-           tests/host/test_wireshark.py tests/host/test_labhost_jail.py
-           tests/host/test_names_traversal.py)
+           tests/host/test_exercises_ktls.py)
 start=$(date +%s)
 side_pid=""
 if [ "${LABKIT_HOST_SPLIT:-1}" != 0 ]; then
