@@ -13,9 +13,11 @@ import ctypes
 import errno
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000

@@ -132,11 +132,10 @@ def _settle(remaining: object, grace: float, pids: list[int],
         if leader is not None:
             leader.poll()
         if not remaining():  # type: ignore[operator]
-            # one that died between the reap above and this check is a zombie (counted as
-            # gone) until collected: its /proc entry would outlive `down` (seen in CI)
-            reap(pids)
-            return
+            break
         time.sleep(0.02)
+    # one that died between the last reap and the check is a zombie (counted as gone) until
+    # collected: its /proc entry would outlive `down` (seen in CI)
     reap(pids)
 
 

@@ -38,11 +38,17 @@ class RecordError(OSError):
 def check_header(head: bytes) -> tuple[int, int]:
     """(content type, length) of a record header; RecordError(EPROTO) for bytes that are
     not one (unknown type, a version that is not 3.x, an impossible length)."""
-    kind, major, _minor, length = struct.unpack("!BBBH", head)
-    if kind not in RECORD_TYPES or major != 3 or length > MAX_CIPHERTEXT:
+    kind, version, length = struct.unpack("!BHH", head)
+    if not is_header(kind, version, length):
         raise RecordError(errno.EPROTO, f"the peer sent bytes that are not a TLS record "
                                         f"(header {head.hex()})")
     return kind, length
+
+
+def is_header(kind: int, version: int, length: int, max_length: int = MAX_CIPHERTEXT) -> bool:
+    """A known content type, a 3.x version and a length a record may have: the one rule
+    for telling a record header from other bytes, on a socket or in a capture."""
+    return kind in RECORD_TYPES and version >> 8 == 3 and length <= max_length
 
 
 def read_record(recv_exact: Callable[[int], bytes]) -> bytes:
@@ -155,7 +161,6 @@ class Walk:
     records: list[Record] = field(default_factory=list)
     bad_at: int | None = None  # stream offset where the bytes stop being TLS
     tail: int = 0  # bytes after the last whole record (one cut short by the capture's end)
-    total: int = 0
 
     @property
     def consumed(self) -> int:
@@ -174,11 +179,11 @@ def walk(data: bytes, max_length: int = MAX_CIPHERTEXT) -> Walk:
     wire (kproxy legs, handshake consumers' ports, the offload NIC's output, decryption).
     A header with an unknown type, a version that is not 3.x or a length past max_length
     is where the bytes stop being TLS."""
-    out = Walk(total=len(data))
+    out = Walk()
     pos = 0
     while pos + RECORD_HEADER <= len(data):
         kind, version, length = struct.unpack_from("!BHH", data, pos)
-        if kind not in RECORD_TYPES or version >> 8 != 3 or length > max_length:
+        if not is_header(kind, version, length, max_length):
             out.bad_at = pos
             return out
         if pos + RECORD_HEADER + length > len(data):

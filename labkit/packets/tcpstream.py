@@ -64,7 +64,6 @@ class Stream:
     dst: Endpoint
     isn: int | None = None  # the SYN's sequence number, if the capture has it
     parts: dict[int, bytes] = field(default_factory=dict)
-    segments: int = 0  # segments with payload, retransmissions included
 
     @property
     def syn_seen(self) -> bool:
@@ -83,13 +82,10 @@ class Stream:
         if seg.syn:
             if self.isn is not None and seg.seq != self.isn:
                 self.parts.clear()  # the same four-tuple, a new connection: start over
-                self.segments = 0
             self.isn = seg.seq
             return
-        if seg.payload:
-            self.segments += 1
-            if len(seg.payload) > len(self.parts.get(seg.seq, b"")):
-                self.parts[seg.seq] = seg.payload
+        if len(seg.payload) > len(self.parts.get(seg.seq, b"")):
+            self.parts[seg.seq] = seg.payload
 
     def data(self) -> tuple[bytes, bool]:
         """The contiguous bytes from the first after the SYN (without a SYN, from the
