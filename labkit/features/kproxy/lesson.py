@@ -53,9 +53,17 @@ def policy_run(lab: Lab, pair_name: str, messages: int = 1000, every: int = 7) -
         res = measure.run_client(lab, path, [spec], timeout=60)[0]
     finally:
         measure.stop(server, wait=30)
-    if "error" in res:
-        raise LabkitError(f"the policy run through {pair_name} failed: {res['error']}.")
     after = _live(lab, pair_name)["upstream"]
+    if "error" in res:
+        # what the proxy moved says where the stream stopped: before the proxy, in it
+        # (a message it still waits to complete), or after it
+        moved = {k: after[k] - before[k] for k in ("messages", "dropped_messages", "bytes")}
+        raise LabkitError(
+            f"the policy run through {pair_name} failed: {res['error']}. The proxy "
+            f"forwarded {moved['messages']} messages ({moved['bytes']} bytes) and dropped "
+            f"{moved['dropped_messages']} of the {messages} sent "
+            f"({(messages + every - 1) // every} should drop).",
+            hint=f"`labkit kproxy status {lab.name}` shows the pair's proxy and counters.")
     return {"pair": pair_name, "mode": path.pair.mode, "sent": res["messages_sent"],
             "should_drop": res["expected_drops"], "arrived": res["server"]["messages"],
             "counted_drops": after["dropped_messages"] - before["dropped_messages"],
