@@ -15,6 +15,16 @@ from labkit.errors import LabkitError
 
 T = TypeVar("T")
 
+# A condition that is itself costly (a subprocess, a netlink dump: ~0.2 s each in a TCG
+# guest, where a Python step costs ~35x) is not asked again sooner than DUTY times its own
+# cost: a long wait then spends at most 1/(1+DUTY) of a CPU on asking, instead of all of
+# it, and a cheap condition is still asked every `interval`.
+DUTY = 3.0
+
+
+def _pause(interval: float, took: float, left: float) -> None:
+    time.sleep(max(0.0, min(max(interval, DUTY * took), left)))
+
 
 class Timeout(LabkitError):
     """What was awaited did not happen in time; the message says what and how long."""
@@ -30,15 +40,17 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, *,
     """
     deadline = time.monotonic() + timeout
     while True:
+        asked = time.monotonic()
         value = condition()
         if value:
             return value
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             extra = detail() if detail is not None else ""
             raise Timeout(f"timed out after {timeout:g} s waiting for {what}"
                           + (f": {extra}" if extra else "") + ".", hint=hint)
-        time.sleep(min(interval, left))
+        _pause(interval, now - asked, left)
 
 
 def poll(condition: Callable[[], T], timeout: float, *, interval: float = 0.05) -> T | None:
@@ -46,7 +58,9 @@ def poll(condition: Callable[[], T], timeout: float, *, interval: float = 0.05) 
     for callers that judge the outcome themselves (a verification's evidence)."""
     deadline = time.monotonic() + timeout
     while True:
+        asked = time.monotonic()
         value = condition()
-        if value or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if value or now >= deadline:
             return value
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        _pause(interval, now - asked, deadline - now)

@@ -178,9 +178,10 @@ class Joiner:
             self._finish(conn)
 
     def _drained(self, p: Pending) -> bool:
-        """Has everything that arrived on p.src before its close reached p.dst?"""
-        if p.abort:
-            return True  # nothing more is forwarded on a stream the policy refused
+        """Has everything that arrived on p.src before its close reached p.dst? On a
+        stream the policy refused (abort), what it passed before the bad message: the
+        relay proxies forward those messages too (policy.StreamError.passed), and an RST
+        while they wait in dst's send queue would discard them (CI-like run ci12)."""
         now = time.monotonic()
         try:
             counts = self.sockmap.counters(p.src.key)
@@ -193,8 +194,8 @@ class Joiner:
         delivered = handed >= counts.pass_bytes and (not p.reset or dst.outq == 0)
         if (judged, handed) != p.progress:
             p.progress, p.moved_at = (judged, handed), now
-        if delivered and judged >= arrived:
-            return True
+        if delivered and (p.abort or judged >= arrived):
+            return True  # an aborted stream's rest is never judged
         if delivered and now - p.moved_at >= STALL:
             self.proxy.stats.moved(not p.src.upstream,
                                    incomplete_bytes=max(0, arrived - judged))
