@@ -29,8 +29,24 @@ print(", ".join(f"{k}: {n}" for k, n in sorted(collections.Counter(l["kernel"].r
 PY
 ))"
 }
+# The machine's CPU over the run (/proc/stat): how busy it was says whether the run waits
+# (idle cores) or computes (a run that keeps both cores busy is as short as its work).
+read -r _ cpu_start < <(head -1 /proc/stat)
+started_at=$(date +%s)
+cpu_summary() {
+  local now busy total
+  read -r _ now < <(head -1 /proc/stat)
+  read -r busy total < <(awk -v a="$cpu_start" -v b="$now" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " ")
+    for (i = 1; i <= 8 && i <= n; i++) { d = y[i] - x[i]; t += d; if (i != 4 && i != 5) u += d }
+    print u, t }')
+  local hz cores wall
+  hz=$(getconf CLK_TCK); cores=$(nproc); wall=$(( $(date +%s) - started_at ))
+  echo "== CPU over the run: $(( busy / hz / 60 )) core-min busy in $(( wall / 60 )) min on $cores cores ($(( 100 * busy / (total > 0 ? total : 1) ))% busy)"
+}
 run_summary() {
   boots_summary
+  cpu_summary
   # where the host tier's time went, per module and process (its JUnit files; the kernel
   # tier's slowest tests are in its logs: what a guest writes to this tree is not kept)
   .venv/bin/python scripts/module_times.py --top 8 test-artifacts/junit-*.xml 2>/dev/null
@@ -146,45 +162,60 @@ if [ "${LABKIT_NO_VM:-0}" != 1 ] && [ "${LABKIT_SERIAL_TIERS:-0}" != 1 ]; then
   trap 'kill_tree "$kernel_pid"; exit 130' INT TERM
 fi
 
-# The host tier runs as two pytest processes side by side: in the second, the slow modules
+# The host tier runs as three pytest processes side by side. "side": the slow modules
 # that need neither the session's shared VM nor a quiet machine-wide state (real kernel
 # downloads, repro runs that boot fresh VMs of their own, a real browser, module builds,
-# every truncation of the TIPC captures: ~17 of the host tier's ~29 min under load in one
-# process), so their waits overlap the rest instead of adding to it; and the debian-7.2
-# exercise (its own VM: ~6 min), which evened the two (CI: 1892 s against 1232 s before);
-# and the feature labs' exercises (~6 min; their labs join the debian-6.12 VM the first
-# process holds, through a holder lab of this process's own): in CI-like run ci10 the first
-# process ran 11 min alone after everything else had ended. Its output follows the
-# first's (live: test-artifacts/host-side.log). LABKIT_HOST_SPLIT=0: one process.
+# every truncation of the TIPC captures), the debian-7.2 exercise (its own VM) and the
+# feature labs' exercises; "notebooks": every notebook, top to bottom. Both hold the
+# debian-6.12 VM through a holder lab of their own, as the main process does, so all three
+# share one VM. In CI-like runs ci10-ci13, with two processes, the main one ran 6-11 min
+# alone on a half-idle CPU after everything else had ended. Their output follows the
+# main process's (live: test-artifacts/host-GROUP.log). LABKIT_HOST_SPLIT=0: one process.
 HOST_SIDE=(tests/host/test_kernel_catalogue.py tests/host/test_repro_vm.py
            tests/host/test_repro_rerun.py tests/host/test_browser.py
            tests/host/test_offload_kmod.py tests/host/test_tipc_packets.py
            tests/host/test_exercises_ktls.py tests/host/test_exercises_labs.py)
+HOST_NOTEBOOKS=(tests/host/test_notebooks.py)
 start=$(date +%s)
-side_pid=""
+group_pids=()
+group_names=()
+host_group() {
+  # host_group NAME MODULES...: one more pytest process of the host tier, in the background
+  local name=$1
+  shift
+  local -a modules=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do modules+=("$1"); shift; done
+  shift
+  echo "== host tier, $name (in the background; live: test-artifacts/host-$name.log)"
+  ( .venv/bin/python -m pytest -m "not kernel" --durations=10 \
+      --junitxml="test-artifacts/junit-host-$name.xml" "${modules[@]}" "$@" \
+      > "test-artifacts/host-$name.log" 2>&1; echo $? > "test-artifacts/host-$name.rc" ) &
+  group_pids+=($!)
+  group_names+=("$name")
+}
+ignored=()
 if [ "${LABKIT_HOST_SPLIT:-1}" != 0 ]; then
   mkdir -p test-artifacts
-  echo "== host tier, waiting modules (in the background; live: test-artifacts/host-side.log)"
-  ( .venv/bin/python -m pytest -m "not kernel" --durations=10 \
-      --junitxml=test-artifacts/junit-host-side.xml "${HOST_SIDE[@]}" "$@" \
-      > test-artifacts/host-side.log 2>&1; echo $? > test-artifacts/host-side.rc ) &
-  side_pid=$!
-  trap 'kill_tree "$side_pid"; [ -z "$kernel_log" ] || kill_tree "$kernel_pid"; exit 130' INT TERM
+  host_group side "${HOST_SIDE[@]}" -- "$@"
+  host_group notebooks "${HOST_NOTEBOOKS[@]}" -- "$@"
+  ignored=("${HOST_SIDE[@]}" "${HOST_NOTEBOOKS[@]}")
+  trap 'for p in "${group_pids[@]}"; do kill_tree "$p"; done; [ -z "$kernel_log" ] || kill_tree "$kernel_pid"; exit 130' INT TERM
 fi
 echo "== host tier (kernel $(uname -r))"
 .venv/bin/python -m pytest -m "not kernel" --durations=25 \
   --junitxml=test-artifacts/junit-host.xml tests "$@" \
-  $([ -z "$side_pid" ] || printf -- '--ignore=%s ' "${HOST_SIDE[@]}")
+  $([ ${#ignored[@]} = 0 ] || printf -- '--ignore=%s ' "${ignored[@]}")
 host=$?
-if [ -n "$side_pid" ]; then
-  wait "$side_pid"
-  echo "== host tier, waiting modules (${HOST_SIDE[*]##*/})"
-  cat test-artifacts/host-side.log
-  side=$(cat test-artifacts/host-side.rc 2>/dev/null || echo 1)
-  # a -k or -m of the caller's may leave this half nothing to run: that is not a failure
-  [ "$side" = 5 ] && [ $# -gt 0 ] && side=0
-  [ "$side" = 0 ] || host=1
-fi
+for i in "${!group_pids[@]}"; do
+  name=${group_names[$i]}
+  wait "${group_pids[$i]}"
+  echo "== host tier, $name"
+  cat "test-artifacts/host-$name.log"
+  rc=$(cat "test-artifacts/host-$name.rc" 2>/dev/null || echo 1)
+  # a -k or -m of the caller's may leave a group nothing to run: that is not a failure
+  [ "$rc" = 5 ] && [ $# -gt 0 ] && rc=0
+  [ "$rc" = 0 ] || host=1
+done
 echo "== host tier took $(( $(date +%s) - start )) s (exit $host)"
 
 if [ "${LABKIT_NO_VM:-0}" = 1 ]; then

@@ -18,12 +18,15 @@ T = TypeVar("T")
 # A condition that is itself costly (a subprocess, a netlink dump: ~0.2 s each in a TCG
 # guest, where a Python step costs ~35x) is not asked again sooner than DUTY times its own
 # cost: a long wait then spends at most 1/(1+DUTY) of a CPU on asking, instead of all of
-# it, and a cheap condition is still asked every `interval`.
+# it, and a cheap condition is still asked every `interval`. The pause stays under
+# MAX_PAUSE, so a wait ends at most that long after its condition came true.
 DUTY = 3.0
+MAX_PAUSE = 1.0
 
 
 def _pause(interval: float, took: float, left: float) -> None:
-    time.sleep(max(0.0, min(max(interval, DUTY * took), left)))
+    pause = max(interval, min(DUTY * took, MAX_PAUSE))
+    time.sleep(max(0.0, min(pause, left)))
 
 
 class Timeout(LabkitError):

@@ -64,3 +64,9 @@ def test_the_deadline_holds_and_names_what(clock: Clock) -> None:
     assert clock.now <= 3.0 + 0.2  # no sleep past the deadline, one last ask at most
     done, _ = asker(clock, cost=0.2, true_at=clock.now + 1.0)
     assert wait.wait_until(done, 30.0, "it") is True
+
+
+def test_a_very_costly_condition_still_ends_its_wait_within_max_pause(clock: Clock) -> None:
+    condition, _ = asker(clock, cost=2.0)
+    wait.poll(condition, 10.0, interval=0.05)
+    assert max(clock.sleeps) <= wait.MAX_PAUSE
