@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,10 +17,38 @@ from labkit.errors import UsageError
 from labkit.hosts import rpc
 from labkit.hosts.host import NamedLab, Progress
 
+# What `ip netns exec` does (enter the namespace, a mount namespace of the command's own
+# whose mounts do not flow back, /sys remounted so that it shows this namespace), done by a
+# statically linked busybox: loading the dynamically linked `ip` costs ~160 ms of emulated
+# CPU per command in a TCG guest, busybox's steps ~25 ms
+# (benchmarks/results/vmlab-tcg-2026-12-07-s3.md). The command goes by its absolute path:
+# busybox's shell would run its own applet of the same name (its `ip`, its `grep`).
+_REMOUNT_SYS = 'umount -l /sys 2>/dev/null; mount -t sysfs sysfs /sys || exit 126; exec "$@"'
+
+
+@functools.cache
+def _static_busybox() -> str | None:
+    path = shutil.which("busybox")
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    return None if b"ld-linux" in head else path  # no PT_INTERP string: static
+
 
 def netns_exec(ns: str, cmd: Sequence[str]) -> list[str]:
-    """The argv that runs cmd inside a namespace with its own /sys, like `ip netns exec`."""
-    return ["ip", "netns", "exec", ns, *cmd]
+    """The argv that runs cmd inside a namespace with its own /sys, like `ip netns exec`
+    (which it is, where there is no static busybox or cmd is not on PATH)."""
+    busybox = _static_busybox()
+    prog = cmd[0] if cmd and "/" in cmd[0] else shutil.which(cmd[0]) if cmd else None
+    if busybox is None or prog is None:
+        return ["ip", "netns", "exec", ns, *cmd]
+    return [busybox, "nsenter", f"--net={netns.NETNS_RUN_DIR}/{ns}", "--",
+            busybox, "unshare", "-m", "--propagation", "slave", "--",
+            busybox, "sh", "-c", _REMOUNT_SYS, "sh", prog, *cmd[1:]]
 
 
 class LocalHost:
