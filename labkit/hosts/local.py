@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
@@ -13,6 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from labkit.base import netns
+from labkit.base.busybox import static_busybox
 from labkit.errors import UsageError
 from labkit.hosts import rpc
 from labkit.hosts.host import NamedLab, Progress
@@ -26,24 +26,13 @@ from labkit.hosts.host import NamedLab, Progress
 _REMOUNT_SYS = 'umount -l /sys 2>/dev/null; mount -t sysfs sysfs /sys || exit 126; exec "$@"'
 
 
-@functools.cache
-def _static_busybox() -> str | None:
-    path = shutil.which("busybox")
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return None
-    return None if b"ld-linux" in head else path  # no PT_INTERP string: static
-
-
 def netns_exec(ns: str, cmd: Sequence[str]) -> list[str]:
     """The argv that runs cmd inside a namespace with its own /sys, like `ip netns exec`
     (which it is, where there is no static busybox or cmd is not on PATH)."""
-    busybox = _static_busybox()
-    prog = cmd[0] if cmd and "/" in cmd[0] else shutil.which(cmd[0]) if cmd else None
+    busybox = static_busybox()
+    prog = None
+    if cmd:
+        prog = cmd[0] if "/" in cmd[0] else shutil.which(cmd[0])
     if busybox is None or prog is None:
         return ["ip", "netns", "exec", ns, *cmd]
     return [busybox, "nsenter", f"--net={netns.NETNS_RUN_DIR}/{ns}", "--",

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit.base.busybox import static_busybox
 from labkit.errors import LabkitError, UsageError
 from labkit.hosts.vm.kernels import Kernel
 from labkit.hosts.vm.kvm import Accel
@@ -88,7 +89,7 @@ def find_tools() -> Tools:
             hint="Install it with `sudo apt-get install --no-install-recommends "
             "qemu-system-x86 kmod busybox-static`.",
         )
-    busybox = _static_busybox()
+    busybox = static_busybox()
     if busybox is None:
         raise LabkitError(
             "A statically linked busybox is needed to build the VM's initramfs (the "
@@ -98,19 +99,6 @@ def find_tools() -> Tools:
     return Tools(vng=vng, qemu=qemu, busybox=busybox)
 
 
-def _static_busybox() -> str | None:
-    for name in ("busybox-static", "busybox.static", "busybox"):
-        path = shutil.which(name)
-        if path is None:
-            continue
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(4096)
-        except OSError:
-            continue
-        if b"ld-linux" not in head:  # no PT_INTERP string: statically linked
-            return path
-    return None
 
 
 def vng_env(tools: Tools) -> dict[str, str]:
