@@ -40,9 +40,16 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then  # a venv cut off m
   echo "setup: creating .venv"
   python3 -m venv --clear .venv
 fi
-if ! .venv/bin/python -c "import labkit, pytest, hypothesis, tlslite, jupyterlab, playwright" 2>/dev/null || [ pyproject.toml -nt .venv/.labkit-installed ]; then
+# labkit is installed as a path (editable_mode=compat: a .pth line naming this tree), not
+# through setuptools' import hook: the hook imports pathlib, re and urllib at every Python
+# start, ~17 ms here and ~0.5 s in a TCG guest, where the kernel tier starts Python
+# hundreds of times (traffic agents, daemons, CLI runs). A venv with the hook reinstalls.
+if ! .venv/bin/python -c "import labkit, pytest, hypothesis, tlslite, jupyterlab, playwright" 2>/dev/null ||
+   [ pyproject.toml -nt .venv/.labkit-installed ] ||
+   compgen -G ".venv/lib/python3*/site-packages/__editable___labkit_*_finder.py" > /dev/null; then
   echo "setup: installing labkit and its dependencies into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' \
+    --config-settings editable_mode=compat
   touch .venv/.labkit-installed
 fi
 # Byte-compile labkit and the tests now: VMs see this tree read-only, so a module the
