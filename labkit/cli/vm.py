@@ -39,7 +39,9 @@ KERNEL_OPT = typer.Option(
     "kernels fetch --help`), a bzImage, or a kernel build tree (with its modules).",
 )
 MEMORY_OPT = typer.Option(None, "--memory", "-m", help="Guest memory, e.g. 2G (default 1G).")
-CPUS_OPT = typer.Option(None, "--cpus", "-p", help="Guest CPUs (default: as many as the host).")
+CPUS_OPT = typer.Option(
+    None, "--cpus", "-p", help="Guest CPUs (default: as many as the host under KVM; 1 under "
+    "TCG emulation, where a second vCPU spins while the host runs something else).")
 RWDIR_OPT = typer.Option(
     [], "--rwdir", help="Host directory the guest may write to (repeatable; writes reach the host)."
 )

@@ -210,6 +210,22 @@ def test_vng_argv(tmp_path: Path) -> None:
     assert "--disable-kvm" not in vng.vng_argv(_boot(tmp_path, "kvm"), tools)
 
 
+def test_tcg_boots_one_vcpu_unless_asked(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under TCG a second vCPU spins while the host runs something else (boot.TCG_CPUS)."""
+    from labkit.hosts.vm import boot
+
+    _fake_bzimage(tmp_path / "boot" / "vmlinuz-6.1.0-x", "6.1.0-x")
+    for kind, asked, want in (("tcg", None, 1), ("tcg", 2, 2), ("kvm", None, None)):
+        monkeypatch.setattr(kvm, "choose", lambda image, qemu, k=kind: kvm.Accel(k, "forced"))
+        made, tools = boot.prepare(str(tmp_path), hostname="t1", oneshot=True, cpus=asked,
+                                   serial_socket=str(tmp_path / "serial.sock"))
+        assert made.cpus == want, kind
+        argv = vng.vng_argv(made, tools)
+        assert (argv[argv.index("--cpus") + 1] if "--cpus" in argv else None) == (
+            None if want is None else str(want)), argv
+
+
 def test_boot_loads_what_the_registered_features_need() -> None:
     from labkit import features
     from labkit.hosts.vm import boot

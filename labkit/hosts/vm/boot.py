@@ -32,6 +32,13 @@ from labkit.hosts.vm.vng import (
 )
 
 BOOT_TIMEOUT = {"kvm": 120.0, "tcg": 300.0}
+# Guest CPUs under TCG unless asked (KVM: as many as the host). An emulated vCPU is a host
+# thread; when the host does not run it, a guest spinlock it holds makes the other vCPU
+# spin. Measured on a 2-core host (the kernel tier's TIPC and kproxy modules): alone,
+# 1 vCPU took 139 CPU-s and 141 s, 2 vCPUs 135 CPU-s and 128 s; two such VMs side by
+# side, 1 vCPU 142 CPU-s and 159 s, 2 vCPUs 227 CPU-s and 229 s. Labs often run VMs side
+# by side (a lab across kernels, a scenario on two kernels, the test run).
+TCG_CPUS = 1
 
 
 def prepare(
@@ -63,6 +70,8 @@ def prepare(
     k = kernels.resolve(kernel)
     accel = kvm.choose(k.image, tools.qemu)
     kvm.announce(accel)
+    if cpus is None and accel.kind == "tcg":
+        cpus = TCG_CPUS
     boot = Boot(
         kernel=k, accel=accel, hostname=hostname, serial_socket=serial_socket,
         oneshot=oneshot, memory=memory, cpus=cpus, cwd=cwd,
