@@ -13,6 +13,7 @@ secret. A record that opens with neither key is counted, not hidden.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from labkit.ktls import keylog as nss
 from labkit.ktls.ciphers import BY_CODE, Suite
@@ -67,6 +68,17 @@ def _aead(suite: Suite, key: bytes):  # type: ignore[no-untyped-def]
     return aead.AESGCM(key)
 
 
+def open_record(aead: Any, iv: bytes, seq: int, header: bytes,
+                body: bytes) -> tuple[int, bytes]:
+    """(inner content type, content) of one sealed TLS 1.3 record (RFC 8446 5.2): the nonce
+    is the IV XOR the sequence number, the additional data the record header, the real type
+    the last non-zero byte inside (0 if there is none). cryptography's InvalidTag if the
+    record is not authentic under this key. The one opening of a TLS 1.3 record: the
+    handshake verifier's and the offload NIC's checks both use it."""
+    inner = aead.decrypt(nonce(iv, seq), body, header).rstrip(b"\0")
+    return (inner[-1], inner[:-1]) if inner else (0, b"")
+
+
 @dataclass
 class Opened:
     """One direction of a connection, opened."""
@@ -83,15 +95,15 @@ class _Key:
         key, self.iv = traffic_key_iv(secret, suite.key_len, suite.hash)
         self.aead = _aead(suite, key)
 
-    def open(self, header: bytes, body: bytes) -> bytes | None:
+    def open(self, header: bytes, body: bytes) -> tuple[int, bytes] | None:
         from cryptography.exceptions import InvalidTag
 
         try:
-            plain = self.aead.decrypt(nonce(self.iv, self.seq), body, header)
+            opened = open_record(self.aead, self.iv, self.seq, header, body)
         except InvalidTag:
             return None
         self.seq += 1
-        return plain
+        return opened
 
     def updated(self) -> _Key:
         return _Key(self.suite, next_secret(self.secret, self.suite.hash))
@@ -108,20 +120,18 @@ def open_direction(records: list[tuple[bytes, bytes]], suite: Suite,
     for header, body in records:
         if header[0] != CT_APPLICATION_DATA:
             continue  # hellos and the compatibility change_cipher_spec travel in clear
-        plain = hs.open(header, body) if hs is not None else None
-        if plain is not None:
+        if hs is not None and hs.open(header, body) is not None:
             out.handshake_records += 1
             continue
-        plain = app.open(header, body) if app is not None else None
-        if plain is None:
+        opened = app.open(header, body) if app is not None else None
+        if opened is None:
             out.unopened += 1
             continue
         hs = None  # the application key opened one: the handshake phase is over
-        inner = plain.rstrip(b"\0")
-        kind, content = inner[-1:], inner[:-1]
-        if kind == bytes([CT_APPLICATION_DATA]):
+        kind, content = opened
+        if kind == CT_APPLICATION_DATA:
             out.app_data.append(content)
-        elif kind == bytes([CT_HANDSHAKE]) and content[:1] == bytes([HS_KEY_UPDATE]):
+        elif kind == CT_HANDSHAKE and content[:1] == bytes([HS_KEY_UPDATE]):
             assert app is not None
             app = app.updated()
     return out
