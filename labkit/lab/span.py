@@ -16,7 +16,6 @@ this path stays in the kernels (TAP, bridge, VXLAN) with no user-space hop.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 
@@ -52,6 +51,8 @@ class Span:
 
 def vni(lab: str, segment: str) -> int:
     """A VXLAN id per (lab, segment): labs share the backplane, so ids must not collide."""
+    import hashlib  # here: loading OpenSSL's libcrypto took 0.2 s of every lab VM's start
+
     digest = hashlib.sha1(f"{lab}/{segment}".encode()).digest()
     return int.from_bytes(digest[:3], "big") or 1
 

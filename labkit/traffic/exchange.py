@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import secrets
+import os
 import socket
 import sys
 import threading
@@ -111,7 +111,7 @@ def exchange(src_ns: str, dst_ns: str, address: str, port: int, proto: str,
     thread.start()
     client = netns.socket_in(src_ns, family, kind)
     try:
-        return ask(client, address, port, proto, b"labkit-" + secrets.token_hex(8).encode(),
+        return ask(client, address, port, proto, b"labkit-" + os.urandom(8).hex().encode(),
                    timeout)
     finally:
         client.close()
@@ -142,7 +142,7 @@ def exchange_nodes(src: Node, dst: Node, address: str, port: int, proto: str,
             exc.message.rstrip(".")
         return Exchange(False, detail, ran=False)
     with server:
-        token = "labkit-" + secrets.token_hex(8)
+        token = "labkit-" + os.urandom(8).hex()
         res = src.run([sys.executable, "-m", "labkit.traffic.exchange", "ask", *args,
                        "--timeout", str(timeout), "--token", token],
                       timeout=START_TIMEOUT + timeout)

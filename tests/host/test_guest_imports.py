@@ -103,3 +103,13 @@ def test_the_up_probe_sees_another_feature_and_a_heavy_import() -> None:
     assert heavy_after(DAEMON, UP.format(path=KPROXY), watch) == ["labkit.features.kproxy"]
     extra = UP.format(path=CLUSTER) + "; import cryptography.x509"
     assert heavy_after(DAEMON, extra, watch) == ["cryptography"]
+
+
+def test_the_cluster_up_path_does_not_load_openssl() -> None:
+    """hashlib (OpenSSL's libcrypto) took ~0.2 s of a lab VM daemon's start under TCG,
+    loaded for a VXLAN id and a netlink sequence number; the cluster's build, TIPC set-up
+    and netlink client included, no longer loads it. Control: making a key does."""
+    up = UP.format(path=CLUSTER) + "; import labkit.features.tipc.setup"
+    assert heavy_after(DAEMON, up, ("_hashlib",)) == []
+    made = up + "; from labkit.features.tipc import keys; keys.generate(128)"
+    assert heavy_after(DAEMON, made, ("_hashlib",)) == ["_hashlib"]

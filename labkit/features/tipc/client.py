@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import socket
 import struct
 from collections.abc import Callable
@@ -81,7 +80,7 @@ class TipcNetlink:
         self.netns = netns
         self._raw: socket.socket | None = None
         self._family = 0
-        self._seq = secrets.randbelow(1 << 30)
+        self._seq = int.from_bytes(os.urandom(4), "big") >> 2  # not `secrets`: see keys.generate
 
     # -- lifecycle ---------------------------------------------------------------------
 

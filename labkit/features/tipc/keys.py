@@ -9,7 +9,6 @@ what validation runs on a topology's key_file; for_lab() runs the same checks at
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 
 from labkit.base.files import KEY, FileRefused, read_bounded, write_private
@@ -18,6 +17,10 @@ from labkit.features.tipc.identity import KEY_LENGTHS, SALT_LEN, Secret, key_len
 
 
 def generate(bits: int) -> Secret:
+    # `secrets` here, not at the top: its hmac and random load OpenSSL's libcrypto, ~0.1 s of
+    # a lab VM daemon's start under TCG, and keys are made where `up` runs, not in the VM
+    import secrets
+
     return Secret(secrets.token_bytes(key_length(bits)))
 
 
