@@ -210,6 +210,14 @@ def test_vng_argv(tmp_path: Path) -> None:
     assert "--disable-kvm" not in vng.vng_argv(_boot(tmp_path, "kvm"), tools)
 
 
+def test_the_agents_mount_says_why_it_failed(tmp_path: Path) -> None:
+    """The agent mounts the cached share with mount(2) itself; a refusal comes back as the
+    kernel's reason, which the agent turns into a warning on the host's console."""
+    assert agent.mount("none", str(tmp_path / "missing"), "tmpfs", 0, None) == \
+        os.strerror(2)  # ENOENT: no such mount point
+    assert agent.mount("none", str(tmp_path), "no-such-fs", 0, None) is not None
+
+
 def test_tcg_boots_one_vcpu_unless_asked(tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Under TCG a second vCPU spins while the host runs something else (boot.TCG_CPUS)."""
