@@ -42,8 +42,9 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then  # a venv cut off m
 fi
 # labkit is installed as a path (editable_mode=compat: a .pth line naming this tree), not
 # through setuptools' import hook: the hook imports pathlib, re and urllib at every Python
-# start, ~17 ms here and ~0.5 s in a TCG guest, where the kernel tier starts Python
-# hundreds of times (traffic agents, daemons, CLI runs). A venv with the hook reinstalls.
+# start (site: 20.6 -> 5.9 ms here; `python -c pass` in a TCG guest 1.2-1.5 -> 0.9 s), and a
+# kernel tier starts Python dozens of times (traffic agents, daemons, CLI runs). A venv
+# with the hook reinstalls.
 if ! .venv/bin/python -c "import labkit, pytest, hypothesis, tlslite, jupyterlab, playwright" 2>/dev/null ||
    [ pyproject.toml -nt .venv/.labkit-installed ] ||
    compgen -G ".venv/lib/python3*/site-packages/__editable___labkit_*_finder.py" > /dev/null; then

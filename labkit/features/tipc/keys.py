@@ -17,8 +17,8 @@ from labkit.features.tipc.identity import KEY_LENGTHS, SALT_LEN, Secret, key_len
 
 
 def generate(bits: int) -> Secret:
-    # `secrets` here, not at the top: its hmac and random load OpenSSL's libcrypto, ~0.1 s of
-    # a lab VM daemon's start under TCG, and keys are made where `up` runs, not in the VM
+    # `secrets` here, not at the top: its hmac loads OpenSSL's libcrypto (hashlib: ~0.2 s of
+    # a lab VM daemon's start under TCG), and keys are made where `up` runs, not in the VM
     import secrets
 
     return Secret(secrets.token_bytes(key_length(bits)))

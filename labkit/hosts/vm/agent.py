@@ -420,6 +420,7 @@ def fast_mounts(tag: str, ro_dirs: list[str], rw_dirs: list[str]) -> list[str]:
 
 
 MS_RDONLY, MS_BIND = 1, 4096  # <sys/mount.h>
+_LIBC: Any = None
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int,
@@ -428,10 +429,11 @@ def mount(source: str, target: str, fstype: str | None, flags: int,
     binary, cost ~160 ms a call under TCG; ctypes costs ~100 ms once, then <5 ms a mount."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    done = libc.mount(source.encode(), target.encode(),
-                      fstype.encode() if fstype else None, flags,
-                      data.encode() if data else None)
+    global _LIBC
+    _LIBC = _LIBC or ctypes.CDLL(None, use_errno=True)  # once for all of a boot's mounts
+    done = _LIBC.mount(source.encode(), target.encode(),
+                       fstype.encode() if fstype else None, flags,
+                       data.encode() if data else None)
     return None if done == 0 else os.strerror(ctypes.get_errno())
 
 

@@ -99,8 +99,6 @@ def find_tools() -> Tools:
     return Tools(vng=vng, qemu=qemu, busybox=busybox)
 
 
-
-
 def vng_env(tools: Tools) -> dict[str, str]:
     """vng runs `virtme-run` through the shell, so its directory must be on PATH."""
     env = dict(os.environ)
