@@ -20,15 +20,18 @@ from labkit.lab.span import Span
 def guest_up(topo_text: str, path: str, here: list[str] | None,
              placement: dict[str, Any], me: str | None = None,
              peers: dict[str, str] | None = None,
-             prepared: dict[str, Any] | None = None) -> dict[str, Any]:
+             prepared: dict[str, Any] | None = None,
+             topo_wire: str | None = None) -> dict[str, Any]:
     """Build this VM's part of a lab (not waiting for features: see guest_wait).
 
     here: this VM's nodes when the lab spans VMs (me: this VM, peers: every VM's
-    backplane address), None when the whole lab is in this VM.
+    backplane address), None when the whole lab is in this VM. topo_wire: the topology
+    as the host read it (labkit.topology.loader.wire), so that this guest reads no YAML.
     """
     from labkit.topology import loader
 
-    topo = loader.loads(topo_text, path)
+    topo = (loader.loads_wire(topo_wire, topo_text, path) if topo_wire
+            else loader.loads(topo_text, path))
     where = Placement.from_json(placement)
     if here is None:  # the whole lab is in this VM: every node is this kernel's
         here = list(topo.nodes)
@@ -44,7 +47,8 @@ def guest_up(topo_text: str, path: str, here: list[str] | None,
         st = state.load(topo.name) if nested else None
         if st is None:
             st = state.LabState(name=topo.name, topology=path, topology_text=topo_text,
-                                placement=Placement(), here=here)
+                                topology_wire=topo_wire or "", placement=Placement(),
+                                here=here)
             st.mark_builder()
             st.save()
         try:

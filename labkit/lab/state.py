@@ -36,6 +36,7 @@ class LabState:
     name: str
     topology: str = ""
     topology_text: str = ""  # what was built, even if the file changes or goes away
+    topology_wire: str = ""  # in a VM: the same as read (labkit.topology.loader.wire)
     status: str = "building"  # building | up
     created: float = field(default_factory=time.time)
     builder: dict[str, int] = field(default_factory=dict)  # {"pid", "starttime"} of `up`

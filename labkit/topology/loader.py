@@ -31,7 +31,7 @@ from labkit.topology.fields import (
     shown,
     suggest,
 )
-from labkit.topology.located import LList, LMap, load_text, read_text
+from labkit.topology.located import LList, LMap, from_wire, load_text, read_text, wire_text
 from labkit.topology.model import Check, Endpoint, Node, Route, Segment, Topology
 
 TOP_KEYS = ["name", "description", "kernel", "addressing", "defaults", "nodes", "links", "lans",
@@ -78,6 +78,21 @@ def load(path: str) -> Topology:
 def loads(text: str, path: str = "<string>") -> Topology:
     topo = parse(load_text(text, path), path)
     topo.source = text  # kept in the lab's state: a running lab is what was built
+    return topo
+
+
+def wire(topo: Topology) -> str | None:
+    """The topology as read, in its JSON wire form (labkit.topology.located.to_wire), for a
+    reader that should not import yaml: a lab VM's daemon. None if JSON cannot carry it."""
+    return wire_text(load_text(topo.source, topo.path)) if topo.source else None
+
+
+def loads_wire(data: str, text: str, path: str) -> Topology:
+    """A topology from its wire form, checked as loads checks it; text stays its source."""
+    import json
+
+    topo = parse(from_wire(json.loads(data), path), path)
+    topo.source = text
     return topo
 
 

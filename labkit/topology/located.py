@@ -9,16 +9,21 @@ tree is built, _scan reads the parser's events once and refuses the file at the 
 crosses MAX_VALUES, the level past MAX_DEPTH, the alias that takes what aliases stand for
 past MAX_ALIASED_VALUES, or an alias inside its own anchor. The file itself is read by
 labkit.base.files.read_bounded: a regular file of bounded size, or a located refusal.
+
+PyYAML is imported only to read text: a lab VM's daemon gets the tree already read, in
+its wire form (to_wire/from_wire, positions included), and never imports yaml (~0.5 s
+under TCG emulation).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from labkit.base import files
 from labkit.errors import LabkitError, Loc, TopologyError
+
+if TYPE_CHECKING:
+    import yaml
 
 
 class LMap(dict):
@@ -56,9 +61,14 @@ MAX_VALUES = 100_000
 # Nesting depth: the composer and the walker recurse once per level.
 MAX_DEPTH = 64
 
-# libyaml's parser and composer (C) where PyYAML has them: ten times faster than the pure
-# Python ones, same nodes and marks.
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _loader(text: str) -> Any:
+    """libyaml's parser and composer (C) where PyYAML has them: ten times faster than the
+    pure Python ones, same nodes and marks."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
 
 
 def _loc(path: str, node: yaml.Node) -> Loc:
@@ -89,7 +99,7 @@ def _scan(text: str, path: str) -> None:
         ScalarEvent,
     )
 
-    reader = _Loader(text)
+    reader = _loader(text)
     open_nodes: list[list[Any]] = []  # [anchor, size] of each collection not yet ended
     sizes: dict[str, int] = {}
     values = aliased = 0
@@ -145,11 +155,15 @@ def _scan(text: str, path: str) -> None:
 
 class _Walker:
     def __init__(self, path: str) -> None:
+        import yaml
+
+        self.yaml = yaml
         self.path = path
         self.loader = yaml.SafeLoader("")
         self.problems: list[LabkitError] = []
 
     def value(self, node: yaml.Node) -> Any:
+        yaml = self.yaml
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node)
         if isinstance(node, yaml.SequenceNode):
@@ -160,6 +174,7 @@ class _Walker:
         return self.loader.construct_object(node, deep=True)
 
     def mapping(self, node: yaml.MappingNode) -> LMap:
+        yaml = self.yaml
         out = LMap()
         out.loc = _loc(self.path, node)
         out.key_locs, out.val_locs = {}, {}
@@ -193,10 +208,12 @@ class _Walker:
 
 def load_text(text: str, path: str) -> Any:
     """Parse YAML text; syntax errors and duplicate keys become a located TopologyError."""
+    import yaml
+
     reader = None
     try:
         _scan(text, path)
-        reader = _Loader(text)
+        reader = _loader(text)
         node = reader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -241,3 +258,64 @@ def read_text(path: str, kind: files.Kind = files.TOPOLOGY) -> str:
 
 def load_file(path: str) -> Any:
     return load_text(read_text(path), path)
+
+
+# A wire form longer than this is not sent: the guest reads the text instead (correct,
+# only slower), and labkit.hosts.rpc's 16 MiB message stays well clear.
+MAX_WIRE = 4 * 1024 * 1024
+
+
+def to_wire(value: Any) -> Any:
+    """A tree read by load_text as JSON-ready data, positions included: mappings become
+    {"at": [line, col], "map": {key: [[line, col] of the key, of the value, value]}},
+    lists {"at": [line, col], "seq": [[[line, col], item], ...]}, scalars stay."""
+    if isinstance(value, LMap):
+        return {"at": _pos(value.loc), "map": {
+            k: [_pos(value.key_loc(k)), _pos(value.val_loc(k)), to_wire(v)]
+            for k, v in value.items()}}
+    if isinstance(value, LList):
+        return {"at": _pos(value.loc),
+                "seq": [[_pos(value.item_loc(i)), to_wire(v)] for i, v in enumerate(value)]}
+    return value
+
+
+def wire_text(value: Any) -> str | None:
+    """to_wire as JSON text, or None where JSON cannot carry the tree faithfully (a YAML
+    date or binary scalar, a NaN) or it is past MAX_WIRE: the reader then reads the text."""
+    import json
+
+    wire = to_wire(value)
+    try:
+        text = json.dumps(wire, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    if len(text) > MAX_WIRE or json.loads(text) != wire:
+        return None
+    return text
+
+
+def from_wire(data: Any, path: str) -> Any:
+    """The tree to_wire described, as LMap and LList again with their positions in path."""
+    if isinstance(data, dict):
+        line, col = data["at"]
+        if "map" in data:
+            out = LMap()
+            out.loc = Loc(path, line, col)
+            out.key_locs, out.val_locs = {}, {}
+            for key, (kpos, vpos, value) in data["map"].items():
+                out[key] = from_wire(value, path)
+                out.key_locs[key] = Loc(path, *kpos)
+                out.val_locs[key] = Loc(path, *vpos)
+            return out
+        items = LList()
+        items.loc = Loc(path, line, col)
+        items.item_locs = []
+        for pos, value in data["seq"]:
+            items.append(from_wire(value, path))
+            items.item_locs.append(Loc(path, *pos))
+        return items
+    return data
+
+
+def _pos(loc: Loc) -> list[int]:
+    return [loc.line, loc.col]

@@ -113,3 +113,16 @@ def test_the_cluster_up_path_does_not_load_openssl() -> None:
     assert heavy_after(DAEMON, up, ("_hashlib",)) == []
     made = up + "; from labkit.features.tipc import keys; keys.generate(128)"
     assert heavy_after(DAEMON, made, ("_hashlib",)) == ["_hashlib"]
+
+
+def test_the_guest_reads_no_yaml_on_the_cluster_up_path() -> None:
+    """PyYAML's import took ~0.5 s of a cold `up` in a TCG guest: the host sends the
+    topology as read (labkit.topology.loader.wire), and the guest's up, its record and
+    later verbs' Lab.from_state read that. Control: reading the YAML imports it."""
+    from labkit.topology import loader
+
+    wire = loader.wire(loader.load(CLUSTER))
+    up = UP.replace("topo = loader.load({path!r})",
+                    "topo = loader.loads_wire({wire!r}, '', {path!r})")
+    assert heavy_after(DAEMON, up.format(path=CLUSTER, wire=wire), ("yaml",)) == []
+    assert heavy_after(DAEMON, UP.format(path=CLUSTER), ("yaml",)) == ["yaml"]
