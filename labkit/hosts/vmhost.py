@@ -30,6 +30,9 @@ GUESTD_SOCKET = "/run/labkit/guestd.sock"
 # daemon import it, and under TCG an uncached import costs seconds.
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MEMORY = "2G"
+# Seconds a ping may take: the daemon answers at once, but the first one waits in the
+# guest until a booting daemon listens (VmHost._await_daemon).
+PING_TIMEOUT = 30.0
 
 
 def _same_kernel(recorded: str, wanted: str) -> bool:
@@ -120,9 +123,14 @@ class VmHost:
         """True once the daemon the agent started at boot answers; False if the agent did
         not start one (an agent from before this change), so the caller starts it."""
         from labkit.base.wait import wait_until
+        from labkit.hosts.vm import persistent
 
         if not (_guest(booted).get("guest") or {}).get("guestd"):
             return False
+        # The first try waits in the guest until the daemon listens (one channel, and the
+        # call goes as soon as it can); any later one (an agent from before that) polls.
+        with self._lock:
+            self._relay = persistent.connect(self.vm, GUESTD_SOCKET, wait=PING_TIMEOUT / 2)
         wait_until(self._answers, timeout, f"labkit's daemon in VM {self.vm} to answer",
                    interval=0.3, hint=f"Its log is /run/labkit/guestd.log in the VM "
                                       f"(`labkit vm exec {self.vm} -- cat "
@@ -131,7 +139,7 @@ class VmHost:
 
     def _answers(self) -> bool:
         try:
-            return self.call(None, "labkit.hosts.guestd:ping", timeout=30) == "pong"
+            return self.call(None, "labkit.hosts.guestd:ping", timeout=PING_TIMEOUT) == "pong"
         except LabkitError:
             self.close()
             return False

@@ -14,6 +14,7 @@ if the guest's Python cannot import labkit.
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import os
 import pty
@@ -140,7 +141,7 @@ class Session(threading.Thread):
     def _run(self) -> int:
         req = self.request
         if req.get("connect"):
-            return self._relay(str(req["connect"]))
+            return self._relay(str(req["connect"]), float(req.get("wait") or 0))
         if req.get("pty"):
             return self._run_pty(req)
         argv = [str(a) for a in req["argv"]]
@@ -175,15 +176,26 @@ class Session(threading.Thread):
         self.stdin_q.put(None)  # release the stdin thread if the host never sent EOF
         return 128 - code if code < 0 else code
 
-    def _relay(self, path: str) -> int:
+    def _relay(self, path: str, wait: float = 0.0) -> int:
         """Join the channel to a unix socket in the guest (labkit's guest daemon): a fast
-        path for calls that would otherwise start a Python process per request."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            sock.close()
-            raise _SessionError(f"cannot connect to {path} in the VM: {exc.strerror}") from None
+        path for calls that would otherwise start a Python process per request.
+
+        wait: seconds to keep trying while nothing listens there yet (a booting VM's
+        daemon): a connect(2) every 50 ms here costs the guest less than a channel per
+        try from the host, and the first call goes through as soon as it can."""
+        deadline = time.monotonic() + wait
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+                break
+            except OSError as exc:
+                sock.close()
+                waiting = exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
+                if not waiting or time.monotonic() >= deadline:
+                    raise _SessionError(f"cannot connect to {path} in the VM: "
+                                        f"{exc.strerror}") from None
+                time.sleep(0.05)  # bounded by the host's wait (deadline above)
 
         def pump_in() -> None:
             while True:

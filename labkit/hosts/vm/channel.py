@@ -14,11 +14,12 @@ from labkit.hosts.vm.session import VmGone
 from labkit.hosts.vm.vmstate import _dir
 
 
-def connect(name: str, path: str) -> Relay:
-    """A byte stream to the unix socket `path` inside the running VM `name`."""
+def connect(name: str, path: str, wait: float = 0.0) -> Relay:
+    """A byte stream to the unix socket `path` inside the running VM `name`; wait: seconds
+    the guest's agent keeps trying while nothing listens there yet (a booting daemon)."""
     sock = _control(name)
     try:
-        sock.sendall(wire.pack_json(wire.OPEN, 1, {"connect": path}))
+        sock.sendall(wire.pack_json(wire.OPEN, 1, {"connect": path, "wait": wait}))
     except OSError as exc:
         sock.close()
         raise LabkitError(f"Cannot reach the VM {name} ({exc.strerror}).") from exc
