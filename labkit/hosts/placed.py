@@ -21,13 +21,14 @@ _this_kernel = LocalHost()
 
 
 def host_for(name: str, kernel: str, modules: Sequence[str] = (), *,
-             append: Sequence[str] = ()) -> LabHost:
-    """The host of the part `name` (a VM name) with `kernel`: modules to load there and
-    kernel options for a lab's own VM (which labs use it: labkit.hosts.users). The part on
-    THIS_KERNEL is this process's own kernel, whatever the factory."""
+             append: Sequence[str] = (), preload: Sequence[str] = ()) -> LabHost:
+    """The host of the part `name` (a VM name) with `kernel`: modules to load there,
+    kernel options for a lab's own VM (which labs use it: labkit.hosts.users), and modules
+    the kernel would autoload, worth loading with `modules` when a VM boots (preload). The
+    part on THIS_KERNEL is this process's own kernel, whatever the factory."""
     if kernel == THIS_KERNEL:
         return _this_kernel
-    return _factory(name, kernel, modules, append=append)
+    return _factory(name, kernel, modules, append=append, preload=preload)
 
 
 def this_kernel() -> LabHost:

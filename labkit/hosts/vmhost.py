@@ -50,9 +50,13 @@ def _same_kernel(recorded: str, wanted: str) -> bool:
 
 class VmHost:
     def __init__(self, vm: str, kernel: str, modules: Sequence[str] = (),
-                 memory: str | None = None, append: Sequence[str] = ()) -> None:
+                 memory: str | None = None, append: Sequence[str] = (),
+                 preload: Sequence[str] = ()) -> None:
         self.name, self.vm, self.kernel = vm, vm, kernel
         self.modules = list(modules)
+        # loaded at boot too (one modprobe for all), never by hand in a VM already up:
+        # the kernel autoloads them when the lab needs them
+        self.preload = [m for m in preload if m not in self.modules]
         self.append = list(append)  # kernel command-line options (a lab's own VM only)
         self.memory = memory or DEFAULT_MEMORY
         self._relay: Any = None
@@ -104,7 +108,8 @@ class VmHost:
                 # the agent starts the daemon as soon as the guest's userspace runs, so
                 # its imports overlap the rest of the boot
                 booted = persistent.start(self.vm, kernel=self.kernel, memory=self.memory,
-                                          modules=self.modules, backplane=True,
+                                          modules=[*self.modules, *self.preload],
+                                          backplane=True,
                                           cached=[PACKAGE], append=self.append,
                                           guestd=sys.executable)
                 _trace_boot(booted)

@@ -190,20 +190,21 @@ class Lab:
     def hosts(self) -> list[LabHost]:
         return [self.host_for(p) for p in self.placement.parts]
 
-    def kernel_modules(self) -> list[str]:
-        """The modules building this lab makes the kernel autoload (veth for its links and
-        LAN ports, bridge for its LANs), then its features' own. A lab VM loads them all
-        at boot in the one modprobe its agent runs: under TCG each autoload is a modprobe
-        process of its own, and the cluster lab's two took ~1 s of its build."""
-        built = [*(["veth"] if self.topo.links or self.topo.lans else []),
-                 *(["bridge"] if self.topo.lans else [])]
-        return [*built, *features.modules(sorted(self.topo.features))]
+    def autoloaded_modules(self) -> list[str]:
+        """The modules building this lab makes the kernel autoload: veth for its links and
+        LAN ports, bridge for its LANs. A lab VM loads them at boot with its features' own,
+        in the one modprobe its agent runs: under TCG each autoload is a modprobe process
+        of its own, and the cluster lab's two took ~1 s of its build."""
+        return [*(["veth"] if self.topo.links or self.topo.lans else []),
+                *(["bridge"] if self.topo.lans else [])]
 
     def host_for(self, part: Part) -> LabHost:
         """The host of one part of the lab's placement (made once, then reused)."""
         host = self._hosts.get(part.vm)
         if host is None:
-            host = placed.host_for(part.vm, part.kernel, self.kernel_modules(),
+            host = placed.host_for(part.vm, part.kernel,
+                                   features.modules(sorted(self.topo.features)),
+                                   preload=self.autoloaded_modules(),
                                    append=getattr(self, "_kernel_options", ()))
             self._hosts[part.vm] = host
         return host

@@ -60,7 +60,7 @@ class JailHost:
     """The LabHost protocol over a jail of this kernel (see the module's docstring)."""
 
     def __init__(self, name: str, kernel: str, modules: Sequence[str] = (), *,
-                 append: Sequence[str] = ()) -> None:
+                 append: Sequence[str] = (), preload: Sequence[str] = ()) -> None:
         self.name = name  # the part's name (the VM it would be): one jail per part
         self.dir = JAILS / name
 

@@ -320,6 +320,47 @@ def test_a_lab_reusing_a_vm_gets_its_kernel_modules(warm_vm: str) -> None:
         persistent.exec_(warm_vm, ["rmmod", "dummy"], capture=True, cwd="/")
 
 
+def test_a_lab_reusing_a_vm_leaves_what_the_kernel_autoloads_to_it(warm_vm: str) -> None:
+    """Modules a lab's build makes the kernel autoload (veth, bridge) are loaded at boot
+    with the lab's own, for speed; in a VM already up the kernel loads them when the build
+    needs them, so reusing it runs no modprobe for them (the control is the test above:
+    the same module as one the lab needs is loaded)."""
+    from labkit.hosts.vmhost import VmHost
+
+    host = VmHost(warm_vm, "debian-6.12", [], preload=["dummy"])
+    try:
+        host.start()
+        res = persistent.exec_(warm_vm, ["cat", "/proc/modules"], capture=True, cwd="/")
+        assert "dummy" not in [line.split()[0] for line in res.out.splitlines()]
+    finally:
+        host.close()
+
+
+def test_a_booting_lab_vm_loads_what_its_build_would_autoload(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A VM booted for a lab loads its features' modules and, in the same modprobe, the
+    ones its build would make the kernel autoload (each a modprobe process under TCG)."""
+    from labkit.hosts.vm import persistent as pers
+    from labkit.hosts.vmhost import VmHost
+
+    asked: dict[str, object] = {}
+
+    class Booted(Exception):
+        pass
+
+    def start(name: str, **kwargs: object) -> None:
+        asked.update(kwargs)
+        raise Booted
+
+    monkeypatch.setenv("LABKIT_VM_STATE_DIR", str(tmp_path))  # its lock file goes there
+    monkeypatch.setattr(pers, "info", lambda name: None)
+    monkeypatch.setattr(pers, "start", start)
+    host = VmHost("lk-test-preload", "debian-6.12", ["tipc"], preload=["veth", "bridge"])
+    with pytest.raises(Booted):
+        host.start()
+    assert asked["modules"] == ["tipc", "veth", "bridge"]
+
+
 def test_a_vm_of_another_install_is_not_reused_under_its_labs(warm_vm: str) -> None:
     """The VM's daemon runs this install's python (a lab of ours may reuse it); a VM whose
     daemon runs another install's, with a lab of that install on it, is refused with both
