@@ -350,10 +350,48 @@ def ip_batch(commands: list[str], tolerate: tuple[str, ...] = ()) -> list[str]:
     return warnings or [f"ip -batch failed: {res.stderr.strip()}"]
 
 
-def backplane_commands(iface: str, address: str, mtu: int) -> list[str]:
-    """The lab VMs' private network: up, jumbo MTU, a fixed ULA (no DAD: it is ours)."""
-    return [f"link set {iface} name lkbp0", f"link set lkbp0 mtu {mtu} up",
-            f"addr add {address} dev lkbp0 nodad"]
+# ioctls (linux/sockios.h) that set the backplane NIC up without an `ip` process
+SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFADDR = 0x8913, 0x8914, 0x8916
+SIOCSIFMTU, SIOCSIFNAME, SIOCGIFINDEX = 0x8922, 0x8923, 0x8933
+IFF_UP = 0x1
+BACKPLANE_DEV = "lkbp0"
+
+
+def _ifreq(name: str, data: bytes = b"") -> bytes:
+    """struct ifreq: the interface name, then its 24-byte union."""
+    return struct.pack("16s24s", name.encode(), data)
+
+
+def setup_backplane(iface: str, address: str, mtu: int) -> list[str]:
+    """The lab VMs' private network: named lkbp0, jumbo MTU, up, a fixed ULA with DAD off
+    (it is ours). Done with ioctls: an `ip` process cost ~0.45 s of a lab VM's boot under
+    TCG. A warning if the kernel refused a step (a lab then cannot span kernels)."""
+    addr, _, plen = address.partition("/")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if iface != BACKPLANE_DEV:
+                fcntl.ioctl(sock, SIOCSIFNAME, _ifreq(iface, BACKPLANE_DEV.encode()))
+            fcntl.ioctl(sock, SIOCSIFMTU, _ifreq(BACKPLANE_DEV, struct.pack("i", mtu)))
+            flags = struct.unpack_from("H", fcntl.ioctl(sock, SIOCGIFFLAGS,
+                                                        _ifreq(BACKPLANE_DEV)), 16)[0]
+            fcntl.ioctl(sock, SIOCSIFFLAGS, _ifreq(BACKPLANE_DEV, struct.pack("H", flags | IFF_UP)))
+            index = struct.unpack_from("i", fcntl.ioctl(sock, SIOCGIFINDEX,
+                                                        _ifreq(BACKPLANE_DEV)), 16)[0]
+        # no duplicate address detection: the address is usable at once (ip's `nodad`)
+        with open(f"/proc/sys/net/ipv6/conf/{BACKPLANE_DEV}/accept_dad", "w") as fh:
+            fh.write("0")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock6:
+            in6_ifreq = struct.pack("16sIi", socket.inet_pton(socket.AF_INET6, addr),
+                                    int(plen or 128), index)
+            try:
+                fcntl.ioctl(sock6, SIOCSIFADDR, in6_ifreq)
+            except FileExistsError:
+                pass  # already there: fine
+    except (OSError, ValueError) as exc:
+        message = f"setting up the backplane NIC {iface} failed ({exc}); labs cannot span kernels"
+        log(message)
+        return [message]
+    return []
 
 
 def built_in(module: str) -> bool:
@@ -377,21 +415,21 @@ def forward_commands(iface: str) -> list[str]:
 
 
 def setup_nics(net_mac: str, bp_mac: str, bp_addr: str, bp_mtu: int) -> list[str]:
-    """The forwarding NIC and the backplane NIC (virtio_net is loaded beforehand), in one
-    `ip -batch`."""
+    """The forwarding NIC (one `ip -batch`) and the backplane NIC (ioctls); virtio_net is
+    loaded beforehand."""
     warnings: list[str] = []
-    commands: list[str] = []
-    for mac, what, lost, make in (
-            (net_mac, "network", "port forwards will not work", forward_commands),
-            (bp_mac, "backplane", "labs cannot span kernels",
-             lambda iface: backplane_commands(iface, bp_addr, bp_mtu))):
+    for mac, what, lost in ((net_mac, "network", "port forwards will not work"),
+                            (bp_mac, "backplane", "labs cannot span kernels")):
         iface = nic_by_mac(mac) if mac else ""
         if iface is None:
             warnings.append(f"no {what} interface with MAC {mac}; {lost}")
+        elif iface and mac == bp_mac:
+            warnings += setup_backplane(iface, bp_addr, bp_mtu)
         elif iface:
-            commands += make(iface)
-    # already there (the address or default route of the forwarding NIC): fine
-    return warnings + ip_batch(commands, tolerate=("File exists", "already assigned"))
+            # already there (the address or default route): fine
+            warnings += ip_batch(forward_commands(iface),
+                                 tolerate=("File exists", "already assigned"))
+    return warnings
 
 
 def fast_mounts(tag: str, ro_dirs: list[str], rw_dirs: list[str]) -> list[str]:
