@@ -132,7 +132,7 @@ class VmHost:
 
         if not (_guest(booted).get("guest") or {}).get("guestd"):
             return False
-        # The first try waits in the guest until the daemon listens (one channel, and the
+        # The first try waits in the guest until the daemon serves (one channel, and the
         # call goes as soon as it can); any later one (an agent from before that) polls.
         with self._lock:
             self._relay = persistent.connect(self.vm, GUESTD_SOCKET, wait=PING_TIMEOUT / 2)

@@ -62,7 +62,6 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 64
 
 
-
 def _loader(text: str) -> Any:
     """libyaml's parser and composer (C) where PyYAML has them: ten times faster than the
     pure Python ones, same nodes and marks."""

@@ -14,7 +14,6 @@ if the guest's Python cannot import labkit.
 from __future__ import annotations
 
 import argparse
-import errno
 import fcntl
 import os
 import pty
@@ -180,22 +179,17 @@ class Session(threading.Thread):
         """Join the channel to a unix socket in the guest (labkit's guest daemon): a fast
         path for calls that would otherwise start a Python process per request.
 
-        wait: seconds to keep trying while nothing listens there yet (a booting VM's
-        daemon): a connect(2) every 50 ms here costs the guest less than a channel per
-        try from the host, and the first call goes through as soon as it can."""
-        deadline = time.monotonic() + wait
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(path)
-                break
-            except OSError as exc:
-                sock.close()
-                waiting = exc.errno in (errno.ENOENT, errno.ECONNREFUSED)
-                if not waiting or time.monotonic() >= deadline:
-                    raise _SessionError(f"cannot connect to {path} in the VM: "
-                                        f"{exc.strerror}") from None
-                time.sleep(0.05)  # bounded by the host's wait (deadline above)
+        wait: seconds to wait, first, for the daemon this agent started at boot to serve
+        (GUESTD_SETTLED): one channel from the host, and its first call goes through as
+        soon as the daemon listens."""
+        if wait > 0:
+            GUESTD_SETTLED.wait(wait)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            raise _SessionError(f"cannot connect to {path} in the VM: {exc.strerror}") from None
 
         def pump_in() -> None:
             while True:
@@ -534,6 +528,12 @@ def load_modules(modules: list[str], quiet: tuple[str, ...] = (),
     return warnings
 
 
+# Set once the daemon start_guestd launched serves, or has failed: its foreground process
+# exits when the daemon's socket accepts connections (labkit.hosts.guestd --detach). Set
+# at once when this agent starts no daemon, so a relay never waits for none.
+GUESTD_SETTLED = threading.Event()
+
+
 def start_guestd(python: str) -> str:
     """Start labkit's daemon now, so its imports (seconds under emulation) overlap the rest
     of the boot; the host waits for it to answer. Its pid, or "" if it could not start."""
@@ -546,8 +546,14 @@ def start_guestd(python: str) -> str:
                                 stderr=subprocess.DEVNULL, cwd="/", env=env)
     except OSError as exc:
         log(f"starting labkit's daemon failed: {exc}")
+        GUESTD_SETTLED.set()
         return ""
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap its foreground
+
+    def settle() -> None:  # reap its foreground: it exits once the daemon serves
+        proc.wait()
+        GUESTD_SETTLED.set()
+
+    threading.Thread(target=settle, daemon=True).start()
     return str(proc.pid)
 
 
@@ -618,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     guestd = start_guestd(args.guestd) if args.guestd else ""
     if guestd:
         step("daemon started")
+    else:
+        GUESTD_SETTLED.set()
     warnings += load_modules(modules, quiet=tuple(m for m in nics if m not in args.modprobe),
                              started=loading)
     if modules:

@@ -16,7 +16,7 @@ from labkit.hosts.vm.vmstate import _dir
 
 def connect(name: str, path: str, wait: float = 0.0) -> Relay:
     """A byte stream to the unix socket `path` inside the running VM `name`; wait: seconds
-    the guest's agent keeps trying while nothing listens there yet (a booting daemon)."""
+    the guest's agent first waits for the daemon it started at boot to serve."""
     sock = _control(name)
     try:
         sock.sendall(wire.pack_json(wire.OPEN, 1, {"connect": path, "wait": wait}))
